@@ -1,0 +1,191 @@
+//! Configuration: every setting is an environment variable and a command-line flag (SPEC A1).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, ValueEnum};
+
+/// Settings of `serve` (and of `migrate`, which shares the storage ones).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// HMAC key for `/webhook`. Unset: the service starts but is not ready.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// Least severe log level written to stdout.
+    #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = parse_log_level)]
+    pub log_level: LogLevel,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+
+    /// Largest accepted request body; larger ones get 413 without being read.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub max_body_bytes: usize,
+}
+
+/// Where and how messages are stored.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    /// `sqlite:////abs/path.db`, `sqlite:///rel/path.db` or `sqlite::memory:`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:///data/app.db")]
+    pub database_url: StoreUrl,
+
+    /// SQLite durability: `full` survives power loss, `normal` survives a process crash.
+    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value_t = Synchronous::Full)]
+    pub sqlite_synchronous: Synchronous,
+}
+
+/// The SQLite `synchronous` pragma in WAL mode (see the README's durability section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Synchronous {
+    /// fsync on every commit: an acknowledged message survives power loss.
+    Full,
+    /// fsync at checkpoints: an acknowledged message survives a crash of the process, not of the machine.
+    Normal,
+}
+
+impl Synchronous {
+    pub fn pragma_value(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// A parsed `DATABASE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    SqliteFile(PathBuf),
+    SqliteMemory,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreUrlError {
+    #[error(
+        "DATABASE_URL {0:?} is not supported: use sqlite:////absolute/path.db, sqlite:///relative/path.db or sqlite::memory:"
+    )]
+    UnknownScheme(String),
+    #[error("DATABASE_URL {0:?} names no file")]
+    EmptyPath(String),
+    #[error("DATABASE_URL {0:?}: PostgreSQL is not supported by this build yet")]
+    PostgresNotYetSupported(String),
+}
+
+impl FromStr for StoreUrl {
+    type Err = StoreUrlError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if url == "sqlite::memory:" {
+            return Ok(StoreUrl::SqliteMemory);
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Err(StoreUrlError::PostgresNotYetSupported(redact_password(url)));
+        }
+        // `sqlite:///` + path: the path is absolute when it starts with another slash.
+        let path = url
+            .strip_prefix("sqlite:///")
+            .ok_or_else(|| StoreUrlError::UnknownScheme(redact_password(url)))?;
+        if path.is_empty() || path == "/" {
+            return Err(StoreUrlError::EmptyPath(url.to_owned()));
+        }
+        Ok(StoreUrl::SqliteFile(PathBuf::from(path)))
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreUrl::SqliteFile(path) => write!(f, "sqlite:///{}", path.display()),
+            StoreUrl::SqliteMemory => f.write_str("sqlite::memory:"),
+        }
+    }
+}
+
+/// Keeps a password in a URL out of error messages and logs.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `LOG_LEVEL`: `DEBUG`, `INFO`, `WARN` or `ERROR`, in any case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+fn parse_log_level(value: &str) -> Result<LogLevel, String> {
+    match value.to_ascii_uppercase().as_str() {
+        "DEBUG" => Ok(LogLevel::Debug),
+        "INFO" => Ok(LogLevel::Info),
+        "WARN" | "WARNING" => Ok(LogLevel::Warn),
+        "ERROR" => Ok(LogLevel::Error),
+        _ => Err("expected DEBUG, INFO, WARN or ERROR".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_follow_the_slash_convention() {
+        assert_eq!(
+            "sqlite:////data/app.db".parse(),
+            Ok(StoreUrl::SqliteFile("/data/app.db".into()))
+        );
+        assert_eq!(
+            "sqlite:///rel/app.db".parse(),
+            Ok(StoreUrl::SqliteFile("rel/app.db".into()))
+        );
+        assert_eq!("sqlite::memory:".parse(), Ok(StoreUrl::SqliteMemory));
+    }
+
+    #[test]
+    fn unusable_urls_are_rejected() {
+        for bad in [
+            "mysql://x",
+            "sqlite://x.db",
+            "sqlite:///",
+            "sqlite:////",
+            "",
+            "app.db",
+        ] {
+            assert!(bad.parse::<StoreUrl>().is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn passwords_never_reach_error_messages() {
+        let err = "postgres://user:hunter2@db/app".parse::<StoreUrl>().unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn log_levels_parse_in_any_case() {
+        assert_eq!(parse_log_level("debug"), Ok(LogLevel::Debug));
+        assert_eq!(parse_log_level("Warn"), Ok(LogLevel::Warn));
+        assert!(parse_log_level("verbose").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! Every error answer of the API, turned into a response in this one place (SPEC A2, A8).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::message::FieldError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid signature")]
+    InvalidSignature,
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("request body could not be read")]
+    UnreadableBody,
+    #[error("Not Found")]
+    NotFound,
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
+    #[error("webhook secret not configured")]
+    SecretNotConfigured,
+    #[error("storage unavailable")]
+    StorageUnavailable(#[source] StoreError),
+    #[error("internal server error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidSignature => StatusCode::UNAUTHORIZED,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::SecretNotConfigured | ApiError::StorageUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::StorageUnavailable(error)
+    }
+}
+
+/// The cause of a 5xx answer, left in the response extensions for the access log line; the
+/// client sees only the generic `detail`.
+#[derive(Debug, Clone)]
+pub struct ErrorCause(pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let cause = match &self {
+            ApiError::StorageUnavailable(cause) => Some(cause.to_string()),
+            ApiError::Internal(cause) => Some(cause.clone()),
+            _ => None,
+        };
+        let body = match self {
+            ApiError::Validation(errors) => json!({ "detail": errors }),
+            other => json!({ "detail": other.to_string() }),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(ErrorCause(cause));
+        }
+        response
+    }
+}

@@ -1,0 +1,234 @@
+//! `GET /messages`: filters, ordering, pagination (SPEC A3).
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, AppState};
+use crate::message::{FieldError, Message, Timestamp, timestamp_error};
+use crate::store::{MessageFilter, PageRequest};
+
+pub const PATH: &str = "/messages";
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 100;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new().route(PATH, get(list))
+}
+
+#[derive(Debug, Serialize)]
+struct MessagesPage {
+    data: Vec<Message>,
+    total: u64,
+    limit: u32,
+    offset: u64,
+}
+
+async fn list(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<MessagesPage>, ApiError> {
+    let (filter, page) = parse_query(query.as_deref().unwrap_or_default()).map_err(ApiError::Validation)?;
+    let found = state.store.list(filter, page).await?;
+    Ok(Json(MessagesPage {
+        data: found.messages,
+        total: found.total,
+        limit: page.limit,
+        offset: page.offset,
+    }))
+}
+
+/// Reads the query string, collecting an error entry for every bad parameter. When a
+/// parameter repeats, the last one counts; unknown parameters are ignored.
+fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldError>> {
+    let mut raw = RawParams::default();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let slot = match name.as_ref() {
+            "limit" => &mut raw.limit,
+            "offset" => &mut raw.offset,
+            "from" => &mut raw.from,
+            "since" => &mut raw.since,
+            "q" => &mut raw.q,
+            _ => continue,
+        };
+        *slot = Some(value.into_owned());
+    }
+
+    let mut errors = Vec::new();
+    let limit = raw.limit.map_or(Some(DEFAULT_LIMIT), |text| {
+        bounded_integer(&text, "limit", 1, i128::from(MAX_LIMIT), &mut errors)
+            .and_then(|n| u32::try_from(n).ok())
+    });
+    let offset = raw.offset.map_or(Some(0), |text| {
+        bounded_integer(&text, "offset", 0, i128::from(i64::MAX), &mut errors)
+            .and_then(|n| u64::try_from(n).ok())
+    });
+    let since = match raw.since {
+        None => None,
+        Some(text) => {
+            let parsed = Timestamp::parse(&text);
+            if parsed.is_none() {
+                errors.push(timestamp_error(vec!["query", "since"], Value::String(text)));
+            }
+            parsed
+        }
+    };
+    match (limit, offset) {
+        (Some(limit), Some(offset)) if errors.is_empty() => Ok((
+            MessageFilter {
+                from: raw.from.filter(|from| !from.is_empty()).map(restore_plus),
+                since,
+                text_contains: raw.q.filter(|q| !q.is_empty()),
+            },
+            PageRequest { limit, offset },
+        )),
+        _ => Err(errors),
+    }
+}
+
+#[derive(Default)]
+struct RawParams {
+    limit: Option<String>,
+    offset: Option<String>,
+    from: Option<String>,
+    since: Option<String>,
+    q: Option<String>,
+}
+
+/// An unencoded `+` in a query string arrives as a space: `?from=+91…` means `+91…`.
+fn restore_plus(from: String) -> String {
+    match from.strip_prefix(' ') {
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("+{digits}")
+        }
+        _ => from,
+    }
+}
+
+/// An integer in `min..=max`, or an error entry worded as FastAPI words it.
+fn bounded_integer(
+    text: &str,
+    name: &'static str,
+    min: i128,
+    max: i128,
+    errors: &mut Vec<FieldError>,
+) -> Option<i128> {
+    let loc = vec!["query", name];
+    let input = Value::String(text.to_owned());
+    let Ok(value) = text.trim().parse::<i128>() else {
+        errors.push(FieldError::new(
+            "int_parsing",
+            loc,
+            "Input should be a valid integer, unable to parse string as an integer",
+            input,
+        ));
+        return None;
+    };
+    if value < min {
+        errors.push(
+            FieldError::new(
+                "greater_than_equal",
+                loc,
+                format!("Input should be greater than or equal to {min}"),
+                input,
+            )
+            .with_ctx(json!({ "ge": min as i64 })),
+        );
+        return None;
+    }
+    if value > max {
+        errors.push(
+            FieldError::new(
+                "less_than_equal",
+                loc,
+                format!("Input should be less than or equal to {max}"),
+                input,
+            )
+            .with_ctx(json!({ "le": max as i64 })),
+        );
+        return None;
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_types(query: &str) -> Vec<(&'static str, Vec<&'static str>)> {
+        parse_query(query)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|error| (error.kind, error.loc))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let (filter, page) = parse_query("").unwrap();
+        assert_eq!(filter, MessageFilter::default());
+        assert_eq!(page, PageRequest { limit: 50, offset: 0 });
+    }
+
+    #[test]
+    fn an_unencoded_plus_in_from_is_restored() {
+        let (filter, _) = parse_query("from=+919876543210").unwrap();
+        assert_eq!(filter.from.as_deref(), Some("+919876543210"));
+        let (filter, _) = parse_query("from=%2B919876543210").unwrap();
+        assert_eq!(filter.from.as_deref(), Some("+919876543210"));
+        let (filter, _) = parse_query("from=%20abc").unwrap();
+        assert_eq!(filter.from.as_deref(), Some(" abc"));
+    }
+
+    #[test]
+    fn every_bad_parameter_is_reported() {
+        assert_eq!(
+            error_types("limit=0&offset=-1&since=2025-02-30T00:00:00Z"),
+            vec![
+                ("greater_than_equal", vec!["query", "limit"]),
+                ("greater_than_equal", vec!["query", "offset"]),
+                ("value_error", vec!["query", "since"]),
+            ]
+        );
+        assert_eq!(
+            error_types("limit=101"),
+            vec![("less_than_equal", vec!["query", "limit"])]
+        );
+        assert_eq!(
+            error_types("limit=abc"),
+            vec![("int_parsing", vec!["query", "limit"])]
+        );
+        assert_eq!(
+            error_types("limit=1.5"),
+            vec![("int_parsing", vec!["query", "limit"])]
+        );
+        assert_eq!(
+            error_types("limit="),
+            vec![("int_parsing", vec!["query", "limit"])]
+        );
+        assert_eq!(
+            error_types("since="),
+            vec![("value_error", vec!["query", "since"])]
+        );
+    }
+
+    #[test]
+    fn limits_at_the_edges_are_accepted() {
+        assert_eq!(parse_query("limit=1").unwrap().1.limit, 1);
+        assert_eq!(parse_query("limit=100").unwrap().1.limit, 100);
+        assert_eq!(
+            parse_query("offset=9223372036854775807").unwrap().1.offset,
+            i64::MAX as u64
+        );
+        assert_eq!(
+            error_types("offset=9223372036854775808"),
+            vec![("less_than_equal", vec!["query", "offset"])]
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! The HTTP API: one router per resource, merged here under the shared middleware.
+
+mod error;
+mod health;
+mod messages;
+mod metrics;
+mod middleware;
+mod stats;
+mod webhook;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use error::ApiError;
+
+use crate::signature::SigningKey;
+use crate::store::Store;
+use crate::telemetry::{Logger, Metrics};
+
+/// The route templates, as `http_requests_total{path}` names them.
+pub const ROUTES: &[&str] = &[
+    webhook::PATH,
+    messages::PATH,
+    stats::PATH,
+    health::LIVE_PATH,
+    health::READY_PATH,
+    metrics::PATH,
+];
+
+/// Everything a request handler may use.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// `None` when `WEBHOOK_SECRET` is unset: `/webhook` then answers 503.
+    pub signing_key: Option<SigningKey>,
+    pub max_body_bytes: usize,
+    pub metrics: Metrics,
+    pub logger: Logger,
+    shutting_down: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        signing_key: Option<SigningKey>,
+        max_body_bytes: usize,
+        logger: Logger,
+    ) -> Arc<Self> {
+        Arc::new(AppState {
+            store,
+            signing_key,
+            max_body_bytes,
+            metrics: Metrics::new(ROUTES),
+            logger,
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// From now on `/health/ready` answers 503, so load balancers stop sending traffic.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// The whole API for `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(webhook::router())
+        .merge(messages::router())
+        .merge(stats::router())
+        .merge(health::router())
+        .merge(metrics::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    ApiError::NotFound.into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::MethodNotAllowed.into_response()
+}

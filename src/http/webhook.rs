@@ -1,0 +1,119 @@
+//! `POST /webhook`: signature, then validation, then an idempotent insert (SPEC A2).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::message::parse_message;
+use crate::signature::SignatureError;
+use crate::store::InsertOutcome;
+use crate::telemetry::{WebhookLog, WebhookResult};
+
+pub const PATH: &str = "/webhook";
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new().route(PATH, post(receive))
+}
+
+async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let (log, mut response) = match ingest(&state, &headers, body).await {
+        Ok((message_id, outcome)) => {
+            let log = WebhookLog {
+                message_id: Some(message_id),
+                dup: outcome == InsertOutcome::Duplicate,
+                result: match outcome {
+                    InsertOutcome::Created => WebhookResult::Created,
+                    InsertOutcome::Duplicate => WebhookResult::Duplicate,
+                },
+                signature_error: None,
+            };
+            (log, Json(json!({ "status": "ok" })).into_response())
+        }
+        Err(rejection) => {
+            let log = WebhookLog {
+                message_id: None,
+                dup: false,
+                result: rejection.result,
+                signature_error: rejection.signature_error.map(SignatureError::as_str),
+            };
+            (log, rejection.error.into_response())
+        }
+    };
+    response.extensions_mut().insert(log);
+    response
+}
+
+/// Why a request stored nothing, in the words of the metrics, the log and the client.
+struct Rejection {
+    result: WebhookResult,
+    signature_error: Option<SignatureError>,
+    error: ApiError,
+}
+
+impl Rejection {
+    fn new(result: WebhookResult, error: ApiError) -> Self {
+        Rejection {
+            result,
+            signature_error: None,
+            error,
+        }
+    }
+}
+
+/// The checks of SPEC A2 in their order; the first that fails decides the answer.
+async fn ingest(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(String, InsertOutcome), Rejection> {
+    let key = state
+        .signing_key
+        .as_ref()
+        .ok_or_else(|| Rejection::new(WebhookResult::NotConfigured, ApiError::SecretNotConfigured))?;
+    let body = read_body(body, headers, state.max_body_bytes)
+        .await
+        .map_err(|error| {
+            let result = match error {
+                ApiError::PayloadTooLarge => WebhookResult::PayloadTooLarge,
+                _ => WebhookResult::ValidationError,
+            };
+            Rejection::new(result, error)
+        })?;
+    key.verify_headers(headers, &body).map_err(|error| Rejection {
+        signature_error: Some(error),
+        ..Rejection::new(WebhookResult::InvalidSignature, ApiError::InvalidSignature)
+    })?;
+    let message = parse_message(&body)
+        .map_err(|errors| Rejection::new(WebhookResult::ValidationError, ApiError::Validation(errors)))?;
+    let message_id = message.message_id.clone();
+    let outcome = state
+        .store
+        .insert(message)
+        .await
+        .map_err(|error| Rejection::new(WebhookResult::StorageUnavailable, error.into()))?;
+    Ok((message_id, outcome))
+}
+
+/// Reads at most `limit` bytes; a declared or actual length above it is refused as soon as seen.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge),
+        Err(_) => Err(ApiError::UnreadableBody),
+    }
+}

@@ -1,0 +1,423 @@
+//! The message model and its validation (SPEC A2), with FastAPI-style error entries.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+pub const MAX_MESSAGE_ID_CHARS: usize = 256;
+pub const MAX_TEXT_CHARS: usize = 4096;
+pub const MSISDN_PATTERN: &str = r"^\+[0-9]+$";
+
+/// A message that passed every rule of SPEC A2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Message {
+    pub message_id: String,
+    pub from: String,
+    pub to: String,
+    pub ts: Timestamp,
+    pub text: Option<String>,
+}
+
+/// A UTC instant as the client wrote it, plus a key that sorts as the instant does.
+///
+/// `10:00:00.5Z` sorts before `10:00:00Z` as text but comes after it in time; the key pads the
+/// fraction to nine digits (`...10:00:00.500000000Z` vs `...10:00:00.000000000Z`) so plain text
+/// comparison in any database orders instants correctly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timestamp {
+    verbatim: String,
+    sort_key: String,
+}
+
+impl Timestamp {
+    /// Accepts `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` for a real calendar instant in years 0001 to 9999.
+    pub fn parse(text: &str) -> Option<Timestamp> {
+        let bytes = text.as_bytes();
+        if bytes.len() < 20 || bytes.last() != Some(&b'Z') {
+            return None;
+        }
+        let (fixed, rest) = bytes.split_at(19);
+        let separators_ok = fixed[4] == b'-'
+            && fixed[7] == b'-'
+            && fixed[10] == b'T'
+            && fixed[13] == b':'
+            && fixed[16] == b':';
+        if !separators_ok {
+            return None;
+        }
+        let year = digits(&fixed[0..4])?;
+        let month = digits(&fixed[5..7])?;
+        let day = digits(&fixed[8..10])?;
+        let hour = digits(&fixed[11..13])?;
+        let minute = digits(&fixed[14..16])?;
+        let second = digits(&fixed[17..19])?;
+        let calendar_ok = year >= 1
+            && (1..=12).contains(&month)
+            && (1..=days_in_month(year, month)).contains(&day)
+            && hour < 24
+            && minute < 60
+            && second < 60;
+        if !calendar_ok {
+            return None;
+        }
+        let fraction = match &rest[..rest.len() - 1] {
+            [] => &[][..],
+            [b'.', fraction @ ..] if (1..=9).contains(&fraction.len()) => {
+                digits(fraction)?;
+                fraction
+            }
+            _ => return None,
+        };
+        let mut sort_key = String::with_capacity(30);
+        sort_key.push_str(&text[..19]);
+        sort_key.push('.');
+        for position in 0..9 {
+            sort_key.push(fraction.get(position).map_or('0', |&digit| char::from(digit)));
+        }
+        sort_key.push('Z');
+        Some(Timestamp {
+            verbatim: text.to_owned(),
+            sort_key,
+        })
+    }
+
+    /// A timestamp read back from storage, where both forms were kept.
+    pub fn from_stored(verbatim: String, sort_key: String) -> Timestamp {
+        Timestamp { verbatim, sort_key }
+    }
+
+    /// The text the client sent, returned verbatim.
+    pub fn as_str(&self) -> &str {
+        &self.verbatim
+    }
+
+    /// Fixed-width text that orders as the instant does.
+    pub fn sort_key(&self) -> &str {
+        &self.sort_key
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.verbatim)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.verbatim)
+    }
+}
+
+/// The value of ASCII digits, or `None` if any byte is not one.
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |value, &byte| {
+        byte.is_ascii_digit().then(|| value * 10 + u32::from(byte - b'0'))
+    })
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// `+` followed by one or more ASCII digits, nothing else.
+pub fn is_msisdn(value: &str) -> bool {
+    value
+        .strip_prefix('+')
+        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// One broken rule, shaped like a FastAPI (pydantic v2) validation error entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub loc: Vec<&'static str>,
+    pub msg: String,
+    pub input: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<Value>,
+}
+
+impl FieldError {
+    pub fn new(kind: &'static str, loc: Vec<&'static str>, msg: impl Into<String>, input: Value) -> Self {
+        FieldError {
+            kind,
+            loc,
+            msg: msg.into(),
+            input,
+            ctx: None,
+        }
+    }
+
+    pub fn with_ctx(mut self, ctx: Value) -> Self {
+        self.ctx = Some(ctx);
+        self
+    }
+}
+
+/// Parses and validates a `/webhook` body, collecting every broken rule.
+pub fn parse_message(body: &[u8]) -> Result<Message, Vec<FieldError>> {
+    let fields = parse_object(body)?;
+    let mut errors = Vec::new();
+    let message_id = required(&fields, "message_id", &mut errors)
+        .and_then(|value| check_string(value, "message_id", 1, MAX_MESSAGE_ID_CHARS, &mut errors));
+    let from =
+        required(&fields, "from", &mut errors).and_then(|value| check_msisdn(value, "from", &mut errors));
+    let to = required(&fields, "to", &mut errors).and_then(|value| check_msisdn(value, "to", &mut errors));
+    let ts = required(&fields, "ts", &mut errors).and_then(|value| check_timestamp(value, &mut errors));
+    let text = match fields.get("text") {
+        None | Some(Value::Null) => Some(None),
+        Some(value) => check_string(value, "text", 0, MAX_TEXT_CHARS, &mut errors).map(Some),
+    };
+    match (message_id, from, to, ts, text) {
+        (Some(message_id), Some(from), Some(to), Some(ts), Some(text)) if errors.is_empty() => Ok(Message {
+            message_id,
+            from,
+            to,
+            ts,
+            text,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The body as a JSON object, or the single entry that says why it is not one.
+fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Vec<FieldError>> {
+    let whole_body_error = |error| vec![error];
+    if body.is_empty() {
+        return Err(whole_body_error(FieldError::new(
+            "missing",
+            vec!["body"],
+            "Field required",
+            Value::Null,
+        )));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|error| whole_body_error(json_invalid(format!("body is not valid UTF-8: {error}"))))?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(other) => Err(whole_body_error(FieldError::new(
+            "model_attributes_type",
+            vec!["body"],
+            "Input should be a valid dictionary or object to extract fields from",
+            other,
+        ))),
+        Err(error) => Err(whole_body_error(json_invalid(error.to_string()))),
+    }
+}
+
+fn json_invalid(reason: String) -> FieldError {
+    FieldError::new("json_invalid", vec!["body"], "JSON decode error", json!({}))
+        .with_ctx(json!({ "error": reason }))
+}
+
+fn required<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a Value> {
+    let value = fields.get(name);
+    if value.is_none() {
+        errors.push(FieldError::new(
+            "missing",
+            vec!["body", name],
+            "Field required",
+            Value::Object(fields.clone()),
+        ));
+    }
+    value
+}
+
+fn check_string(
+    value: &Value,
+    name: &'static str,
+    min_chars: usize,
+    max_chars: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    let loc = vec!["body", name];
+    let Value::String(text) = value else {
+        errors.push(FieldError::new(
+            "string_type",
+            loc,
+            "Input should be a valid string",
+            value.clone(),
+        ));
+        return None;
+    };
+    let chars = text.chars().count();
+    if chars < min_chars {
+        errors.push(
+            FieldError::new(
+                "string_too_short",
+                loc,
+                format!("String should have at least {min_chars} character"),
+                value.clone(),
+            )
+            .with_ctx(json!({ "min_length": min_chars })),
+        );
+        return None;
+    }
+    if chars > max_chars {
+        errors.push(
+            FieldError::new(
+                "string_too_long",
+                loc,
+                format!("String should have at most {max_chars} characters"),
+                value.clone(),
+            )
+            .with_ctx(json!({ "max_length": max_chars })),
+        );
+        return None;
+    }
+    // PostgreSQL cannot store U+0000 in text; rejecting it keeps both backends answering alike.
+    if text.contains('\0') {
+        errors.push(FieldError::new(
+            "value_error",
+            loc,
+            "Value error, must not contain the NUL character (U+0000)",
+            value.clone(),
+        ));
+        return None;
+    }
+    Some(text.clone())
+}
+
+fn check_msisdn(value: &Value, name: &'static str, errors: &mut Vec<FieldError>) -> Option<String> {
+    let loc = vec!["body", name];
+    match value {
+        Value::String(text) if is_msisdn(text) => Some(text.clone()),
+        Value::String(_) => {
+            errors.push(
+                FieldError::new(
+                    "string_pattern_mismatch",
+                    loc,
+                    format!("String should match pattern '{MSISDN_PATTERN}'"),
+                    value.clone(),
+                )
+                .with_ctx(json!({ "pattern": MSISDN_PATTERN })),
+            );
+            None
+        }
+        _ => {
+            errors.push(FieldError::new(
+                "string_type",
+                loc,
+                "Input should be a valid string",
+                value.clone(),
+            ));
+            None
+        }
+    }
+}
+
+fn check_timestamp(value: &Value, errors: &mut Vec<FieldError>) -> Option<Timestamp> {
+    let Value::String(text) = value else {
+        errors.push(FieldError::new(
+            "string_type",
+            vec!["body", "ts"],
+            "Input should be a valid string",
+            value.clone(),
+        ));
+        return None;
+    };
+    let parsed = Timestamp::parse(text);
+    if parsed.is_none() {
+        errors.push(timestamp_error(vec!["body", "ts"], value.clone()));
+    }
+    parsed
+}
+
+/// The entry for a `ts` or `since` value that is not a UTC instant in the accepted form.
+pub fn timestamp_error(loc: Vec<&'static str>, input: Value) -> FieldError {
+    FieldError::new(
+        "value_error",
+        loc,
+        "Value error, expected a UTC timestamp YYYY-MM-DDTHH:MM:SS[.fraction]Z for a real calendar instant",
+        input,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_accept_the_documented_forms() {
+        for good in [
+            "2025-01-15T10:00:00Z",
+            "2025-01-15T10:00:00.5Z",
+            "2025-01-15T10:00:00.123456789Z",
+            "2024-02-29T23:59:59Z",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+        ] {
+            assert!(Timestamp::parse(good).is_some(), "{good} rejected");
+        }
+    }
+
+    #[test]
+    fn timestamps_reject_everything_else() {
+        for bad in [
+            "2025-02-30T10:00:00Z",
+            "2023-02-29T10:00:00Z",
+            "1900-02-29T10:00:00Z",
+            "2025-13-01T10:00:00Z",
+            "2025-00-01T10:00:00Z",
+            "2025-01-00T10:00:00Z",
+            "2025-01-15T24:00:00Z",
+            "2025-01-15T10:60:00Z",
+            "2025-01-15T10:00:60Z",
+            "0000-01-01T00:00:00Z",
+            "2025-01-15T10:00:00",
+            "2025-01-15T10:00:00+05:30",
+            "2025-01-15T10:00:00+00:00",
+            "2025-01-15 10:00:00Z",
+            "2025-01-15T10:00:00.Z",
+            "2025-01-15T10:00:00.1234567890Z",
+            "2025-01-15T10:00:00zZ",
+            "2025-01-15t10:00:00Z",
+            "2025-01-15T10:00:00z",
+            "+2025-01-15T10:00:00Z",
+            "2025-1-15T10:00:00Z",
+            "２０２５-01-15T10:00:00Z",
+            "",
+        ] {
+            assert!(Timestamp::parse(bad).is_none(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn sort_keys_order_fractions_as_instants() {
+        let whole = Timestamp::parse("2025-01-15T10:00:00Z").unwrap();
+        let half = Timestamp::parse("2025-01-15T10:00:00.5Z").unwrap();
+        assert!(half.as_str() < whole.as_str(), "the text order is the trap");
+        assert!(whole.sort_key() < half.sort_key());
+        assert_eq!(half.sort_key(), "2025-01-15T10:00:00.500000000Z");
+    }
+
+    #[test]
+    fn msisdn_is_plus_then_ascii_digits() {
+        assert!(is_msisdn("+919876543210"));
+        assert!(is_msisdn("+1"));
+        for bad in [
+            "+",
+            "919876543210",
+            "++91",
+            "+91 98",
+            "+９１",
+            "+91a",
+            " +91",
+            "+91\n",
+        ] {
+            assert!(!is_msisdn(bad), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Storage behind one trait, so the HTTP layer never sees SQL and the backends answer alike.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::config::StorageArgs;
+use crate::config::StoreUrl;
+use crate::message::{Message, Timestamp};
+
+/// What storing a message did: the first write of an id wins, later ones change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Created,
+    Duplicate,
+}
+
+/// Which messages `/messages` asks for; `None` means no constraint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    pub from: Option<String>,
+    pub since: Option<Timestamp>,
+    pub text_contains: Option<String>,
+}
+
+/// A window into the filtered, ordered messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub offset: u64,
+}
+
+/// One page of messages and how many match the filter in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    pub total: u64,
+}
+
+/// The figures of `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub total_messages: u64,
+    pub senders_count: u64,
+    pub messages_per_sender: Vec<SenderCount>,
+    pub first_message_ts: Option<String>,
+    pub last_message_ts: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SenderCount {
+    pub from: String,
+    pub count: u64,
+}
+
+/// How many senders `/stats` lists.
+pub const TOP_SENDERS: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot take or answer requests right now (full disk, read-only file, gone).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The database answers but its schema is not the one this binary expects.
+    #[error("schema not applied: {0}")]
+    SchemaMismatch(String),
+    /// The store is shutting down and takes no more writes.
+    #[error("storage is shutting down")]
+    ShuttingDown,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `message` unless its id exists; returns only once the outcome is committed.
+    async fn insert(&self, message: Message) -> Result<InsertOutcome, StoreError>;
+
+    /// The page of matching messages ordered by `ts` (as instants), then `message_id`.
+    async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError>;
+
+    async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// Ok when the database answers and its schema is current.
+    async fn check_ready(&self) -> Result<(), StoreError>;
+
+    /// Stops taking writes, commits everything already accepted, and waits for that to finish.
+    async fn shutdown(&self);
+}
+
+/// Opens the store that `DATABASE_URL` names, applying the schema.
+pub async fn open(storage: &StorageArgs) -> Result<Arc<dyn Store>, StoreError> {
+    match &storage.database_url {
+        StoreUrl::SqliteFile(_) | StoreUrl::SqliteMemory => {
+            let options = sqlite::SqliteOptions::from_args(storage);
+            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options))
+                .await
+                .map_err(|error| {
+                    StoreError::Unavailable(format!("opening the database panicked: {error}"))
+                })??;
+            Ok(Arc::new(store))
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Versioned schema migrations, applied at open inside one transaction.
+//!
+//! The version lives in `PRAGMA user_version`. Version 0 is either an empty file or a database
+//! written by the FastAPI service this project replaces (same `messages` table, no extra column):
+//! migration 1 serves both, so a user can point the new binary at the old file and keep every row.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::message::Timestamp;
+
+/// The schema version this binary writes and expects.
+pub const CURRENT_VERSION: i64 = 1;
+
+const V1_TABLE: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    message_id  TEXT PRIMARY KEY,
+    from_msisdn TEXT NOT NULL,
+    to_msisdn   TEXT NOT NULL,
+    ts          TEXT NOT NULL,
+    text        TEXT,
+    created_at  TEXT NOT NULL
+);
+ALTER TABLE messages ADD COLUMN ts_key TEXT NOT NULL DEFAULT '';
+";
+
+const V1_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS messages_by_ts ON messages (ts_key, message_id);
+CREATE INDEX IF NOT EXISTS messages_by_sender_ts ON messages (from_msisdn, ts_key, message_id);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error(
+        "database schema version {found} is newer than this binary knows ({CURRENT_VERSION}); upgrade webhook-inbox"
+    )]
+    TooNew { found: i64 },
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// Brings the database to [`CURRENT_VERSION`]; a no-op when it is there already.
+pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found = schema_version(&tx)?;
+    if found > CURRENT_VERSION {
+        return Err(MigrationError::TooNew { found });
+    }
+    if found < 1 {
+        tx.execute_batch(V1_TABLE)?;
+        backfill_sort_keys(&tx)?;
+        tx.execute_batch(V1_INDEXES)?;
+    }
+    tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Computes `ts_key` for rows written before the column existed. A `ts` this version would not
+/// accept (the old service was laxer) keeps its text as the key, so the row stays visible.
+fn backfill_sort_keys(conn: &Connection) -> rusqlite::Result<()> {
+    let mut select = conn.prepare("SELECT rowid, ts FROM messages WHERE ts_key = ''")?;
+    let mut update = conn.prepare("UPDATE messages SET ts_key = ?1 WHERE rowid = ?2")?;
+    let rows = select
+        .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (rowid, ts) in rows {
+        let key = Timestamp::parse(&ts).map_or(ts, |parsed| parsed.sort_key().to_owned());
+        update.execute(rusqlite::params![key, rowid])?;
+    }
+    Ok(())
+}

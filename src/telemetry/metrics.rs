@@ -1,0 +1,114 @@
+//! Prometheus metrics (SPEC A6), held per application state so tests in one process stay apart.
+
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+const HTTP_REQUESTS: &str = "http_requests_total";
+const WEBHOOK_REQUESTS: &str = "webhook_requests_total";
+const LATENCY: &str = "request_latency_ms";
+
+/// Latency bucket bounds in milliseconds; `+Inf` is implied.
+const LATENCY_BUCKETS_MS: &[f64] = &[
+    0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The outcome of one `/webhook` request, as counted in `webhook_requests_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookResult {
+    Created,
+    Duplicate,
+    InvalidSignature,
+    ValidationError,
+    PayloadTooLarge,
+    NotConfigured,
+    StorageUnavailable,
+}
+
+impl WebhookResult {
+    pub const ALL: [WebhookResult; 7] = [
+        WebhookResult::Created,
+        WebhookResult::Duplicate,
+        WebhookResult::InvalidSignature,
+        WebhookResult::ValidationError,
+        WebhookResult::PayloadTooLarge,
+        WebhookResult::NotConfigured,
+        WebhookResult::StorageUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookResult::Created => "created",
+            WebhookResult::Duplicate => "duplicate",
+            WebhookResult::InvalidSignature => "invalid_signature",
+            WebhookResult::ValidationError => "validation_error",
+            WebhookResult::PayloadTooLarge => "payload_too_large",
+            WebhookResult::NotConfigured => "not_configured",
+            WebhookResult::StorageUnavailable => "storage_unavailable",
+        }
+    }
+}
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    latency: Histogram,
+    webhook_results: [Counter; WebhookResult::ALL.len()],
+}
+
+impl Metrics {
+    /// A registry with every family present from the start: the webhook outcomes at 0, the
+    /// latency histogram empty, and `http_requests_total` at 0 for `routes` answering 200.
+    pub fn new(routes: &[&'static str]) -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS_MS)
+            .unwrap_or_else(|_| unreachable!("the bucket list is not empty"))
+            .build_recorder();
+        let handle = recorder.handle();
+        let latency = recorder.register_histogram(&Key::from_name(LATENCY), &METADATA);
+        let webhook_results = WebhookResult::ALL.map(|result| {
+            let counter = recorder.register_counter(
+                &Key::from_parts(WEBHOOK_REQUESTS, vec![Label::new("result", result.as_str())]),
+                &METADATA,
+            );
+            counter.increment(0);
+            counter
+        });
+        let metrics = Metrics {
+            recorder,
+            handle,
+            latency,
+            webhook_results,
+        };
+        for route in routes {
+            metrics.http_counter(route, 200).increment(0);
+        }
+        metrics
+    }
+
+    /// Counts a finished request under its route template and records its latency.
+    pub fn record_request(&self, route: &str, status: u16, latency_ms: f64) {
+        self.http_counter(route, status).increment(1);
+        self.latency.record(latency_ms);
+    }
+
+    pub fn record_webhook(&self, result: WebhookResult) {
+        // `ALL` lists the variants in declaration order, so a variant's discriminant is its index.
+        self.webhook_results[result as usize].increment(1);
+    }
+
+    /// The text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    fn http_counter(&self, route: &str, status: u16) -> Counter {
+        let labels = vec![
+            Label::new("path", route.to_owned()),
+            Label::new("status", status.to_string()),
+        ];
+        self.recorder
+            .register_counter(&Key::from_parts(HTTP_REQUESTS, labels), &METADATA)
+    }
+}

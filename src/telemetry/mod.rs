@@ -1,0 +1,7 @@
+//! What the service tells its operators: one JSON line per request and per event, and metrics.
+
+mod logging;
+mod metrics;
+
+pub use logging::{AccessLine, Logger, WebhookLog, init_tracing};
+pub use metrics::{Metrics, WebhookResult};
