@@ -126,6 +126,11 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     }
 }
 
+/// Unicode full case folding, the form in which `q` and `text` are compared.
+pub fn fold_case(text: &str) -> String {
+    caseless::default_case_fold_str(text)
+}
+
 /// `+` followed by one or more ASCII digits, nothing else.
 pub fn is_msisdn(value: &str) -> bool {
     value

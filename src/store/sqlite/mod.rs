@@ -15,7 +15,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params_from_iter};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::config::{StorageArgs, StoreUrl, Synchronous};
-use crate::message::{Message, Timestamp};
+use crate::message::{Message, Timestamp, fold_case};
 use crate::store::{
     InsertOutcome, MessageFilter, MessagePage, PageRequest, SenderCount, Stats, Store, StoreError,
     TOP_SENDERS,
@@ -195,8 +195,10 @@ impl Target {
     }
 }
 
-/// `contains_ci(text, lowercase_needle)`: Unicode-aware, case-insensitive substring test that
-/// treats `%` and `_` as ordinary characters (unlike `LIKE`, whose case folding is ASCII only).
+/// `contains_ci(text, folded_needle)`: Unicode-aware, case-insensitive substring test that treats
+/// `%` and `_` as ordinary characters (unlike `LIKE`, whose case folding is ASCII only). Both sides
+/// are compared case-folded, not lower-cased: `Σ` lower-cases to `σ` or `ς` depending on its place
+/// in a word, but folds to `σ` everywhere.
 fn register_contains_ci(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function(
         "contains_ci",
@@ -205,7 +207,7 @@ fn register_contains_ci(conn: &Connection) -> rusqlite::Result<()> {
         |ctx| {
             let haystack = ctx.get_raw(0).as_str_or_null()?;
             let needle = ctx.get_raw(1).as_str()?;
-            Ok(haystack.is_some_and(|text| text.to_lowercase().contains(needle)))
+            Ok(haystack.is_some_and(|text| fold_case(text).contains(needle)))
         },
     )
 }
@@ -287,7 +289,7 @@ fn filter_clause(filter: &MessageFilter) -> (String, Vec<SqlValue>) {
     }
     if let Some(needle) = &filter.text_contains {
         conditions.push("contains_ci(text, ?)");
-        values.push(SqlValue::Text(needle.to_lowercase()));
+        values.push(SqlValue::Text(fold_case(needle)));
     }
     if conditions.is_empty() {
         (String::new(), values)
