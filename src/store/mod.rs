@@ -1,6 +1,8 @@
 //! Storage behind one trait, so the HTTP layer never sees SQL and the backends answer alike.
 
+pub mod postgres;
 pub mod sqlite;
+mod writer;
 
 use std::sync::Arc;
 
@@ -100,6 +102,14 @@ pub async fn open(storage: &StorageArgs) -> Result<Arc<dyn Store>, StoreError> {
                     StoreError::Unavailable(format!("opening the database panicked: {error}"))
                 })??;
             Ok(Arc::new(store))
+        }
+        StoreUrl::Postgres(url) => {
+            let options = postgres::PostgresOptions {
+                url: url.clone(),
+                pool_size: usize::from(storage.pg_pool_size),
+                statement_timeout_ms: storage.pg_statement_timeout_ms,
+            };
+            Ok(Arc::new(postgres::PostgresStore::open(options).await?))
         }
     }
 }

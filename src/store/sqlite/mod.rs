@@ -12,10 +12,11 @@ use async_trait::async_trait;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params_from_iter};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::Semaphore;
 
 use crate::config::{StorageArgs, StoreUrl, Synchronous};
 use crate::message::{Message, Timestamp, fold_case};
+use crate::store::writer::WriterHandle;
 use crate::store::{
     InsertOutcome, MessageFilter, MessagePage, PageRequest, SenderCount, Stats, Store, StoreError,
     TOP_SENDERS,
@@ -60,7 +61,7 @@ fn default_read_connections() -> usize {
 }
 
 pub struct SqliteStore {
-    writer: mpsc::Sender<writer::Command>,
+    writer: WriterHandle,
     readers: Arc<ReadPool>,
 }
 
@@ -75,7 +76,7 @@ impl SqliteStore {
             schema::MigrationError::Sqlite(error) => unavailable(error),
         })?;
         let readers = Arc::new(ReadPool::new(target, options.read_connections));
-        let (sender, receiver) = mpsc::channel(writer::QUEUE_DEPTH);
+        let (writer, receiver) = WriterHandle::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer::run(conn, receiver))
@@ -90,12 +91,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, message: Message) -> Result<InsertOutcome, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.writer
-            .send(writer::Command::Insert { message, reply })
-            .await
-            .map_err(|_| StoreError::ShuttingDown)?;
-        outcome.await.map_err(|_| StoreError::ShuttingDown)?
+        self.writer.insert(message).await
     }
 
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError> {
@@ -121,10 +117,7 @@ impl Store for SqliteStore {
     }
 
     async fn shutdown(&self) {
-        let (done, finished) = oneshot::channel();
-        if self.writer.send(writer::Command::Shutdown { done }).await.is_ok() {
-            let _ = finished.await;
-        }
+        self.writer.shutdown().await;
     }
 }
 

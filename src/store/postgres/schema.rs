@@ -1,0 +1,103 @@
+//! Versioned migrations for PostgreSQL, applied under an advisory lock so that replicas starting
+//! together apply each version once.
+
+use deadpool_postgres::Client;
+
+use crate::store::StoreError;
+
+/// The schema version this binary writes and expects.
+pub const CURRENT_VERSION: i32 = 1;
+
+/// Any constant works as long as every replica uses the same one ("wbhk" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7762_686b;
+
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+
+/// Text columns that are ordered or compared use the "C" collation: byte order, as SQLite's
+/// BINARY, so both backends sort `message_id` and `from` alike whatever the database's locale.
+const V1: &str = r#"
+CREATE TABLE messages (
+    message_id  TEXT COLLATE "C" PRIMARY KEY,
+    from_msisdn TEXT COLLATE "C" NOT NULL,
+    to_msisdn   TEXT NOT NULL,
+    ts          TEXT NOT NULL,
+    text        TEXT,
+    created_at  TEXT NOT NULL,
+    ts_key      TEXT COLLATE "C" NOT NULL,
+    text_folded TEXT
+);
+CREATE INDEX messages_by_ts ON messages (ts_key, message_id);
+CREATE INDEX messages_by_sender_ts ON messages (from_msisdn, ts_key, message_id);
+CREATE INDEX messages_text_trigram ON messages USING gin (text_folded public.gin_trgm_ops);
+
+CREATE TABLE sender_counts (
+    from_msisdn   TEXT COLLATE "C" PRIMARY KEY,
+    message_count BIGINT NOT NULL
+);
+CREATE INDEX sender_counts_top ON sender_counts (message_count DESC, from_msisdn);
+"#;
+
+const BOOKKEEPING: &str = "
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)";
+
+/// Brings the database to [`CURRENT_VERSION`]; a no-op when it is there already.
+pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(unavailable)?;
+    // Held until the transaction ends; a second replica waits here, then finds nothing to do.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(unavailable)?;
+    ensure_trigram_extension(&tx).await?;
+    tx.batch_execute(BOOKKEEPING).await.map_err(unavailable)?;
+    let found = applied_version(&tx).await?;
+    if found > CURRENT_VERSION {
+        return Err(StoreError::SchemaMismatch(format!(
+            "database schema version {found} is newer than this binary knows ({CURRENT_VERSION}); upgrade webhook-inbox"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > found) {
+        tx.batch_execute(sql).await.map_err(unavailable)?;
+        tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
+            .await
+            .map_err(unavailable)?;
+    }
+    tx.commit().await.map_err(unavailable)
+}
+
+/// The highest version applied; 0 for a database this service never touched.
+pub async fn applied_version(client: &impl deadpool_postgres::GenericClient) -> Result<i32, StoreError> {
+    let row = client
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+        .await
+        .map_err(|error| StoreError::SchemaMismatch(error.to_string()))?;
+    Ok(row.get(0))
+}
+
+/// `pg_trgm` lives in `public` so that every schema (one per test run, say) can use it. Creating
+/// it needs a privilege the service may lack, so an extension that already exists is enough.
+async fn ensure_trigram_extension(client: &impl deadpool_postgres::GenericClient) -> Result<(), StoreError> {
+    let installed = client
+        .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'", &[])
+        .await
+        .map_err(unavailable)?
+        .is_some();
+    if installed {
+        return Ok(());
+    }
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+        .await
+        .map_err(|error| {
+            StoreError::SchemaMismatch(format!(
+                "the pg_trgm extension is missing and cannot be created ({}); run CREATE EXTENSION pg_trgm as a superuser",
+                super::describe(&error)
+            ))
+        })
+}
+
+fn unavailable(error: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(super::describe(&error))
+}

@@ -1,0 +1,168 @@
+//! The PostgreSQL writer: one task per process stores each batch with one statement.
+
+use std::collections::{BTreeMap, HashSet};
+
+use deadpool_postgres::Pool;
+use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
+
+use crate::clock::utc_now_rfc3339;
+use crate::message::{Message, fold_case};
+use crate::store::writer::{Batch, Command};
+use crate::store::{InsertOutcome, StoreError};
+
+/// The most inserts stored by one statement.
+pub const MAX_BATCH: usize = 512;
+
+/// A batch that lost a deadlock or serialization race with another replica is tried again.
+const ATTEMPTS: usize = 3;
+
+/// Inserts the batch, counts per sender only the rows really inserted, and returns their ids.
+/// Rows arrive sorted by `message_id` and counts by `from_msisdn`, so concurrent batches from
+/// several replicas take their row locks in one order and cannot deadlock each other.
+const INSERT_BATCH: &str = r#"
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+        AS b (message_id, from_msisdn, to_msisdn, ts, text, ts_key, text_folded)
+), inserted AS (
+    INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key, text_folded)
+    SELECT message_id, from_msisdn, to_msisdn, ts, text, $8, ts_key, text_folded FROM batch
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id, from_msisdn
+), counted AS (
+    INSERT INTO sender_counts (from_msisdn, message_count)
+    SELECT from_msisdn, COUNT(*) FROM inserted GROUP BY from_msisdn ORDER BY from_msisdn
+    ON CONFLICT (from_msisdn) DO UPDATE SET message_count = sender_counts.message_count + excluded.message_count
+)
+SELECT message_id FROM inserted
+"#;
+
+pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>) {
+    let mut batch = Batch::new(MAX_BATCH);
+    while let Some(first) = commands.recv().await {
+        batch.gather(first, &mut commands);
+        let committed = commit_with_retry(&pool, batch.messages()).await;
+        batch.answer(committed);
+    }
+    batch.finish();
+}
+
+async fn commit_with_retry(pool: &Pool, messages: &[Message]) -> Result<Vec<InsertOutcome>, StoreError> {
+    let mut attempt = 1;
+    loop {
+        match commit(pool, messages).await {
+            Err(Failure::Retryable(_)) if attempt < ATTEMPTS => attempt += 1,
+            Err(Failure::Retryable(error) | Failure::Fatal(error)) => return Err(error),
+            Ok(outcomes) => return Ok(outcomes),
+        }
+    }
+}
+
+enum Failure {
+    Retryable(StoreError),
+    Fatal(StoreError),
+}
+
+async fn commit(pool: &Pool, messages: &[Message]) -> Result<Vec<InsertOutcome>, Failure> {
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    let unique = first_of_each_id(messages);
+    let columns = Columns::of(unique.values().copied());
+    let client = pool
+        .get()
+        .await
+        .map_err(|error| Failure::Fatal(super::pool_error(error)))?;
+    let statement = client.prepare_cached(INSERT_BATCH).await.map_err(classify)?;
+    let created_at = utc_now_rfc3339();
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &columns.message_id,
+                &columns.from,
+                &columns.to,
+                &columns.ts,
+                &columns.text,
+                &columns.ts_key,
+                &columns.text_folded,
+                &created_at,
+            ],
+        )
+        .await
+        .map_err(classify)?;
+    let inserted: HashSet<&str> = rows.iter().map(|row| row.get::<_, &str>(0)).collect();
+    Ok(messages
+        .iter()
+        .enumerate()
+        .map(|(index, message)| {
+            let is_first = unique
+                .get(message.message_id.as_str())
+                .is_some_and(|first| std::ptr::eq(*first, &messages[index]));
+            if is_first && inserted.contains(message.message_id.as_str()) {
+                InsertOutcome::Created
+            } else {
+                InsertOutcome::Duplicate
+            }
+        })
+        .collect())
+}
+
+/// The first message of each id in the batch, sorted by id: later ones with the same id are
+/// duplicates whatever the database holds (first write wins inside a batch too).
+fn first_of_each_id(messages: &[Message]) -> BTreeMap<&str, &Message> {
+    let mut unique = BTreeMap::new();
+    for message in messages {
+        unique.entry(message.message_id.as_str()).or_insert(message);
+    }
+    unique
+}
+
+/// The batch as one array per column, for `unnest`.
+struct Columns<'a> {
+    message_id: Vec<&'a str>,
+    from: Vec<&'a str>,
+    to: Vec<&'a str>,
+    ts: Vec<&'a str>,
+    text: Vec<Option<&'a str>>,
+    ts_key: Vec<&'a str>,
+    text_folded: Vec<Option<String>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(messages: impl ExactSizeIterator<Item = &'a Message>) -> Self {
+        let len = messages.len();
+        let mut columns = Columns {
+            message_id: Vec::with_capacity(len),
+            from: Vec::with_capacity(len),
+            to: Vec::with_capacity(len),
+            ts: Vec::with_capacity(len),
+            text: Vec::with_capacity(len),
+            ts_key: Vec::with_capacity(len),
+            text_folded: Vec::with_capacity(len),
+        };
+        for message in messages {
+            columns.message_id.push(&message.message_id);
+            columns.from.push(&message.from);
+            columns.to.push(&message.to);
+            columns.ts.push(message.ts.as_str());
+            columns.text.push(message.text.as_deref());
+            columns.ts_key.push(message.ts.sort_key());
+            columns.text_folded.push(message.text.as_deref().map(fold_case));
+        }
+        columns
+    }
+}
+
+fn classify(error: tokio_postgres::Error) -> Failure {
+    let retryable = matches!(
+        error.code(),
+        Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    );
+    let error = StoreError::Unavailable(super::describe(&error));
+    if retryable {
+        Failure::Retryable(error)
+    } else {
+        Failure::Fatal(error)
+    }
+}

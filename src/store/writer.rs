@@ -1,0 +1,123 @@
+//! What the backends' writers share: the command channel, batching and answering.
+//!
+//! Every request waiting when a writer wakes joins the same batch, up to a bound, so one commit
+//! covers many requests while each is answered only after the commit that holds its row.
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::message::Message;
+use crate::store::{InsertOutcome, StoreError};
+
+/// How many inserts may wait for a writer before senders are made to wait too.
+const QUEUE_DEPTH: usize = 2048;
+
+pub enum Command {
+    Insert { message: Message, reply: Reply },
+    /// Commit what is queued, refuse anything later, then report back.
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
+
+/// The store's end of the channel to its writer.
+pub struct WriterHandle {
+    sender: mpsc::Sender<Command>,
+}
+
+impl WriterHandle {
+    /// A handle and the receiving end that the writer drains.
+    pub fn channel() -> (WriterHandle, mpsc::Receiver<Command>) {
+        let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+        (WriterHandle { sender }, receiver)
+    }
+
+    /// Queues `message` and waits until the writer has committed it (or failed to).
+    pub async fn insert(&self, message: Message) -> Result<InsertOutcome, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.sender
+            .send(Command::Insert { message, reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        outcome.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Asks the writer to commit what it accepted and stop; returns once it has.
+    pub async fn shutdown(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.sender.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+/// The inserts of one commit, and whoever waits for the writer to stop.
+pub struct Batch {
+    max_len: usize,
+    messages: Vec<Message>,
+    replies: Vec<Reply>,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    pub fn new(max_len: usize) -> Self {
+        Batch {
+            max_len,
+            messages: Vec::with_capacity(max_len),
+            replies: Vec::with_capacity(max_len),
+            shutdown_waiters: Vec::new(),
+        }
+    }
+
+    /// Takes `first` and whatever else is already waiting, up to the bound; never waits.
+    pub fn gather(&mut self, first: Command, commands: &mut mpsc::Receiver<Command>) {
+        let mut next = Some(first);
+        while let Some(command) = next {
+            match command {
+                Command::Insert { message, reply } => {
+                    self.messages.push(message);
+                    self.replies.push(reply);
+                }
+                Command::Shutdown { done } => {
+                    // Refuses new sends; what is already queued still arrives and is committed.
+                    commands.close();
+                    self.shutdown_waiters.push(done);
+                }
+            }
+            next = if self.messages.len() < self.max_len {
+                commands.try_recv().ok()
+            } else {
+                None
+            };
+        }
+    }
+
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// Answers every request of the batch, one outcome each in order, or the same error to all.
+    pub fn answer(&mut self, committed: Result<Vec<InsertOutcome>, StoreError>) {
+        self.messages.clear();
+        match committed {
+            Ok(outcomes) => {
+                for (reply, outcome) in self.replies.drain(..).zip(outcomes) {
+                    // A client that went away no longer waits for its answer; its row is stored anyway.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, requests = self.replies.len(), "write batch failed; answering 503");
+                for reply in self.replies.drain(..) {
+                    let _ = reply.send(Err(StoreError::Unavailable(error.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Tells whoever asked for the shutdown that every accepted write is committed.
+    pub fn finish(self) {
+        for done in self.shutdown_waiters {
+            let _ = done.send(());
+        }
+    }
+}
