@@ -1,9 +1,10 @@
 //! The command line: `serve` (the default), `sign`, `send` and `migrate` (SPEC B5).
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{ServeArgs, StorageArgs};
@@ -13,19 +14,30 @@ use crate::telemetry::{self, Logger};
 use crate::{AppState, serve};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "webhook-inbox",
-    version,
-    about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "webhook-inbox", version, about)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Option<Command>,
+    pub command: Command,
+}
 
-    /// With no subcommand, the service runs with these settings.
-    #[command(flatten)]
-    pub serve: ServeArgs,
+impl Cli {
+    /// Parses the command line, taking `serve` when no subcommand is named, so that
+    /// `webhook-inbox --port 9000` runs the service while `sign` and the other subcommands never
+    /// read (and so never trip over) the service's settings.
+    pub fn try_parse_with_default() -> Result<Cli, clap::Error> {
+        let mut args: Vec<OsString> = std::env::args_os().collect();
+        let names_a_subcommand = args.get(1).is_some_and(|first| {
+            let first = first.to_string_lossy();
+            Cli::command()
+                .get_subcommands()
+                .any(|sub| sub.get_name() == first)
+                || matches!(first.as_ref(), "-h" | "--help" | "-V" | "--version" | "help")
+        });
+        if !names_a_subcommand {
+            args.insert(1.min(args.len()), OsString::from("serve"));
+        }
+        Cli::try_parse_from(args)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,15 +91,14 @@ pub enum CliError {
 /// Runs what the command line asks for.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        None => run_service(cli.serve).await,
-        Some(Command::Serve(args)) => run_service(args).await,
-        Some(Command::Sign(args)) => {
+        Command::Serve(args) => run_service(args).await,
+        Command::Sign(args) => {
             let body = read_body(args.file.as_ref())?;
             println!("{}", SigningKey::new(args.secret.as_bytes()).sign(&body));
             Ok(())
         }
-        Some(Command::Send(args)) => send(args).await,
-        Some(Command::Migrate(storage)) => migrate(storage).await,
+        Command::Send(args) => send(args).await,
+        Command::Migrate(storage) => migrate(storage).await,
     }
 }
 

@@ -37,7 +37,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// `sqlite:////abs/path.db`, `sqlite:///rel/path.db` or `sqlite::memory:`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:///data/app.db")]
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:///data/app.db", value_parser = StoreUrlParser)]
     pub database_url: StoreUrl,
 
     /// SQLite durability: `full` survives power loss, `normal` survives a process crash.
@@ -118,6 +118,31 @@ impl fmt::Display for StoreUrl {
             StoreUrl::SqliteMemory => f.write_str("sqlite::memory:"),
             StoreUrl::Postgres(url) => f.write_str(&redact_password(url)),
         }
+    }
+}
+
+/// Parses `DATABASE_URL` with an error line that never repeats the raw value: clap's own
+/// "invalid value '…'" would print a password that [`StoreUrlError`] takes care to hide.
+#[derive(Debug, Clone, Copy)]
+struct StoreUrlParser;
+
+impl clap::builder::TypedValueParser for StoreUrlParser {
+    type Value = StoreUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<StoreUrl, clap::Error> {
+        let invalid = |message: String| {
+            clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{message}\n")).with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("DATABASE_URL is not valid UTF-8".to_owned()))?;
+        text.parse()
+            .map_err(|error: StoreUrlError| invalid(error.to_string()))
     }
 }
 

@@ -1,11 +1,10 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
 use webhook_inbox::cli::{self, Cli};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_with_default() {
         Ok(cli) => cli,
         Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = error.print();
