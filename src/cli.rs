@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 
 use crate::config::{ServeArgs, StorageArgs};
 use crate::signature::SigningKey;
-use crate::store::{self, StoreError};
+use std::sync::Arc;
+
+use crate::store::{self, Store, StoreError};
 use crate::telemetry::{self, Logger};
 use crate::{AppState, serve};
 
@@ -74,8 +76,8 @@ pub struct SendArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("{0}")]
-    Store(#[from] StoreError),
+    #[error("cannot open {database}: {source}")]
+    OpenStore { database: String, source: StoreError },
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: std::io::Error },
     #[error("cannot read the body: {0}")]
@@ -104,7 +106,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn run_service(args: ServeArgs) -> Result<(), CliError> {
     telemetry::init_tracing(args.log_level);
-    let store = store::open(&args.storage).await?;
+    let store = open_store(&args.storage).await?;
     let signing_key = args
         .webhook_secret
         .as_deref()
@@ -134,8 +136,15 @@ async fn run_service(args: ServeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, CliError> {
+    store::open(storage).await.map_err(|source| CliError::OpenStore {
+        database: storage.database_url.to_string(),
+        source,
+    })
+}
+
 async fn migrate(storage: StorageArgs) -> Result<(), CliError> {
-    let store = store::open(&storage).await?;
+    let store = open_store(&storage).await?;
     store.shutdown().await;
     println!(
         "{}",

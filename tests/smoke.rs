@@ -24,8 +24,8 @@ async fn survives_a_restart(app: TestApp) {
     if options.backend == common::Backend::SqliteMemory {
         return;
     }
-    let dir = app.stop().await;
-    let app = TestApp::spawn_in(dir, options).await;
+    let database = app.stop().await;
+    let app = TestApp::spawn_on(database, options).await;
     let (_, page) = app.get_json("/messages").await;
     assert_eq!(common::ids(&page), ["m1"]);
 }

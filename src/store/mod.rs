@@ -9,9 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::config::StorageArgs;
-use crate::config::StoreUrl;
+use crate::config::{StorageArgs, StoreUrl};
 use crate::message::{Message, Timestamp};
+use sqlite::{Location, SqliteOptions};
 
 /// What storing a message did: the first write of an id wins, later ones change nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,15 +94,8 @@ pub trait Store: Send + Sync + 'static {
 /// Opens the store that `DATABASE_URL` names, applying the schema.
 pub async fn open(storage: &StorageArgs) -> Result<Arc<dyn Store>, StoreError> {
     match &storage.database_url {
-        StoreUrl::SqliteFile(_) | StoreUrl::SqliteMemory => {
-            let options = sqlite::SqliteOptions::from_args(storage);
-            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options))
-                .await
-                .map_err(|error| {
-                    StoreError::Unavailable(format!("opening the database panicked: {error}"))
-                })??;
-            Ok(Arc::new(store))
-        }
+        StoreUrl::SqliteFile(path) => open_sqlite(Location::File(path.clone()), storage).await,
+        StoreUrl::SqliteMemory => open_sqlite(Location::Memory, storage).await,
         StoreUrl::Postgres(url) => {
             let options = postgres::PostgresOptions {
                 url: url.clone(),
@@ -112,4 +105,12 @@ pub async fn open(storage: &StorageArgs) -> Result<Arc<dyn Store>, StoreError> {
             Ok(Arc::new(postgres::PostgresStore::open(options).await?))
         }
     }
+}
+
+async fn open_sqlite(location: Location, storage: &StorageArgs) -> Result<Arc<dyn Store>, StoreError> {
+    let options = SqliteOptions::new(location, storage.sqlite_synchronous);
+    let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options))
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("opening the database panicked: {error}")))??;
+    Ok(Arc::new(store))
 }

@@ -21,6 +21,95 @@ pub const SECRET: &str = "testsecret";
 pub enum Backend {
     SqliteFile,
     SqliteMemory,
+    /// A schema of its own in the PostgreSQL at `TEST_DATABASE_URL`
+    /// (default `postgres://postgres@127.0.0.1:5432/test`).
+    Postgres,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 3] = [Backend::SqliteFile, Backend::SqliteMemory, Backend::Postgres];
+}
+
+/// The PostgreSQL server the tests use; each test app gets a fresh schema in it.
+pub fn postgres_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Where a test app keeps its data. It outlives a restart of the app and is removed on drop.
+pub enum TestDatabase {
+    SqliteFile(TempDir),
+    SqliteMemory,
+    Postgres(PgSchema),
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> TestDatabase {
+        match backend {
+            Backend::SqliteFile => TestDatabase::SqliteFile(tempfile::tempdir().expect("temp dir")),
+            Backend::SqliteMemory => TestDatabase::SqliteMemory,
+            Backend::Postgres => TestDatabase::Postgres(PgSchema::create().await),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            TestDatabase::SqliteFile(_) => Backend::SqliteFile,
+            TestDatabase::SqliteMemory => Backend::SqliteMemory,
+            TestDatabase::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    pub fn url(&self) -> StoreUrl {
+        match self {
+            TestDatabase::SqliteFile(dir) => StoreUrl::SqliteFile(dir.path().join("app.db")),
+            TestDatabase::SqliteMemory => StoreUrl::SqliteMemory,
+            TestDatabase::Postgres(schema) => StoreUrl::Postgres(schema.url()),
+        }
+    }
+}
+
+/// A schema created for one test app and dropped with everything in it when the value drops.
+pub struct PgSchema {
+    name: String,
+}
+
+impl PgSchema {
+    pub async fn create() -> PgSchema {
+        let name = format!("wi_test_{}", uuid::Uuid::new_v4().simple());
+        admin_execute(&format!("CREATE SCHEMA {name}")).await;
+        PgSchema { name }
+    }
+
+    /// The server URL with `search_path` set to this schema (then `public`, where `pg_trgm` lives).
+    pub fn url(&self) -> String {
+        let base = postgres_url();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{separator}options=-csearch_path%3D{},public", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let statement = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        // Drop may run inside a runtime; a thread of its own may block on one of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(admin_execute(&statement));
+            }
+        })
+        .join();
+    }
+}
+
+async fn admin_execute(statement: &str) {
+    let url = postgres_url();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL at {url} is needed for these tests: {error}"));
+    let connection = tokio::spawn(connection);
+    client.batch_execute(statement).await.expect(statement);
+    drop(client);
+    let _ = connection.await;
 }
 
 /// Runs an `async fn(TestApp)` once per backend, each as its own `#[tokio::test]`.
@@ -40,6 +129,14 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case($crate::common::TestApp::spawn($crate::common::Backend::SqliteMemory).await).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::common::TestApp::spawn($crate::common::Backend::Postgres).await).await;
                 }
             )+
         }
@@ -70,8 +167,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub options: Options,
     pub state: Arc<AppState>,
-    /// Holds the database file of the file backend; removed when the app is dropped.
-    pub dir: TempDir,
+    /// The app's data; removed when the app is dropped.
+    pub database: TestDatabase,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -82,19 +179,17 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> TestApp {
-        let dir = tempfile::tempdir().expect("temp dir");
-        Self::spawn_in(dir, options).await
+        let database = TestDatabase::create(options.backend).await;
+        Self::spawn_on(database, options).await
     }
 
-    /// Starts a server over the database file in `dir` (kept from an earlier app, for restarts).
-    pub async fn spawn_in(dir: TempDir, options: Options) -> TestApp {
-        let database_url = match options.backend {
-            Backend::SqliteFile => StoreUrl::SqliteFile(dir.path().join("app.db")),
-            Backend::SqliteMemory => StoreUrl::SqliteMemory,
-        };
+    /// Starts a server over `database` (kept from an earlier app, for restarts).
+    pub async fn spawn_on(database: TestDatabase, options: Options) -> TestApp {
         let storage = StorageArgs {
-            database_url,
+            database_url: database.url(),
             sqlite_synchronous: Synchronous::Full,
+            pg_pool_size: 8,
+            pg_statement_timeout_ms: 5_000,
         };
         let store = store::open(&storage).await.expect("open store");
         let signing_key = options
@@ -113,22 +208,21 @@ impl TestApp {
             client: reqwest::Client::new(),
             options,
             state,
-            dir,
+            database,
             stop: Some(stop),
             server: Some(server),
         }
     }
 
-    /// Shuts the server down as SIGTERM would and gives back the database folder.
-    pub async fn stop(mut self) -> TempDir {
+    /// Shuts the server down as SIGTERM would and gives back its database.
+    pub async fn stop(mut self) -> TestDatabase {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
             server.await.expect("server task").expect("server result");
         }
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::mem::replace(&mut self.dir, dir)
+        std::mem::replace(&mut self.database, TestDatabase::SqliteMemory)
     }
 
     pub fn url(&self, path_and_query: &str) -> String {

@@ -94,11 +94,12 @@ fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
-/// The driver's error with the server's message, when there is one.
+/// The driver's error with the server's message or the underlying cause, when there is one.
 fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
+    match (error.as_db_error(), std::error::Error::source(error)) {
+        (Some(db), _) => format!("{}: {}", db.code().code(), db.message()),
+        (None, Some(cause)) => format!("{error}: {cause}"),
+        (None, None) => error.to_string(),
     }
 }
 
@@ -180,6 +181,11 @@ fn filter_clause(filter: &MessageFilter) -> (String, Vec<Box<dyn ToSql + Sync + 
     }
 }
 
+/// The boxed parameters as the driver takes them.
+fn params(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)).collect()
+}
+
 /// `%needle%` with `LIKE`'s own wildcards and escape character taken literally.
 fn like_contains_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
@@ -200,9 +206,6 @@ async fn list_messages(
     page: PageRequest,
 ) -> Result<MessagePage, StoreError> {
     let (clause, mut values) = filter_clause(filter);
-    let params = |values: &[Box<dyn ToSql + Sync + Send>]| -> Vec<&(dyn ToSql + Sync)> {
-        values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)).collect()
-    };
     let count = client
         .prepare_cached(&format!("SELECT COUNT(*) FROM messages{clause}"))
         .await

@@ -14,7 +14,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params_from_iter};
 use tokio::sync::Semaphore;
 
-use crate::config::{StorageArgs, StoreUrl, Synchronous};
+use crate::config::Synchronous;
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::writer::WriterHandle;
 use crate::store::{
@@ -42,14 +42,10 @@ pub enum Location {
 }
 
 impl SqliteOptions {
-    pub fn from_args(args: &StorageArgs) -> Self {
-        let location = match &args.database_url {
-            StoreUrl::SqliteFile(path) => Location::File(path.clone()),
-            StoreUrl::SqliteMemory => Location::Memory,
-        };
+    pub fn new(location: Location, synchronous: Synchronous) -> Self {
         SqliteOptions {
             location,
-            synchronous: args.sqlite_synchronous,
+            synchronous,
             read_connections: default_read_connections(),
         }
     }
@@ -81,10 +77,7 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer::run(conn, receiver))
             .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
-        Ok(SqliteStore {
-            writer: sender,
-            readers,
-        })
+        Ok(SqliteStore { writer, readers })
     }
 }
 
