@@ -70,8 +70,11 @@ impl Drain {
             let mut chunk = [0u8; 8192];
             loop {
                 match source.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => break,
                     Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+                    // SIGCHLD from another test's child can interrupt the read; nothing is lost.
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
                 }
             }
         });
@@ -885,6 +888,8 @@ fn read_until(stream: &mut TcpStream, needle: &str) -> String {
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => received.extend_from_slice(&chunk[..n]),
+            // A child of another test exiting sends SIGCHLD, which can interrupt this read.
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(error) => panic!(
                 "waiting for {needle:?}: {error}; got {:?}",
                 String::from_utf8_lossy(&received)
