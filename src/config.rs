@@ -212,7 +212,10 @@ mod tests {
 
     #[test]
     fn postgres_urls_are_taken_as_written() {
-        for url in ["postgres://u:p@db:5432/app", "postgresql://db/app?sslmode=require"] {
+        for url in [
+            "postgres://u:p@db:5432/app",
+            "postgresql://db/app?sslmode=require",
+        ] {
             assert_eq!(url.parse(), Ok(StoreUrl::Postgres(url.to_owned())));
         }
     }

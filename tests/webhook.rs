@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{Backend, Options, SECRET, TestApp, json_of, message};
+use common::{Backend, Options, SECRET, TestApp, json_of, message, metric, metrics_text};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use webhook_inbox::signature::SigningKey;
@@ -88,36 +88,6 @@ async fn stored_rows(app: &TestApp) -> Value {
     let (status, page) = app.get_json("/messages").await;
     assert_eq!(status, StatusCode::OK);
     page["data"].clone()
-}
-
-/// The value of the sample `name{labels}` in a Prometheus text exposition, if present.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = match series.split_once('{') {
-                Some((series_name, rest)) => (series_name, rest.strip_suffix('}')?),
-                None => (series, ""),
-            };
-            if series_name != name {
-                return None;
-            }
-            let mut found: Vec<&str> = series_labels.split(',').filter(|pair| !pair.is_empty()).collect();
-            let mut wanted: Vec<String> = labels
-                .iter()
-                .map(|(key, value)| format!("{key}=\"{value}\""))
-                .collect();
-            found.sort_unstable();
-            wanted.sort_unstable();
-            (found == wanted).then(|| value.parse().expect("sample value"))
-        })
-}
-
-async fn metrics_text(app: &TestApp) -> String {
-    let response = app.get("/metrics").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    response.text().await.expect("metrics body")
 }
 
 // ---------------------------------------------------------------------------------------------

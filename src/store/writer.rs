@@ -12,9 +12,14 @@ use crate::store::{InsertOutcome, StoreError};
 const QUEUE_DEPTH: usize = 2048;
 
 pub enum Command {
-    Insert { message: Message, reply: Reply },
+    Insert {
+        message: Message,
+        reply: Reply,
+    },
     /// Commit what is queued, refuse anything later, then report back.
-    Shutdown { done: oneshot::Sender<()> },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;

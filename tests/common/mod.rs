@@ -32,7 +32,8 @@ impl Backend {
 
 /// The PostgreSQL server the tests use; each test app gets a fresh schema in it.
 pub fn postgres_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
 /// Where a test app keeps its data. It outlives a restart of the app and is removed on drop.
@@ -82,9 +83,60 @@ impl PgSchema {
 
     /// The server URL with `search_path` set to this schema (then `public`, where `pg_trgm` lives).
     pub fn url(&self) -> String {
+        self.url_with("")
+    }
+
+    /// [`PgSchema::url`] with more `key=value` parameters, each starting with `&`.
+    pub fn url_with(&self, extra_params: &str) -> String {
         let base = postgres_url();
         let separator = if base.contains('?') { '&' } else { '?' };
-        format!("{base}{separator}options=-csearch_path%3D{},public", self.name)
+        format!(
+            "{base}{separator}options=-csearch_path%3D{},public{extra_params}",
+            self.name
+        )
+    }
+
+    /// [`PgSchema::url`], but reaching the server at `address` (`host:port`), e.g. through a proxy.
+    pub fn url_at(&self, address: &str) -> String {
+        let server: tokio_postgres::Config = postgres_url().parse().expect("TEST_DATABASE_URL");
+        let user = server.get_user().unwrap_or("postgres");
+        let password = server
+            .get_password()
+            .map(|password| format!(":{}", String::from_utf8_lossy(password)))
+            .unwrap_or_default();
+        let database = server.get_dbname().unwrap_or("test");
+        format!(
+            "postgres://{user}{password}@{address}/{database}?options=-csearch_path%3D{},public",
+            self.name
+        )
+    }
+
+    /// The `host:port` of the test server (TCP only).
+    pub fn server_address() -> String {
+        let server: tokio_postgres::Config = postgres_url().parse().expect("TEST_DATABASE_URL");
+        let host = match server.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = server.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+
+    /// Runs `statement` in this schema over a connection of the test's own.
+    pub async fn execute(&self, statement: &str) {
+        admin_execute(&format!("SET search_path TO {}, public; {statement}", self.name)).await;
+    }
+
+    /// The single value that `query` (in this schema) returns.
+    pub async fn query_i64(&self, query: &str) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let connection = tokio::spawn(connection);
+        let value = client.query_one(query, &[]).await.expect(query).get(0);
+        drop(client);
+        let _ = connection.await;
+        value
     }
 }
 
@@ -185,8 +237,14 @@ impl TestApp {
 
     /// Starts a server over `database` (kept from an earlier app, for restarts).
     pub async fn spawn_on(database: TestDatabase, options: Options) -> TestApp {
+        let url = database.url();
+        Self::spawn_at(database, url, options).await
+    }
+
+    /// Starts a server that reaches `database` through `url` (a proxy, TLS options, …).
+    pub async fn spawn_at(database: TestDatabase, url: StoreUrl, options: Options) -> TestApp {
         let storage = StorageArgs {
-            database_url: database.url(),
+            database_url: url,
             sqlite_synchronous: Synchronous::Full,
             pg_pool_size: 8,
             pg_statement_timeout_ms: 5_000,
@@ -300,4 +358,35 @@ pub fn ids(page: &Value) -> Vec<String> {
         .iter()
         .map(|row| row["message_id"].as_str().expect("message_id").to_owned())
         .collect()
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text exposition, if present.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((series_name, rest)) => (series_name, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if series_name != name {
+                return None;
+            }
+            let mut found: Vec<&str> = series_labels.split(',').filter(|pair| !pair.is_empty()).collect();
+            let mut wanted: Vec<String> = labels
+                .iter()
+                .map(|(key, value)| format!("{key}=\"{value}\""))
+                .collect();
+            found.sort_unstable();
+            wanted.sort_unstable();
+            (found == wanted).then(|| value.parse().expect("sample value"))
+        })
+}
+
+/// The `/metrics` text of `app`, asserting a 200.
+pub async fn metrics_text(app: &TestApp) -> String {
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.expect("metrics body")
 }

@@ -19,7 +19,8 @@ use tokio_postgres::{NoTls, Row};
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::writer::WriterHandle;
 use crate::store::{
-    InsertOutcome, MessageFilter, MessagePage, PageRequest, SenderCount, Stats, Store, StoreError, TOP_SENDERS,
+    InsertOutcome, MessageFilter, MessagePage, PageRequest, SenderCount, Stats, Store, StoreError,
+    TOP_SENDERS,
 };
 
 /// How long a request waits for a connection, or for one to be opened, before answering 503.
@@ -55,10 +56,9 @@ impl PostgresStore {
 }
 
 fn connect_pool(options: &PostgresOptions) -> Result<Pool, StoreError> {
-    let mut config: tokio_postgres::Config = options
-        .url
-        .parse()
-        .map_err(|error| StoreError::Unavailable(format!("DATABASE_URL is not a valid PostgreSQL URL: {error}")))?;
+    let mut config: tokio_postgres::Config = options.url.parse().map_err(|error| {
+        StoreError::Unavailable(format!("DATABASE_URL is not a valid PostgreSQL URL: {error}"))
+    })?;
     let timeout = format!("-c statement_timeout={}", options.statement_timeout_ms);
     let server_options = match config.get_options() {
         Some(given) => format!("{given} {timeout}"),
@@ -148,7 +148,9 @@ impl Store for PostgresStore {
 }
 
 /// A read-only transaction whose statements all see one snapshot, so a page and its total agree.
-async fn snapshot(client: &mut deadpool_postgres::Client) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+async fn snapshot(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
     client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -183,7 +185,10 @@ fn filter_clause(filter: &MessageFilter) -> (String, Vec<Box<dyn ToSql + Sync + 
 
 /// The boxed parameters as the driver takes them.
 fn params(values: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
-    values.iter().map(|value| value.as_ref() as &(dyn ToSql + Sync)).collect()
+    values
+        .iter()
+        .map(|value| value.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 /// `%needle%` with `LIKE`'s own wildcards and escape character taken literally.
@@ -226,7 +231,10 @@ async fn list_messages(
         ))
         .await
         .map_err(unavailable)?;
-    let rows = client.query(&select, &params(&values)).await.map_err(unavailable)?;
+    let rows = client
+        .query(&select, &params(&values))
+        .await
+        .map_err(unavailable)?;
     Ok(MessagePage {
         messages: rows.iter().map(message_from_row).collect(),
         total: count_of(total),

@@ -21,7 +21,8 @@ pub fn run(mut conn: Connection, mut commands: mpsc::Receiver<Command>) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.blocking_recv() {
         batch.gather(first, &mut commands);
-        let committed = commit(&mut conn, batch.messages()).map_err(|error| StoreError::Unavailable(error.to_string()));
+        let committed =
+            commit(&mut conn, batch.messages()).map_err(|error| StoreError::Unavailable(error.to_string()));
         batch.answer(committed);
     }
     // Closing the last connection checkpoints the WAL into the main file.
