@@ -1,21 +1,66 @@
 #!/usr/bin/env bash
-# Ingest of unique messages: release build, fresh database, wrk at 64 connections.
-# usage: bench/ingest.sh [SECONDS] [SQLITE_SYNCHRONOUS]   (defaults: 15 full)
-# Needs wrk (Debian: apt-get install wrk) and python3.
+# Ingest of unique messages: release build, fresh database, wrk at 64 connections in all.
+#
+# usage: bench/ingest.sh [SECONDS]            (default 15)
+# env:   BACKEND=sqlite|postgres              (default sqlite)
+#        SQLITE_SYNCHRONOUS=full|normal       (default full)
+#        REPLICAS=N                           (postgres only; default 1: N servers on one
+#                                              database, one wrk per server, 64/N connections each)
+#        TEST_DATABASE_URL                    (default postgres://postgres@127.0.0.1:5432/test;
+#                                              a fresh schema is made in it and dropped after)
+# Needs wrk (Debian: apt-get install wrk), python3, curl, and psql for postgres.
 set -euo pipefail
 seconds=${1:-15}
-sync=${2:-full}
+backend=${BACKEND:-sqlite}
+replicas=${REPLICAS:-1}
 here=$(cd "$(dirname "$0")" && pwd)
-cd "$here/.."
-cargo build --release --locked
+binary="$here/../target/release/webhook-inbox"
+(cd "$here/.." && cargo build --release --locked)
 work=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+servers=()
+pg_server=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+schema="wi_bench_$$"
+cleanup() {
+  for pid in "${servers[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ "$backend" = postgres ] && psql "$pg_server" -qc "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1
+  rm -rf "$work"
+}
+trap cleanup EXIT
 cd "$work"
-# About 20,000 requests a second are expected: make enough bodies that none repeats.
-python3 "$here/make_bodies.py" $((seconds * 60000))
-WEBHOOK_SECRET=testsecret DATABASE_URL="sqlite:///$work/app.db" SQLITE_SYNCHRONOUS="$sync" \
-  HOST=127.0.0.1 PORT=18090 "$here/../target/release/webhook-inbox" >server.log 2>&1 &
-server=$!
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/health/ready >/dev/null && break; sleep 0.1; done
-wrk -t2 -c64 -d"${seconds}s" -s "$here/unique_posts.lua" http://127.0.0.1:18090 -- 2
+
+case $backend in
+  sqlite)
+    [ "$replicas" = 1 ] || { echo "SQLite serves one process: REPLICAS must be 1" >&2; exit 2; }
+    url="sqlite:///$work/app.db" ;;
+  postgres)
+    psql "$pg_server" -qc "CREATE SCHEMA $schema"
+    case $pg_server in *\?*) separator='&' ;; *) separator='?' ;; esac
+    url="$pg_server${separator}options=-csearch_path%3D$schema,public" ;;
+  *) echo "BACKEND must be sqlite or postgres" >&2; exit 2 ;;
+esac
+
+# About 20,000 requests a second at most are expected: make enough bodies that none repeats.
+python3 "$here/make_bodies.py" $((seconds * 40000))
+
+for n in $(seq 0 $((replicas - 1))); do
+  port=$((18090 + n))
+  WEBHOOK_SECRET=testsecret DATABASE_URL="$url" SQLITE_SYNCHRONOUS="${SQLITE_SYNCHRONOUS:-full}" \
+    HOST=127.0.0.1 PORT=$port "$binary" >"server-$n.log" 2>&1 &
+  servers+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
+done
+
+if [ "$replicas" = 1 ]; then
+  wrk -t2 -c64 -d"${seconds}s" -s "$here/unique_posts.lua" http://127.0.0.1:18090 -- 2 0
+else
+  loads=()
+  for n in $(seq 0 $((replicas - 1))); do
+    wrk -t1 -c$((64 / replicas)) -d"${seconds}s" -s "$here/unique_posts.lua" \
+      "http://127.0.0.1:$((18090 + n))" -- "$replicas" "$n" >"wrk-$n.txt" &
+    loads+=($!)
+  done
+  wait "${loads[@]}"
+  for n in $(seq 0 $((replicas - 1))); do echo "-- replica $n"; cat "wrk-$n.txt"; done
+fi
 echo "stored: $(curl -s http://127.0.0.1:18090/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_messages"])')"

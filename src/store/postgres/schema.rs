@@ -72,7 +72,12 @@ pub async fn applied_version(client: &impl deadpool_postgres::GenericClient) -> 
     let row = client
         .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
         .await
-        .map_err(|error| StoreError::SchemaMismatch(error.to_string()))?;
+        .map_err(|error| match error.code() {
+            Some(code) if *code == tokio_postgres::error::SqlState::UNDEFINED_TABLE => {
+                StoreError::SchemaMismatch("no schema_migrations table".to_owned())
+            }
+            _ => unavailable(error),
+        })?;
     Ok(row.get(0))
 }
 
