@@ -220,7 +220,20 @@ async fn list_messages(
         .await
         .map_err(unavailable)?
         .get(0);
-    values.push(Box::new(i64::from(page.limit)));
+    let clause = match page.after {
+        Some(after) => {
+            values.push(Box::new(after.ts_key));
+            values.push(Box::new(after.message_id));
+            let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
+            format!(
+                "{clause}{joiner} (ts_key, message_id) > (${}, ${})",
+                values.len() - 1,
+                values.len()
+            )
+        }
+        None => clause,
+    };
+    values.push(Box::new(i64::from(page.limit) + 1));
     values.push(Box::new(i64::try_from(page.offset).unwrap_or(i64::MAX)));
     let select = client
         .prepare_cached(&format!(
@@ -235,10 +248,11 @@ async fn list_messages(
         .query(&select, &params(&values))
         .await
         .map_err(unavailable)?;
-    Ok(MessagePage {
-        messages: rows.iter().map(message_from_row).collect(),
-        total: count_of(total),
-    })
+    Ok(MessagePage::from_rows(
+        rows.iter().map(message_from_row).collect(),
+        page.limit,
+        count_of(total),
+    ))
 }
 
 fn message_from_row(row: &Row) -> Message {

@@ -293,19 +293,25 @@ fn list_messages(
     let total: i64 = conn
         .prepare_cached(&format!("SELECT COUNT(*) FROM messages{clause}"))?
         .query_row(params_from_iter(values.iter()), |row| row.get(0))?;
-    values.push(SqlValue::Integer(i64::from(page.limit)));
+    let clause = match page.after {
+        Some(after) => {
+            values.push(SqlValue::Text(after.ts_key));
+            values.push(SqlValue::Text(after.message_id));
+            let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
+            format!("{clause}{joiner} (ts_key, message_id) > (?, ?)")
+        }
+        None => clause,
+    };
+    values.push(SqlValue::Integer(i64::from(page.limit) + 1));
     values.push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
-    let messages = conn
+    let rows = conn
         .prepare_cached(&format!(
             "SELECT message_id, from_msisdn, to_msisdn, ts, text, ts_key FROM messages{clause} \
              ORDER BY ts_key, message_id LIMIT ? OFFSET ?"
         ))?
         .query_map(params_from_iter(values.iter()), message_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(MessagePage {
-        messages,
-        total: count(total),
-    })
+    Ok(MessagePage::from_rows(rows, page.limit, count(total)))
 }
 
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
