@@ -268,6 +268,85 @@ async fn bad_cursors_are_422(app: TestApp) {
     );
 }
 
+/// `q` is answered by a trigram index for three characters or more and by a scan below that;
+/// both must agree with a plain case-folded substring test, whatever the query holds (FTS5
+/// operators and quotes included).
+async fn q_of_any_length_agrees_with_a_folded_substring_test(app: TestApp) {
+    let texts = [
+        "Hello World",
+        "hello, world!",
+        "Straße am Meer",
+        "STRASSE",
+        "ΟΔΟΣ οδός",
+        "say \"hi\" AND bye",
+        "NEAR(a b) OR c*",
+        "100% of_it",
+        "emoji 😀 party",
+        "日本語のテキスト",
+        "tab\there",
+        "aaa aaaa",
+    ];
+    for (n, text) in texts.iter().enumerate() {
+        app.store(&message(
+            &format!("t{n:02}"),
+            ALICE,
+            &format!("2025-01-15T10:00:{n:02}Z"),
+            Some(text),
+        ))
+        .await;
+    }
+    app.store(&message("null-text", ALICE, "2025-01-15T11:00:00Z", None))
+        .await;
+    let queries = [
+        "h",
+        "he",
+        "hel",
+        "hello",
+        "WORLD",
+        "o, w",
+        "ss",
+        "ß",
+        "straße",
+        "asse",
+        "σ",
+        "ΟΔΟΣ",
+        "οδό",
+        "\"hi\"",
+        "\"",
+        "AND",
+        "and bye",
+        "NEAR(",
+        "c*",
+        "*",
+        "OR",
+        "%",
+        "0% o",
+        "_",
+        "😀",
+        "😀 p",
+        "本語の",
+        "\t",
+        "aaa",
+        "aaaa",
+        "aaaaa",
+        "-",
+        "zzz",
+    ];
+    for q in queries {
+        let folded_q = caseless::default_case_fold_str(q);
+        let expected: Vec<String> = texts
+            .iter()
+            .enumerate()
+            .filter(|(_, text)| caseless::default_case_fold_str(text).contains(&folded_q))
+            .map(|(n, _)| format!("t{n:02}"))
+            .collect();
+        let encoded: String = q.bytes().map(|byte| format!("%{byte:02X}")).collect();
+        let found = page(&app, &format!("?limit=100&q={encoded}")).await;
+        assert_eq!(ids(&found), expected, "q={q:?}");
+        assert_eq!(found["total"], json!(expected.len()), "q={q:?}");
+    }
+}
+
 async fn ties_on_ts_are_ordered_by_message_id(app: TestApp) {
     for id in ["b", "c", "a", "B"] {
         app.store(&message(id, ALICE, "2025-01-15T10:00:00Z", None)).await;
@@ -671,6 +750,7 @@ async fn unknown_query_params_are_ignored(app: TestApp) {
 
 conformance!(
     evaluator_data_is_ordered_by_ts_then_id,
+    q_of_any_length_agrees_with_a_folded_substring_test,
     cursor_pages_walk_the_whole_set_in_order,
     cursor_pages_keep_the_filters,
     a_cursor_does_not_shift_when_earlier_rows_arrive,
