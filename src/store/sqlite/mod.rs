@@ -1,5 +1,6 @@
 //! SQLite storage: one writer thread with group commit, and a small pool of read-only connections.
 
+mod checkpoint;
 mod queries;
 mod schema;
 mod writer;
@@ -171,6 +172,7 @@ impl Target {
             }
         }
         conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
+        conn.pragma_update(None, "journal_size_limit", checkpoint::JOURNAL_SIZE_LIMIT)?;
         Ok(conn)
     }
 

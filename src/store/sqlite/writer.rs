@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use crate::clock::utc_now_rfc3339;
 use crate::message::{Message, fold_case};
 use crate::store::sqlite::INDEX_TEXT;
+use crate::store::sqlite::checkpoint::Checkpointer;
 use crate::store::writer::{Batch, Command};
 use crate::store::{InsertOutcome, StoreError};
 
@@ -22,11 +23,13 @@ ON CONFLICT (message_id) DO NOTHING";
 /// Runs on its own thread until every sender is gone or a shutdown has drained the queue.
 pub fn run(mut conn: Connection, mut commands: mpsc::Receiver<Command>) {
     let mut batch = Batch::new(MAX_BATCH);
+    let mut checkpointer = Checkpointer::new();
     while let Some(first) = commands.blocking_recv() {
         batch.gather(first, &mut commands);
         let committed =
             commit(&mut conn, batch.messages()).map_err(|error| StoreError::Unavailable(error.to_string()));
         batch.answer(committed);
+        checkpointer.after_commit(&conn);
     }
     // Closing the last connection checkpoints the WAL into the main file.
     drop(conn);
