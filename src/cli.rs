@@ -8,12 +8,14 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::config::{ServeArgs, StorageArgs};
-use crate::signature::SigningKey;
+use crate::http::ApiToken;
+use crate::signature::{SecretError, SigningKey, Verifier};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::{self, Logger};
-use crate::{AppState, serve};
+use crate::{AppState, Credentials, Limits, serve};
 
 #[derive(Debug, Parser)]
 #[command(name = "webhook-inbox", version, about)]
@@ -82,6 +84,8 @@ pub enum CliError {
     Listen { address: String, source: std::io::Error },
     #[error("cannot read the body: {0}")]
     ReadBody(std::io::Error),
+    #[error("{0}")]
+    Secret(#[from] SecretError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
     #[error("request failed: {0}")]
@@ -110,21 +114,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn run_service(args: ServeArgs) -> Result<(), CliError> {
     telemetry::init_tracing(args.log_level);
+    let credentials = credentials(&args)?;
     let store = open_store(&args.storage).await?;
-    let signing_key = args
-        .webhook_secret
-        .as_deref()
-        .filter(|secret| !secret.is_empty())
-        .map(|secret| SigningKey::new(secret.as_bytes()));
-    if signing_key.is_none() {
+    if credentials.verifier.is_none() {
         tracing::warn!("WEBHOOK_SECRET is not set: /webhook answers 503 and /health/ready 503 until it is");
     }
-    let state = AppState::new(
-        store,
-        signing_key,
-        args.max_body_bytes,
-        Logger::stdout(args.log_level),
-    );
+    let state = AppState::new(store, credentials, limits(&args), Logger::stdout(args.log_level));
     let address = format!("{}:{}", args.host, args.port);
     let listener = TcpListener::bind(&address)
         .await
@@ -138,6 +133,36 @@ async fn run_service(args: ServeArgs) -> Result<(), CliError> {
         .map_err(CliError::Serve)?;
     tracing::info!("stopped; every acknowledged message is committed");
     Ok(())
+}
+
+/// The signature verifier and the read token; an empty setting counts as unset.
+fn credentials(args: &ServeArgs) -> Result<Credentials, CliError> {
+    let previous = args
+        .webhook_secret_previous
+        .as_deref()
+        .map(Verifier::split_previous)
+        .unwrap_or_default();
+    let tolerance = Duration::from_secs(args.webhook_tolerance_secs);
+    let verifier = args
+        .webhook_secret
+        .as_deref()
+        .filter(|secret| !secret.is_empty())
+        .map(|secret| Verifier::new(secret, &previous, tolerance))
+        .transpose()?;
+    Ok(Credentials {
+        verifier,
+        api_token: args.api_token.as_deref().and_then(ApiToken::new),
+    })
+}
+
+fn limits(args: &ServeArgs) -> Limits {
+    Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+    }
 }
 
 async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, CliError> {

@@ -28,9 +28,39 @@ pub struct ServeArgs {
     #[arg(long, env = "PORT", default_value_t = 8000)]
     pub port: u16,
 
+    /// Older HMAC keys still accepted while senders move to the new one (comma-separated).
+    #[arg(long, env = "WEBHOOK_SECRET_PREVIOUS", hide_env_values = true)]
+    pub webhook_secret_previous: Option<String>,
+
+    /// Standard Webhooks: how far `webhook-timestamp` may be from now, in seconds.
+    #[arg(long, env = "WEBHOOK_TOLERANCE_SECS", default_value_t = 300)]
+    pub webhook_tolerance_secs: u64,
+
+    /// Bearer token required on the read endpoints (`/messages*`, `/stats`). Unset: they are open.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
     /// Largest accepted request body; larger ones get 413 without being read.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65_536)]
     pub max_body_bytes: usize,
+
+    /// Most client connections served at once; more wait to be accepted.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Longest a client may take to send a request's headers (and longest an idle keep-alive
+    /// connection stays open), in milliseconds.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
+
+    /// Longest a client may take to send a request's body, in milliseconds; then 408.
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout_ms: u64,
+
+    /// A connection that moves no byte either way for this long is closed, in milliseconds
+    /// (a client that stops reading its answer, an idle HTTP/2 connection).
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_ms: u64,
 }
 
 /// Where and how messages are stored.

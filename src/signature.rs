@@ -1,22 +1,93 @@
-//! Request signatures: HMAC-SHA256 over the raw body, compared in constant time (SPEC A2).
+//! Request signatures (SPEC A2, B2): one [`Verifier`] that checks whichever schemes a request
+//! carries, against the current secret and every previous one still accepted.
+//!
+//! - `X-Signature: <hex>`: HMAC-SHA256 of the raw body (the original scheme);
+//! - `X-Hub-Signature-256: sha256=<hex>`: the same MAC, GitHub's header;
+//! - Standard Webhooks: `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature`
+//!   (space-separated `v1,<base64>` entries, any one may match), the MAC taken over
+//!   `id.timestamp.body`, with a `whsec_<base64>` secret base64-decoded first.
+//!
+//! A request passes when one scheme it carries verifies. Every comparison of a MAC takes the same
+//! time however many bytes match, and every secret is tried even after one matched, so timing
+//! tells neither how close a guess was nor which secret signed. A refusal names the scheme and the
+//! check that failed, for the log; it never holds a secret or the expected signature.
 
-use axum::http::HeaderMap;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use subtle::{Choice, ConstantTimeEq};
 
 type HmacSha256 = Hmac<Sha256>;
 
 pub const SIGNATURE_HEADER: &str = "x-signature";
+pub const GITHUB_HEADER: &str = "x-hub-signature-256";
+pub const STANDARD_ID_HEADER: &str = "webhook-id";
+pub const STANDARD_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const STANDARD_SIGNATURE_HEADER: &str = "webhook-signature";
 
-/// Why a signature was refused. Logged, never shown to the client, and never holding a secret.
+/// GitHub's value is `sha256=` then the hex MAC.
+const GITHUB_PREFIX: &[u8] = b"sha256=";
+/// The Standard Webhooks way of writing a base64 secret.
+const STANDARD_SECRET_PREFIX: &str = "whsec_";
+/// The Standard Webhooks version tag of an HMAC-SHA256 signature.
+const STANDARD_VERSION: &[u8] = b"v1";
+/// The default `WEBHOOK_TOLERANCE_SECS`.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+const MAC_LEN: usize = 32;
+type MacBytes = [u8; MAC_LEN];
+
+/// The ways a request may be signed, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    StandardWebhooks,
+    GitHub,
+    XSignature,
+}
+
+impl Scheme {
+    pub const ALL: [Scheme; 3] = [Scheme::StandardWebhooks, Scheme::GitHub, Scheme::XSignature];
+
+    /// A stable name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::StandardWebhooks => "standard_webhooks",
+            Scheme::GitHub => "github",
+            Scheme::XSignature => "x_signature",
+        }
+    }
+
+    /// Whether `headers` carry any header of this scheme.
+    fn is_carried(self, headers: &HeaderMap) -> bool {
+        match self {
+            Scheme::StandardWebhooks => [
+                STANDARD_ID_HEADER,
+                STANDARD_TIMESTAMP_HEADER,
+                STANDARD_SIGNATURE_HEADER,
+            ]
+            .iter()
+            .any(|name| headers.contains_key(*name)),
+            Scheme::GitHub => headers.contains_key(GITHUB_HEADER),
+            Scheme::XSignature => headers.contains_key(SIGNATURE_HEADER),
+        }
+    }
+}
+
+/// Which check refused a signature. Logged, never shown to the client, and never holding a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
     #[error("missing signature header")]
     Missing,
     #[error("signature header sent more than once")]
     Repeated,
-    #[error("signature is not 64 hex digits")]
+    #[error("signature or timestamp is not in the scheme's encoding")]
     BadEncoding,
+    #[error("timestamp outside the tolerance window")]
+    StaleTimestamp,
     #[error("signature does not match")]
     NoMatch,
 }
@@ -28,9 +99,25 @@ impl SignatureError {
             SignatureError::Missing => "missing_header",
             SignatureError::Repeated => "repeated_header",
             SignatureError::BadEncoding => "bad_encoding",
+            SignatureError::StaleTimestamp => "stale_timestamp",
             SignatureError::NoMatch => "no_match",
         }
     }
+}
+
+/// A refused request: the scheme judged (none when the request carried no signature header at
+/// all) and why it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub scheme: Option<Scheme>,
+    pub error: SignatureError,
+}
+
+/// A secret that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("{setting} starts with whsec_ but the rest is not base64")]
+    BadStandardSecret { setting: &'static str },
 }
 
 /// A secret made ready for signing: the HMAC key schedule is computed once, not per request.
@@ -49,39 +136,273 @@ impl SigningKey {
 
     /// The lowercase hex `X-Signature` of `body`.
     pub fn sign(&self, body: &[u8]) -> String {
-        hex::encode(self.mac(body).finalize().into_bytes())
+        hex::encode(self.mac_of(&[body]))
     }
 
-    /// Checks the `X-Signature` header of a request against its raw body.
+    /// Checks the `X-Signature` header of a request against its raw body with this key alone.
     pub fn verify_headers(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
-        let mut values = headers.get_all(SIGNATURE_HEADER).iter();
-        let header = values.next().ok_or(SignatureError::Missing)?;
-        if values.next().is_some() {
-            return Err(SignatureError::Repeated);
-        }
+        let header = single_header(headers, SIGNATURE_HEADER)?;
         self.verify_hex(header.as_bytes(), body)
     }
 
     /// Checks a hex signature (either case) over `body`; the comparison takes the same time
     /// however many leading bytes match.
     pub fn verify_hex(&self, signature_hex: &[u8], body: &[u8]) -> Result<(), SignatureError> {
-        let mut signature = [0u8; 32];
-        hex::decode_to_slice(signature_hex, &mut signature).map_err(|_| SignatureError::BadEncoding)?;
-        self.mac(body)
-            .verify_slice(&signature)
-            .map_err(|_| SignatureError::NoMatch)
+        let claimed = decode_hex_mac(signature_hex)?;
+        if bool::from(self.mac_of(&[body]).ct_eq(&claimed)) {
+            Ok(())
+        } else {
+            Err(SignatureError::NoMatch)
+        }
     }
 
-    fn mac(&self, body: &[u8]) -> HmacSha256 {
+    /// The MAC of `parts` written one after the other.
+    fn mac_of(&self, parts: &[&[u8]]) -> MacBytes {
         let mut mac = self.keyed.clone();
-        mac.update(body);
-        mac
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
     }
 }
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SigningKey(..)")
+    }
+}
+
+/// One accepted secret, keyed for the body schemes and for Standard Webhooks.
+#[derive(Clone)]
+struct Secret {
+    /// The secret's bytes as written: `X-Signature` and GitHub.
+    raw: SigningKey,
+    /// Standard Webhooks: the base64-decoded bytes of a `whsec_` secret, else the bytes as written.
+    standard: SigningKey,
+}
+
+impl Secret {
+    fn new(secret: &str, setting: &'static str) -> Result<Secret, SecretError> {
+        let standard = match secret.strip_prefix(STANDARD_SECRET_PREFIX) {
+            Some(encoded) => SigningKey::new(&decode_standard_secret(encoded, setting)?),
+            None => SigningKey::new(secret.as_bytes()),
+        };
+        Ok(Secret {
+            raw: SigningKey::new(secret.as_bytes()),
+            standard,
+        })
+    }
+}
+
+/// Standard base64, padded or not (the reference implementations accept both).
+fn decode_standard_secret(encoded: &str, setting: &'static str) -> Result<Vec<u8>, SecretError> {
+    STANDARD
+        .decode(encoded)
+        .or_else(|_| STANDARD_NO_PAD.decode(encoded))
+        .ok()
+        .filter(|bytes| !bytes.is_empty())
+        .ok_or(SecretError::BadStandardSecret { setting })
+}
+
+/// Checks a request's signature against the current secret and the previous ones.
+#[derive(Clone)]
+pub struct Verifier {
+    secrets: Vec<Secret>,
+    tolerance_secs: u64,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Verifier({} secrets, ..)", self.secrets.len())
+    }
+}
+
+impl Verifier {
+    /// A verifier accepting `current` and each of `previous` (empty ones are skipped).
+    pub fn new(current: &str, previous: &[&str], tolerance: Duration) -> Result<Verifier, SecretError> {
+        let mut secrets = vec![Secret::new(current, "WEBHOOK_SECRET")?];
+        for secret in previous.iter().filter(|secret| !secret.is_empty()) {
+            secrets.push(Secret::new(secret, "WEBHOOK_SECRET_PREVIOUS")?);
+        }
+        Ok(Verifier {
+            secrets,
+            tolerance_secs: tolerance.as_secs(),
+        })
+    }
+
+    /// Splits `WEBHOOK_SECRET_PREVIOUS`: comma-separated, spaces around each entry ignored.
+    pub fn split_previous(list: &str) -> Vec<&str> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|secret| !secret.is_empty())
+            .collect()
+    }
+
+    /// Verifies whichever schemes `headers` carry; passes when one of them verifies. A refusal
+    /// reports the first scheme tried (Standard Webhooks, then GitHub, then `X-Signature`).
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_unix_secs: u64) -> Result<Scheme, Refusal> {
+        let mut first_refusal = None;
+        for scheme in Scheme::ALL
+            .into_iter()
+            .filter(|scheme| scheme.is_carried(headers))
+        {
+            match self.verify_scheme(scheme, headers, body, now_unix_secs) {
+                Ok(()) => return Ok(scheme),
+                Err(error) => {
+                    first_refusal.get_or_insert(Refusal {
+                        scheme: Some(scheme),
+                        error,
+                    });
+                }
+            }
+        }
+        Err(first_refusal.unwrap_or(Refusal {
+            scheme: None,
+            error: SignatureError::Missing,
+        }))
+    }
+
+    fn verify_scheme(
+        &self,
+        scheme: Scheme,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix_secs: u64,
+    ) -> Result<(), SignatureError> {
+        match scheme {
+            Scheme::XSignature => {
+                let claimed = decode_hex_mac(single_header(headers, SIGNATURE_HEADER)?.as_bytes())?;
+                self.any_secret_matches(|secret| &secret.raw, &[body], &[claimed])
+            }
+            Scheme::GitHub => {
+                let claimed = parse_github(single_header(headers, GITHUB_HEADER)?)?;
+                self.any_secret_matches(|secret| &secret.raw, &[body], &[claimed])
+            }
+            Scheme::StandardWebhooks => self.verify_standard(headers, body, now_unix_secs),
+        }
+    }
+
+    fn verify_standard(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now_unix_secs: u64,
+    ) -> Result<(), SignatureError> {
+        let id = single_header(headers, STANDARD_ID_HEADER)?;
+        let timestamp = single_header(headers, STANDARD_TIMESTAMP_HEADER)?;
+        let signatures = single_header(headers, STANDARD_SIGNATURE_HEADER)?;
+        let sent_at = parse_unix_seconds(timestamp.as_bytes()).ok_or(SignatureError::BadEncoding)?;
+        if sent_at.abs_diff(now_unix_secs) > self.tolerance_secs {
+            return Err(SignatureError::StaleTimestamp);
+        }
+        let claimed = parse_standard_signatures(signatures.as_bytes())?;
+        let signed = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
+        self.any_secret_matches(|secret| &secret.standard, &signed, &claimed)
+    }
+
+    /// Whether the MAC of `parts` under any secret equals any of `claimed`. Every secret and every
+    /// claim is compared, in constant time each, whatever matched before.
+    fn any_secret_matches(
+        &self,
+        key_of: impl Fn(&Secret) -> &SigningKey,
+        parts: &[&[u8]],
+        claimed: &[MacBytes],
+    ) -> Result<(), SignatureError> {
+        let mut matched = Choice::from(0);
+        for secret in &self.secrets {
+            let expected = key_of(secret).mac_of(parts);
+            for candidate in claimed {
+                matched |= expected.ct_eq(candidate);
+            }
+        }
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            Err(SignatureError::NoMatch)
+        }
+    }
+}
+
+/// The value of a header sent exactly once.
+fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a HeaderValue, SignatureError> {
+    let mut values = headers.get_all(name).iter();
+    let value = values.next().ok_or(SignatureError::Missing)?;
+    if values.next().is_some() {
+        return Err(SignatureError::Repeated);
+    }
+    Ok(value)
+}
+
+/// 64 hex digits, either case.
+fn decode_hex_mac(text: &[u8]) -> Result<MacBytes, SignatureError> {
+    let mut mac = [0u8; MAC_LEN];
+    hex::decode_to_slice(text, &mut mac).map_err(|_| SignatureError::BadEncoding)?;
+    Ok(mac)
+}
+
+/// `sha256=` then 64 hex digits.
+fn parse_github(value: &HeaderValue) -> Result<MacBytes, SignatureError> {
+    let hex = value
+        .as_bytes()
+        .strip_prefix(GITHUB_PREFIX)
+        .ok_or(SignatureError::BadEncoding)?;
+    decode_hex_mac(hex)
+}
+
+/// Unix seconds as 1 to 19 ASCII digits (no sign, no fraction, no spaces).
+fn parse_unix_seconds(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// The MACs of the `v1,<base64>` entries of a `webhook-signature` value. Entries of other
+/// versions (`v1a`, asymmetric, is not supported) are skipped; a value with no well-formed `v1`
+/// entry is a bad encoding.
+fn parse_standard_signatures(value: &[u8]) -> Result<Vec<MacBytes>, SignatureError> {
+    let macs: Vec<MacBytes> = value
+        .split(|&byte| byte == b' ')
+        .filter_map(|entry| {
+            let (version, encoded) = split_once(entry, b',')?;
+            if version != STANDARD_VERSION {
+                return None;
+            }
+            STANDARD.decode(encoded).ok()?.try_into().ok()
+        })
+        .collect();
+    if macs.is_empty() {
+        Err(SignatureError::BadEncoding)
+    } else {
+        Ok(macs)
+    }
+}
+
+fn split_once(bytes: &[u8], separator: u8) -> Option<(&[u8], &[u8])> {
+    let at = bytes.iter().position(|&byte| byte == separator)?;
+    Some((&bytes[..at], &bytes[at + 1..]))
+}
+
+/// Signatures as a sender makes them, for the CLI and the tests.
+pub mod signer {
+    use super::*;
+
+    /// The `X-Hub-Signature-256` value of `body`.
+    pub fn github(secret: &str, body: &[u8]) -> String {
+        format!("sha256={}", SigningKey::new(secret.as_bytes()).sign(body))
+    }
+
+    /// The `v1,<base64>` entry of `webhook-signature` for a message `id` sent at `timestamp`.
+    pub fn standard_webhooks(
+        secret: &str,
+        id: &str,
+        timestamp: u64,
+        body: &[u8],
+    ) -> Result<String, SecretError> {
+        let key = Secret::new(secret, "the secret")?.standard;
+        let timestamp = timestamp.to_string();
+        let mac = key.mac_of(&[id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
+        Ok(format!("v1,{}", STANDARD.encode(mac)))
     }
 }
 
@@ -94,8 +415,48 @@ mod tests {
     const DATA: &[u8] = b"what do ya want for nothing?";
     const DIGEST: &str = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
 
+    // The Standard Webhooks test vector, from the specification's reference libraries
+    // (github.com/standard-webhooks/standard-webhooks, libraries/python/tests/test_webhooks.py:
+    // `test_sign_function`, `test_invalid_signature_raises_error`, `test_multi_sig_payload_is_valid`;
+    // the same values are in the JavaScript, Go, Rust and PHP test suites there).
+    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const SW_ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const SW_TIMESTAMP: u64 = 1_614_265_330;
+    const SW_BODY: &[u8] = br#"{"test": 2432232314}"#;
+    const SW_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+    const SW_WRONG_SIGNATURE: &str = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OA=";
+    const SW_OTHER_ENTRY: &str = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=";
+    const SW_OTHER_VERSION: &str = "v2,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=";
+
     fn key(secret: &[u8]) -> SigningKey {
         SigningKey::new(secret)
+    }
+
+    fn verifier(current: &str, previous: &[&str]) -> Verifier {
+        Verifier::new(current, previous, DEFAULT_TOLERANCE).unwrap()
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn standard_headers(id: &str, timestamp: u64, signature: &str) -> HeaderMap {
+        headers(&[
+            (STANDARD_ID_HEADER, id),
+            (STANDARD_TIMESTAMP_HEADER, &timestamp.to_string()),
+            (STANDARD_SIGNATURE_HEADER, signature),
+        ])
+    }
+
+    fn refusal(scheme: Scheme, error: SignatureError) -> Result<Scheme, Refusal> {
+        Err(Refusal {
+            scheme: Some(scheme),
+            error,
+        })
     }
 
     #[test]
@@ -134,5 +495,326 @@ mod tests {
             key(KEY).verify_hex(DIGEST.as_bytes(), b"what do ya want for nothing!"),
             Err(SignatureError::NoMatch)
         );
+    }
+
+    #[test]
+    fn the_standard_webhooks_test_vector_signs_and_verifies() {
+        let signed = signer::standard_webhooks(SW_SECRET, SW_ID, SW_TIMESTAMP, SW_BODY).unwrap();
+        assert_eq!(signed, SW_SIGNATURE);
+        let verifier = verifier(SW_SECRET, &[]);
+        let request = standard_headers(SW_ID, SW_TIMESTAMP, SW_SIGNATURE);
+        assert_eq!(
+            verifier.verify(&request, SW_BODY, SW_TIMESTAMP),
+            Ok(Scheme::StandardWebhooks)
+        );
+        let wrong = standard_headers(SW_ID, SW_TIMESTAMP, SW_WRONG_SIGNATURE);
+        assert_eq!(
+            verifier.verify(&wrong, SW_BODY, SW_TIMESTAMP),
+            refusal(Scheme::StandardWebhooks, SignatureError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn any_v1_entry_of_several_may_match_and_other_versions_are_skipped() {
+        let verifier = verifier(SW_SECRET, &[]);
+        let list = [SW_OTHER_ENTRY, SW_OTHER_VERSION, SW_SIGNATURE, SW_OTHER_ENTRY].join(" ");
+        let request = standard_headers(SW_ID, SW_TIMESTAMP, &list);
+        assert_eq!(
+            verifier.verify(&request, SW_BODY, SW_TIMESTAMP),
+            Ok(Scheme::StandardWebhooks)
+        );
+        let without_match = [SW_OTHER_ENTRY, SW_OTHER_VERSION].join(" ");
+        let request = standard_headers(SW_ID, SW_TIMESTAMP, &without_match);
+        assert_eq!(
+            verifier.verify(&request, SW_BODY, SW_TIMESTAMP),
+            refusal(Scheme::StandardWebhooks, SignatureError::NoMatch)
+        );
+        let only_other_versions = standard_headers(SW_ID, SW_TIMESTAMP, SW_OTHER_VERSION);
+        assert_eq!(
+            verifier.verify(&only_other_versions, SW_BODY, SW_TIMESTAMP),
+            refusal(Scheme::StandardWebhooks, SignatureError::BadEncoding)
+        );
+    }
+
+    #[test]
+    fn the_signed_content_covers_id_timestamp_and_body() {
+        let verifier = verifier(SW_SECRET, &[]);
+        let other_id = standard_headers("msg_other", SW_TIMESTAMP, SW_SIGNATURE);
+        let other_time = standard_headers(SW_ID, SW_TIMESTAMP + 1, SW_SIGNATURE);
+        for (request, body) in [
+            (other_id, SW_BODY),
+            (other_time, SW_BODY),
+            (
+                standard_headers(SW_ID, SW_TIMESTAMP, SW_SIGNATURE),
+                &br#"{"test": 2432232315}"#[..],
+            ),
+        ] {
+            assert_eq!(
+                verifier.verify(&request, body, SW_TIMESTAMP),
+                refusal(Scheme::StandardWebhooks, SignatureError::NoMatch)
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_the_tolerance_are_stale_either_way() {
+        let verifier = verifier(SW_SECRET, &[]);
+        let request = standard_headers(SW_ID, SW_TIMESTAMP, SW_SIGNATURE);
+        for now in [SW_TIMESTAMP - 300, SW_TIMESTAMP + 300] {
+            assert_eq!(
+                verifier.verify(&request, SW_BODY, now),
+                Ok(Scheme::StandardWebhooks)
+            );
+        }
+        for now in [SW_TIMESTAMP - 301, SW_TIMESTAMP + 301, 0, u64::MAX] {
+            assert_eq!(
+                verifier.verify(&request, SW_BODY, now),
+                refusal(Scheme::StandardWebhooks, SignatureError::StaleTimestamp),
+                "now = {now}"
+            );
+        }
+        let strict = Verifier::new(SW_SECRET, &[], Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            strict.verify(&request, SW_BODY, SW_TIMESTAMP + 6),
+            refusal(Scheme::StandardWebhooks, SignatureError::StaleTimestamp)
+        );
+    }
+
+    #[test]
+    fn malformed_standard_headers_are_named() {
+        let verifier = verifier(SW_SECRET, &[]);
+        let ts = SW_TIMESTAMP.to_string();
+        let cases: Vec<(HeaderMap, SignatureError)> = vec![
+            (
+                headers(&[(STANDARD_ID_HEADER, SW_ID), (STANDARD_TIMESTAMP_HEADER, &ts)]),
+                SignatureError::Missing,
+            ),
+            (
+                headers(&[
+                    (STANDARD_ID_HEADER, SW_ID),
+                    (STANDARD_SIGNATURE_HEADER, SW_SIGNATURE),
+                ]),
+                SignatureError::Missing,
+            ),
+            (
+                headers(&[
+                    (STANDARD_TIMESTAMP_HEADER, &ts),
+                    (STANDARD_SIGNATURE_HEADER, SW_SIGNATURE),
+                ]),
+                SignatureError::Missing,
+            ),
+            (
+                headers(&[
+                    (STANDARD_ID_HEADER, SW_ID),
+                    (STANDARD_ID_HEADER, SW_ID),
+                    (STANDARD_TIMESTAMP_HEADER, &ts),
+                    (STANDARD_SIGNATURE_HEADER, SW_SIGNATURE),
+                ]),
+                SignatureError::Repeated,
+            ),
+            (
+                headers(&[
+                    (STANDARD_ID_HEADER, SW_ID),
+                    (STANDARD_TIMESTAMP_HEADER, "hello"),
+                    (STANDARD_SIGNATURE_HEADER, SW_SIGNATURE),
+                ]),
+                SignatureError::BadEncoding,
+            ),
+            (
+                headers(&[
+                    (STANDARD_ID_HEADER, SW_ID),
+                    (STANDARD_TIMESTAMP_HEADER, "1614265330.0"),
+                    (STANDARD_SIGNATURE_HEADER, SW_SIGNATURE),
+                ]),
+                SignatureError::BadEncoding,
+            ),
+            (
+                headers(&[
+                    (STANDARD_ID_HEADER, SW_ID),
+                    (STANDARD_TIMESTAMP_HEADER, "-1614265330"),
+                    (STANDARD_SIGNATURE_HEADER, SW_SIGNATURE),
+                ]),
+                SignatureError::BadEncoding,
+            ),
+            (
+                headers(&[
+                    (STANDARD_ID_HEADER, SW_ID),
+                    (STANDARD_TIMESTAMP_HEADER, "99999999999999999999"),
+                    (STANDARD_SIGNATURE_HEADER, SW_SIGNATURE),
+                ]),
+                SignatureError::BadEncoding,
+            ),
+            (
+                standard_headers(
+                    SW_ID,
+                    SW_TIMESTAMP,
+                    "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+                ),
+                SignatureError::BadEncoding,
+            ),
+            (
+                standard_headers(SW_ID, SW_TIMESTAMP, "v1,not base64!"),
+                SignatureError::BadEncoding,
+            ),
+            (
+                standard_headers(SW_ID, SW_TIMESTAMP, "v1,AAAA"),
+                SignatureError::BadEncoding,
+            ),
+            (
+                standard_headers(SW_ID, SW_TIMESTAMP, ""),
+                SignatureError::BadEncoding,
+            ),
+        ];
+        for (request, expected) in cases {
+            assert_eq!(
+                verifier.verify(&request, SW_BODY, SW_TIMESTAMP),
+                refusal(Scheme::StandardWebhooks, expected),
+                "{request:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_whsec_secret_is_decoded_for_standard_webhooks_only() {
+        // Padded or not, as the reference libraries accept.
+        let unpadded = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let decoded = STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let verifier = verifier(unpadded, &[]);
+        // X-Signature keys with the secret as written, prefix and all.
+        let body = b"{}";
+        let raw_signature = key(unpadded.as_bytes()).sign(body);
+        assert_eq!(
+            verifier.verify(&headers(&[(SIGNATURE_HEADER, &raw_signature)]), body, 0),
+            Ok(Scheme::XSignature)
+        );
+        let decoded_signature = key(&decoded).sign(body);
+        assert_eq!(
+            verifier.verify(&headers(&[(SIGNATURE_HEADER, &decoded_signature)]), body, 0),
+            refusal(Scheme::XSignature, SignatureError::NoMatch)
+        );
+        assert!(Verifier::new("whsec_not*base64", &[], DEFAULT_TOLERANCE).is_err());
+        assert!(Verifier::new("whsec_", &[], DEFAULT_TOLERANCE).is_err());
+        assert_eq!(
+            Verifier::new("ok", &["whsec_???"], DEFAULT_TOLERANCE).err(),
+            Some(SecretError::BadStandardSecret {
+                setting: "WEBHOOK_SECRET_PREVIOUS"
+            })
+        );
+    }
+
+    #[test]
+    fn a_plain_secret_keys_standard_webhooks_as_written() {
+        let signature = signer::standard_webhooks("plain secret", "id1", 100, b"body").unwrap();
+        let verifier = verifier("plain secret", &[]);
+        assert_eq!(
+            verifier.verify(&standard_headers("id1", 100, &signature), b"body", 100),
+            Ok(Scheme::StandardWebhooks)
+        );
+    }
+
+    #[test]
+    fn github_signatures_need_the_sha256_prefix() {
+        let verifier = verifier("s3cret", &[]);
+        let body = b"payload";
+        let good = signer::github("s3cret", body);
+        assert_eq!(
+            verifier.verify(&headers(&[(GITHUB_HEADER, &good)]), body, 0),
+            Ok(Scheme::GitHub)
+        );
+        let upper_hex = format!("sha256={}", good["sha256=".len()..].to_uppercase());
+        assert_eq!(
+            verifier.verify(&headers(&[(GITHUB_HEADER, &upper_hex)]), body, 0),
+            Ok(Scheme::GitHub)
+        );
+        for (value, error) in [
+            (good["sha256=".len()..].to_owned(), SignatureError::BadEncoding),
+            (
+                format!("sha1={}", &good["sha256=".len()..]),
+                SignatureError::BadEncoding,
+            ),
+            (
+                format!("SHA256={}", &good["sha256=".len()..]),
+                SignatureError::BadEncoding,
+            ),
+            (format!("{good}0"), SignatureError::BadEncoding),
+            (signer::github("other", body), SignatureError::NoMatch),
+        ] {
+            assert_eq!(
+                verifier.verify(&headers(&[(GITHUB_HEADER, &value)]), body, 0),
+                refusal(Scheme::GitHub, error),
+                "{value}"
+            );
+        }
+        let twice = headers(&[(GITHUB_HEADER, &good), (GITHUB_HEADER, &good)]);
+        assert_eq!(
+            verifier.verify(&twice, body, 0),
+            refusal(Scheme::GitHub, SignatureError::Repeated)
+        );
+    }
+
+    #[test]
+    fn previous_secrets_are_accepted_in_every_scheme_and_others_are_not() {
+        let previous = Verifier::split_previous(" old-1 ,, old-2 ,");
+        assert_eq!(previous, ["old-1", "old-2"]);
+        let verifier = verifier("new", &previous);
+        let body = b"body";
+        for secret in ["new", "old-1", "old-2"] {
+            let x = key(secret.as_bytes()).sign(body);
+            assert_eq!(
+                verifier.verify(&headers(&[(SIGNATURE_HEADER, &x)]), body, 0),
+                Ok(Scheme::XSignature),
+                "{secret}"
+            );
+            let github = signer::github(secret, body);
+            assert_eq!(
+                verifier.verify(&headers(&[(GITHUB_HEADER, &github)]), body, 0),
+                Ok(Scheme::GitHub)
+            );
+            let standard = signer::standard_webhooks(secret, "id", 50, body).unwrap();
+            assert_eq!(
+                verifier.verify(&standard_headers("id", 50, &standard), body, 50),
+                Ok(Scheme::StandardWebhooks)
+            );
+        }
+        let retired = key(b"old-0").sign(body);
+        assert_eq!(
+            verifier.verify(&headers(&[(SIGNATURE_HEADER, &retired)]), body, 0),
+            refusal(Scheme::XSignature, SignatureError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn one_valid_scheme_is_enough_and_a_refusal_names_the_first_scheme_tried() {
+        let verifier = verifier("s", &[]);
+        let body = b"b";
+        let good_x = key(b"s").sign(body);
+        let bad_github = signer::github("wrong", body);
+        let both = headers(&[(SIGNATURE_HEADER, &good_x), (GITHUB_HEADER, &bad_github)]);
+        assert_eq!(verifier.verify(&both, body, 0), Ok(Scheme::XSignature));
+        let bad_x = key(b"wrong").sign(body);
+        let neither = headers(&[(SIGNATURE_HEADER, &bad_x), (GITHUB_HEADER, &bad_github)]);
+        assert_eq!(
+            verifier.verify(&neither, body, 0),
+            refusal(Scheme::GitHub, SignatureError::NoMatch)
+        );
+        assert_eq!(
+            verifier.verify(&HeaderMap::new(), body, 0),
+            Err(Refusal {
+                scheme: None,
+                error: SignatureError::Missing
+            })
+        );
+        // One Standard Webhooks header alone claims that scheme, and the others are missing.
+        assert_eq!(
+            verifier.verify(&headers(&[(STANDARD_ID_HEADER, "x")]), body, 0),
+            refusal(Scheme::StandardWebhooks, SignatureError::Missing)
+        );
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let verifier = verifier("hunter2", &["hunter3"]);
+        let shown = format!("{verifier:?} {:?}", key(b"hunter2"));
+        assert!(!shown.contains("hunter"), "{shown}");
     }
 }

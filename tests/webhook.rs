@@ -911,11 +911,9 @@ async fn without_a_secret_webhook_is_503_and_stores_nothing() {
 const SMALL_LIMIT: usize = 1024;
 
 async fn small_limit_app() -> TestApp {
-    TestApp::spawn_with(Options {
-        max_body_bytes: SMALL_LIMIT,
-        ..Options::new(Backend::SqliteFile)
-    })
-    .await
+    let mut options = Options::new(Backend::SqliteFile);
+    options.limits.max_body_bytes = SMALL_LIMIT;
+    TestApp::spawn_with(options).await
 }
 
 /// A valid message whose JSON is exactly `len` bytes, padded in `text`.

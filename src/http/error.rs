@@ -1,7 +1,7 @@
 //! Every error answer of the API, turned into a response in this one place (SPEC A2, A8).
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -12,12 +12,16 @@ use crate::store::StoreError;
 pub enum ApiError {
     #[error("invalid signature")]
     InvalidSignature,
+    #[error("not authenticated")]
+    NotAuthenticated,
     #[error("validation failed")]
     Validation(Vec<FieldError>),
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("request body could not be read")]
     UnreadableBody,
+    #[error("request body not received in time")]
+    BodyTimeout,
     #[error("Not Found")]
     NotFound,
     #[error("Method Not Allowed")]
@@ -33,16 +37,30 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::InvalidSignature => StatusCode::UNAUTHORIZED,
+            ApiError::InvalidSignature | ApiError::NotAuthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SecretNotConfigured | ApiError::StorageUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl ApiError {
+    /// A header the answer needs besides its body.
+    fn extra_header(&self) -> Option<(HeaderName, &'static str)> {
+        match self {
+            // RFC 6750 §3: a 401 for a missing or wrong bearer token names the scheme.
+            ApiError::NotAuthenticated => Some((header::WWW_AUTHENTICATE, "Bearer")),
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            ApiError::BodyTimeout => Some((header::CONNECTION, "close")),
+            _ => None,
         }
     }
 }
@@ -66,11 +84,17 @@ impl IntoResponse for ApiError {
             ApiError::Internal(cause) => Some(cause.clone()),
             _ => None,
         };
+        let extra_header = self.extra_header();
         let body = match self {
             ApiError::Validation(errors) => json!({ "detail": errors }),
             other => json!({ "detail": other.to_string() }),
         };
         let mut response = (status, Json(body)).into_response();
+        if let Some((name, value)) = extra_header {
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
         if let Some(cause) = cause {
             response.extensions_mut().insert(ErrorCause(cause));
         }

@@ -44,7 +44,7 @@ async fn not_ready_reason(state: &AppState) -> Option<&'static str> {
     if state.is_shutting_down() {
         return Some("shutting down");
     }
-    if state.signing_key.is_none() {
+    if state.credentials.verifier.is_none() {
         return Some("webhook secret not configured");
     }
     match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.check_ready()).await {

@@ -1,5 +1,6 @@
 //! The HTTP API: one router per resource, merged here under the shared middleware.
 
+mod auth;
 mod error;
 mod health;
 mod messages;
@@ -15,9 +16,11 @@ use axum::Router;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 
+pub use auth::ApiToken;
 pub use error::ApiError;
 
-use crate::signature::SigningKey;
+use crate::server::Limits;
+use crate::signature::Verifier;
 use crate::store::Store;
 use crate::telemetry::{Logger, Metrics};
 
@@ -31,28 +34,32 @@ pub const ROUTES: &[&str] = &[
     metrics::PATH,
 ];
 
+/// Who may write and who may read.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Checks `/webhook` signatures; `None` when `WEBHOOK_SECRET` is unset (`/webhook` then
+    /// answers 503).
+    pub verifier: Option<Verifier>,
+    /// Required on the read endpoints; `None` when `API_TOKEN` is unset (reads are open).
+    pub api_token: Option<ApiToken>,
+}
+
 /// Everything a request handler may use.
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    /// `None` when `WEBHOOK_SECRET` is unset: `/webhook` then answers 503.
-    pub signing_key: Option<SigningKey>,
-    pub max_body_bytes: usize,
+    pub credentials: Credentials,
+    pub limits: Limits,
     pub metrics: Metrics,
     pub logger: Logger,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(
-        store: Arc<dyn Store>,
-        signing_key: Option<SigningKey>,
-        max_body_bytes: usize,
-        logger: Logger,
-    ) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, credentials: Credentials, limits: Limits, logger: Logger) -> Arc<Self> {
         Arc::new(AppState {
             store,
-            signing_key,
-            max_body_bytes,
+            credentials,
+            limits,
             metrics: Metrics::new(ROUTES),
             logger,
             shutting_down: AtomicBool::new(false),
@@ -73,8 +80,7 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(webhook::router())
-        .merge(messages::router())
-        .merge(stats::router())
+        .merge(reads_behind_the_token(&state))
         .merge(health::router())
         .merge(metrics::router())
         .fallback(not_found)
@@ -85,6 +91,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             middleware::observe,
         ))
         .with_state(state)
+}
+
+/// The endpoints that read stored messages: behind `API_TOKEN` when it is set (SPEC B3).
+/// A new read endpoint (the web page's data, an export) belongs here.
+fn reads_behind_the_token(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .merge(messages::router())
+        .merge(stats::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(state),
+            auth::require_api_token,
+        ))
 }
 
 async fn not_found() -> Response {

@@ -13,7 +13,8 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::message::parse_message;
-use crate::signature::SignatureError;
+use crate::server::Limits;
+use crate::signature::{Refusal, Scheme};
 use crate::store::InsertOutcome;
 use crate::telemetry::{WebhookLog, WebhookResult};
 
@@ -33,6 +34,7 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
                     InsertOutcome::Created => WebhookResult::Created,
                     InsertOutcome::Duplicate => WebhookResult::Duplicate,
                 },
+                signature_scheme: None,
                 signature_error: None,
             };
             (log, Json(json!({ "status": "ok" })).into_response())
@@ -42,7 +44,11 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
                 message_id: None,
                 dup: false,
                 result: rejection.result,
-                signature_error: rejection.signature_error.map(SignatureError::as_str),
+                signature_scheme: rejection
+                    .signature
+                    .and_then(|refusal| refusal.scheme)
+                    .map(Scheme::as_str),
+                signature_error: rejection.signature.map(|refusal| refusal.error.as_str()),
             };
             (log, rejection.error.into_response())
         }
@@ -54,7 +60,7 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
 /// Why a request stored nothing, in the words of the metrics, the log and the client.
 struct Rejection {
     result: WebhookResult,
-    signature_error: Option<SignatureError>,
+    signature: Option<Refusal>,
     error: ApiError,
 }
 
@@ -62,8 +68,24 @@ impl Rejection {
     fn new(result: WebhookResult, error: ApiError) -> Self {
         Rejection {
             result,
-            signature_error: None,
+            signature: None,
             error,
+        }
+    }
+
+    fn of_body(error: ApiError) -> Self {
+        let result = match error {
+            ApiError::PayloadTooLarge => WebhookResult::PayloadTooLarge,
+            ApiError::BodyTimeout => WebhookResult::BodyTimeout,
+            _ => WebhookResult::ValidationError,
+        };
+        Rejection::new(result, error)
+    }
+
+    fn of_signature(refusal: Refusal) -> Self {
+        Rejection {
+            signature: Some(refusal),
+            ..Rejection::new(WebhookResult::InvalidSignature, ApiError::InvalidSignature)
         }
     }
 }
@@ -74,23 +96,17 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(String, InsertOutcome), Rejection> {
-    let key = state
-        .signing_key
+    let verifier = state
+        .credentials
+        .verifier
         .as_ref()
         .ok_or_else(|| Rejection::new(WebhookResult::NotConfigured, ApiError::SecretNotConfigured))?;
-    let body = read_body(body, headers, state.max_body_bytes)
+    let body = read_body(body, headers, &state.limits)
         .await
-        .map_err(|error| {
-            let result = match error {
-                ApiError::PayloadTooLarge => WebhookResult::PayloadTooLarge,
-                _ => WebhookResult::ValidationError,
-            };
-            Rejection::new(result, error)
-        })?;
-    key.verify_headers(headers, &body).map_err(|error| Rejection {
-        signature_error: Some(error),
-        ..Rejection::new(WebhookResult::InvalidSignature, ApiError::InvalidSignature)
-    })?;
+        .map_err(Rejection::of_body)?;
+    verifier
+        .verify(headers, &body, unix_now_secs())
+        .map_err(Rejection::of_signature)?;
     let message = parse_message(&body)
         .map_err(|errors| Rejection::new(WebhookResult::ValidationError, ApiError::Validation(errors)))?;
     let message_id = message.message_id.clone();
@@ -102,8 +118,10 @@ async fn ingest(
     Ok((message_id, outcome))
 }
 
-/// Reads at most `limit` bytes; a declared or actual length above it is refused as soon as seen.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+/// Reads at most `max_body_bytes` within `body_read_timeout`; a declared or actual length above
+/// the limit is refused as soon as seen, before the body is buffered.
+async fn read_body(body: Body, headers: &HeaderMap, limits: &Limits) -> Result<Bytes, ApiError> {
+    let limit = limits.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -111,9 +129,20 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(limits.body_read_timeout, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge),
         Err(_) => Err(ApiError::UnreadableBody),
     }
+}
+
+/// Seconds since the Unix epoch, for the Standard Webhooks tolerance window (0 if the clock is
+/// set before 1970, which makes every timestamp stale rather than accepted).
+fn unix_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }

@@ -82,7 +82,9 @@ pub struct WebhookLog {
     pub dup: bool,
     #[serde(serialize_with = "serialize_result")]
     pub result: WebhookResult,
-    /// Which signature check failed, when one did.
+    /// Which signature scheme was judged and which of its checks failed, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature_scheme: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature_error: Option<&'static str>,
 }

@@ -27,10 +27,11 @@ pub enum WebhookResult {
     PayloadTooLarge,
     NotConfigured,
     StorageUnavailable,
+    BodyTimeout,
 }
 
 impl WebhookResult {
-    pub const ALL: [WebhookResult; 7] = [
+    pub const ALL: [WebhookResult; 8] = [
         WebhookResult::Created,
         WebhookResult::Duplicate,
         WebhookResult::InvalidSignature,
@@ -38,6 +39,7 @@ impl WebhookResult {
         WebhookResult::PayloadTooLarge,
         WebhookResult::NotConfigured,
         WebhookResult::StorageUnavailable,
+        WebhookResult::BodyTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +51,7 @@ impl WebhookResult {
             WebhookResult::PayloadTooLarge => "payload_too_large",
             WebhookResult::NotConfigured => "not_configured",
             WebhookResult::StorageUnavailable => "storage_unavailable",
+            WebhookResult::BodyTimeout => "body_timeout",
         }
     }
 }

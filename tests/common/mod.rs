@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -10,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webhook_inbox::config::{StorageArgs, StoreUrl, Synchronous};
-use webhook_inbox::signature::SigningKey;
+use webhook_inbox::http::ApiToken;
+use webhook_inbox::signature::{DEFAULT_TOLERANCE, SigningKey, Verifier};
+use webhook_inbox::store::Store;
 use webhook_inbox::telemetry::Logger;
-use webhook_inbox::{AppState, serve, store};
+use webhook_inbox::{AppState, Credentials, Limits, serve, store};
 
 pub const SECRET: &str = "testsecret";
 
@@ -200,7 +203,12 @@ pub struct Options {
     pub backend: Backend,
     /// `None` starts the service without a secret.
     pub secret: Option<String>,
-    pub max_body_bytes: usize,
+    /// `WEBHOOK_SECRET_PREVIOUS`.
+    pub previous_secrets: Vec<String>,
+    pub tolerance: Duration,
+    /// `API_TOKEN`.
+    pub api_token: Option<String>,
+    pub limits: Limits,
 }
 
 impl Options {
@@ -208,7 +216,21 @@ impl Options {
         Options {
             backend,
             secret: Some(SECRET.to_owned()),
-            max_body_bytes: 65_536,
+            previous_secrets: Vec::new(),
+            tolerance: DEFAULT_TOLERANCE,
+            api_token: None,
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        let previous: Vec<&str> = self.previous_secrets.iter().map(String::as_str).collect();
+        Credentials {
+            verifier: self
+                .secret
+                .as_deref()
+                .map(|secret| Verifier::new(secret, &previous, self.tolerance).expect("usable secret")),
+            api_token: self.api_token.as_deref().and_then(ApiToken::new),
         }
     }
 }
@@ -250,11 +272,16 @@ impl TestApp {
             pg_statement_timeout_ms: 5_000,
         };
         let store = store::open(&storage).await.expect("open store");
-        let signing_key = options
-            .secret
-            .as_deref()
-            .map(|secret| SigningKey::new(secret.as_bytes()));
-        let state = AppState::new(store, signing_key, options.max_body_bytes, Logger::disabled());
+        Self::spawn_with_store(database, store, options).await
+    }
+
+    /// Starts a server over a store the test opened itself (with options the settings lack).
+    pub async fn spawn_with_store(
+        database: TestDatabase,
+        store: Arc<dyn Store>,
+        options: Options,
+    ) -> TestApp {
+        let state = AppState::new(store, options.credentials(), options.limits, Logger::disabled());
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let (stop, stopped) = oneshot::channel::<()>();

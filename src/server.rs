@@ -1,0 +1,206 @@
+//! The HTTP server under the API: takes connections up to a limit, serves each with hyper
+//! (HTTP/1.1, and HTTP/2 with prior knowledge), cuts slow and idle clients off, and shuts down
+//! gracefully (SPEC B3, B5).
+//!
+//! `axum::serve` hides hyper's connection builder, where the header read timeout lives, and has
+//! no connection limit, hence this accept loop.
+
+mod idle;
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::http::AppState;
+use idle::IdleTimeout;
+
+/// How long requests in flight may take to finish once a shutdown begins. What is queued for
+/// the writer is committed after this either way; SPEC B5 allows 10 s in all.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// How often, at most, the log says that the connection limit is holding clients back.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+/// After an accept error that is not one client's (out of file descriptors, say), wait this long
+/// before trying again rather than spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// What one client may take of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body; more is refused with 413 before it is read.
+    pub max_body_bytes: usize,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers; also how long an idle HTTP/1.1
+    /// keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request's body; then 408.
+    pub body_read_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 65_536,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves; then readiness turns 503, the
+/// listener closes, requests in flight finish (up to [`SHUTDOWN_GRACE`]), and the store commits
+/// every write it accepted.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let connections = Connections::new(Arc::clone(&state));
+    let mut acceptor = Acceptor::new(listener, state.limits.max_connections);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, slot) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = acceptor.next() => accepted,
+        };
+        connections.serve(stream, slot);
+    }
+    state.begin_shutdown();
+    // Closing the listener refuses new connections at once.
+    drop(acceptor);
+    connections.drain().await;
+    state.store.shutdown().await;
+    Ok(())
+}
+
+/// The listener and the connection slots: a client is accepted only when a slot is free.
+struct Acceptor {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    last_full_warning: Option<Instant>,
+}
+
+impl Acceptor {
+    fn new(listener: TcpListener, max_connections: usize) -> Self {
+        Acceptor {
+            listener,
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
+            last_full_warning: None,
+        }
+    }
+
+    /// The next client, once a slot is free for it.
+    async fn next(&mut self) -> (TcpStream, OwnedSemaphorePermit) {
+        let slot = self.free_slot().await;
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _peer)) => return (stream, slot),
+                // The client gave up before we got to it: take the next one.
+                Err(error) if is_one_clients_error(&error) => continue,
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot accept connections; retrying");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    async fn free_slot(&mut self) -> OwnedSemaphorePermit {
+        if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
+            return slot;
+        }
+        if self
+            .last_full_warning
+            .is_none_or(|warned| warned.elapsed() >= FULL_WARNING_EVERY)
+        {
+            self.last_full_warning = Some(Instant::now());
+            tracing::warn!("MAX_CONNECTIONS reached: new clients wait until a connection closes");
+        }
+        // The semaphore is never closed, so acquiring only waits.
+        match Arc::clone(&self.slots).acquire_owned().await {
+            Ok(slot) => slot,
+            Err(_) => unreachable!("the connection semaphore is never closed"),
+        }
+    }
+}
+
+fn is_one_clients_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    )
+}
+
+/// How each connection is served, and the set of those still open.
+struct Connections {
+    state: Arc<AppState>,
+    app: axum::Router,
+    builder: auto::Builder<TokioExecutor>,
+    open: GracefulShutdown,
+}
+
+impl Connections {
+    fn new(state: Arc<AppState>) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.limits.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        Connections {
+            app: crate::app(Arc::clone(&state)),
+            state,
+            builder,
+            open: GracefulShutdown::new(),
+        }
+    }
+
+    /// Serves `stream` on a task of its own; the slot is given back when the connection ends.
+    fn serve(&self, stream: TcpStream, slot: OwnedSemaphorePermit) {
+        // Answers are small and written at once: do not hold them back for more to send.
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(IdleTimeout::new(stream, self.state.limits.idle_timeout));
+        let service = TowerToHyperService::new(self.app.clone());
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let watched = self.open.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                // Clients that vanish, time out or speak no HTTP end here; nothing to answer.
+                tracing::debug!(error = %error, "connection closed with an error");
+            }
+            drop(slot);
+        });
+    }
+
+    /// Asks every open connection to finish its request in flight and close, and waits for
+    /// that (up to [`SHUTDOWN_GRACE`]).
+    async fn drain(self) {
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.open.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = SHUTDOWN_GRACE.as_secs(),
+                "requests still open after the grace period; closing them"
+            );
+        }
+    }
+}
