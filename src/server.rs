@@ -174,7 +174,12 @@ impl Connections {
     fn serve(&self, stream: TcpStream, slot: OwnedSemaphorePermit) {
         // Answers are small and written at once: do not hold them back for more to send.
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(IdleTimeout::new(stream, self.state.limits.idle_timeout));
+        let limits = &self.state.limits;
+        let io = TokioIo::new(IdleTimeout::new(
+            stream,
+            limits.idle_timeout,
+            limits.header_read_timeout,
+        ));
         let service = TowerToHyperService::new(self.app.clone());
         let connection = self
             .builder
