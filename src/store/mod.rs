@@ -100,7 +100,7 @@ pub struct SenderCount {
 /// How many senders `/stats` lists.
 pub const TOP_SENDERS: u32 = 10;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot take or answer requests right now (full disk, read-only file, gone).
     #[error("storage unavailable: {0}")]

@@ -16,6 +16,10 @@ pub enum Command {
         message: Message,
         reply: Reply,
     },
+    /// Report whether the database takes writes now (readiness).
+    Probe {
+        reply: ProbeReply,
+    },
     /// Commit what is queued, refuse anything later, then report back.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -23,6 +27,7 @@ pub enum Command {
 }
 
 type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
+pub type ProbeReply = oneshot::Sender<Result<(), StoreError>>;
 
 /// The store's end of the channel to its writer.
 pub struct WriterHandle {
@@ -46,6 +51,16 @@ impl WriterHandle {
         outcome.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
+    /// Asks the writer whether the database takes writes now.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.sender
+            .send(Command::Probe { reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        outcome.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
     /// Asks the writer to commit what it accepted and stop; returns once it has.
     pub async fn shutdown(&self) {
         let (done, finished) = oneshot::channel();
@@ -60,6 +75,7 @@ pub struct Batch {
     max_len: usize,
     messages: Vec<Message>,
     replies: Vec<Reply>,
+    probes: Vec<ProbeReply>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -69,6 +85,7 @@ impl Batch {
             max_len,
             messages: Vec::with_capacity(max_len),
             replies: Vec::with_capacity(max_len),
+            probes: Vec::new(),
             shutdown_waiters: Vec::new(),
         }
     }
@@ -82,6 +99,7 @@ impl Batch {
                     self.messages.push(message);
                     self.replies.push(reply);
                 }
+                Command::Probe { reply } => self.probes.push(reply),
                 Command::Shutdown { done } => {
                     // Refuses new sends; what is already queued still arrives and is committed.
                     commands.close();
@@ -117,6 +135,11 @@ impl Batch {
                 }
             }
         }
+    }
+
+    /// The readiness probes that arrived with this batch, to be answered after it.
+    pub fn take_probes(&mut self) -> Vec<ProbeReply> {
+        std::mem::take(&mut self.probes)
     }
 
     /// Tells whoever asked for the shutdown that every accepted write is committed.

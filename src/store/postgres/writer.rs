@@ -43,6 +43,10 @@ pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>) {
         batch.gather(first, &mut commands);
         let committed = commit_with_retry(&pool, batch.messages()).await;
         batch.answer(committed);
+        // Readiness asks the pool directly; nothing sends probes here, but answer any.
+        for probe in batch.take_probes() {
+            let _ = probe.send(Ok(()));
+        }
     }
     batch.finish();
 }

@@ -5,12 +5,13 @@ mod queries;
 mod schema;
 mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::config::DbConfig;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
@@ -33,6 +34,9 @@ pub struct SqliteOptions {
     pub location: Location,
     pub synchronous: Synchronous,
     pub read_connections: usize,
+    /// SQLite's `max_page_count` on the write connection: the database cannot grow past it
+    /// (commits then fail as on a full disk). None: no limit beyond SQLite's own.
+    pub max_page_count: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +52,7 @@ impl SqliteOptions {
             location,
             synchronous,
             read_connections: default_read_connections(),
+            max_page_count: None,
         }
     }
 }
@@ -67,18 +72,35 @@ impl SqliteStore {
     /// Blocking: call it off the async runtime.
     pub fn open(options: SqliteOptions) -> Result<SqliteStore, StoreError> {
         let target = Target::resolve(&options.location)?;
-        let mut conn = target.open_writer(options.synchronous).map_err(unavailable)?;
+        let mut conn = target
+            .open_writer(options.synchronous, true, options.max_page_count)
+            .map_err(unavailable)?;
         schema::migrate(&mut conn).map_err(|error| match error {
             schema::MigrationError::TooNew { .. } => StoreError::SchemaMismatch(error.to_string()),
             schema::MigrationError::Sqlite(error) => unavailable(error),
         })?;
-        let readers = Arc::new(ReadPool::new(target, options.read_connections));
-        let (writer, receiver) = WriterHandle::channel();
+        let generation = Arc::new(AtomicU64::new(0));
+        let readers = Arc::new(ReadPool::new(
+            target.clone(),
+            options.read_connections,
+            Arc::clone(&generation),
+        ));
+        let writer = writer::Writer::new(
+            target,
+            conn,
+            options.synchronous,
+            options.max_page_count,
+            generation,
+        );
+        let (handle, receiver) = WriterHandle::channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::run(conn, receiver))
+            .spawn(move || writer::run(writer, receiver))
             .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore {
+            writer: handle,
+            readers,
+        })
     }
 }
 
@@ -98,7 +120,10 @@ impl Store for SqliteStore {
         self.readers.run(queries::read_stats).await
     }
 
+    /// Ready when the writer can write to the file at the path (see `writer`) and the schema,
+    /// as a reader sees it, is this binary's.
     async fn check_ready(&self) -> Result<(), StoreError> {
+        self.writer.probe().await?;
         let version = self.readers.run(schema::schema_version).await?;
         if version == schema::CURRENT_VERSION {
             Ok(())
@@ -115,13 +140,13 @@ impl Store for SqliteStore {
     }
 }
 
-fn unavailable(error: rusqlite::Error) -> StoreError {
+pub(super) fn unavailable(error: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
 /// Where connections go, with the flags that reach the same database from several connections.
 #[derive(Debug, Clone)]
-enum Target {
+pub(super) enum Target {
     File(PathBuf),
     /// SQLite's `memdb` VFS: a name starting with `/` is shared by the connections of this process.
     Memory(String),
@@ -160,8 +185,27 @@ impl Target {
         Ok(conn)
     }
 
-    fn open_writer(&self, synchronous: Synchronous) -> rusqlite::Result<Connection> {
-        let conn = self.open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)?;
+    /// The file's path; `None` in memory.
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Target::File(path) => Some(path),
+            Target::Memory(_) => None,
+        }
+    }
+
+    /// The write connection; `create` makes the file if it is missing (only at start-up: later,
+    /// a missing file is a fault to report, not a reason to start an empty database).
+    fn open_writer(
+        &self,
+        synchronous: Synchronous,
+        create: bool,
+        max_page_count: Option<u64>,
+    ) -> rusqlite::Result<Connection> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = self.open(flags)?;
         if let Target::File(_) = self {
             // WAL lets readers run beside the writer; the mode is stored in the file.
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -173,11 +217,17 @@ impl Target {
         }
         conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
         conn.pragma_update(None, "journal_size_limit", checkpoint::JOURNAL_SIZE_LIMIT)?;
+        if let Some(pages) = max_page_count {
+            // The pragma answers with the limit in force; a read, not an update, in rusqlite's terms.
+            let _: i64 = conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |row| row.get(0))?;
+        }
         Ok(conn)
     }
 
     fn open_reader(&self) -> rusqlite::Result<Connection> {
         let conn = self.open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        // Readers never checkpoint; closing one must not touch the WAL file either.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         register_contains_ci(&conn)?;
         Ok(conn)
     }
@@ -203,16 +253,21 @@ fn register_contains_ci(conn: &Connection) -> rusqlite::Result<()> {
 /// Read-only connections handed out one query at a time, each on a blocking thread.
 struct ReadPool {
     target: Target,
-    idle: Mutex<Vec<Connection>>,
+    /// Idle connections, each with the writer's generation it was opened in.
+    idle: Mutex<Vec<(u64, Connection)>>,
     permits: Semaphore,
+    /// The writer's connection generation: when it changes (the file was removed or reopened),
+    /// connections opened before are dropped rather than reused.
+    generation: Arc<AtomicU64>,
 }
 
 impl ReadPool {
-    fn new(target: Target, size: usize) -> Self {
+    fn new(target: Target, size: usize, generation: Arc<AtomicU64>) -> Self {
         ReadPool {
             target,
             idle: Mutex::new(Vec::with_capacity(size)),
             permits: Semaphore::new(size),
+            generation,
         }
     }
 
@@ -230,25 +285,35 @@ impl ReadPool {
             .map_err(|_| StoreError::ShuttingDown)?;
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let conn = match pool.take_idle() {
-                Some(conn) => conn,
-                None => pool.target.open_reader().map_err(unavailable)?,
+            let (generation, conn) = match pool.take_idle() {
+                Some(idle) => idle,
+                None => {
+                    let generation = pool.generation.load(Ordering::SeqCst);
+                    (generation, pool.target.open_reader().map_err(unavailable)?)
+                }
             };
             let result = in_read_transaction(&conn, query);
-            pool.give_back(conn);
+            pool.give_back(generation, conn);
             result.map_err(unavailable)
         })
         .await
         .map_err(|error| StoreError::Unavailable(format!("read task failed: {error}")))?
     }
 
-    fn take_idle(&self) -> Option<Connection> {
-        self.idle.lock().ok()?.pop()
+    /// An idle connection of the current generation; older ones are closed on the way.
+    fn take_idle(&self) -> Option<(u64, Connection)> {
+        let current = self.generation.load(Ordering::SeqCst);
+        let mut idle = self.idle.lock().ok()?;
+        idle.retain(|(generation, _)| *generation == current);
+        idle.pop()
     }
 
-    fn give_back(&self, conn: Connection) {
+    fn give_back(&self, generation: u64, conn: Connection) {
+        if generation != self.generation.load(Ordering::SeqCst) {
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(conn);
+            idle.push((generation, conn));
         }
     }
 }

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::message::{Timestamp, fold_case};
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i64 = 2;
+pub const CURRENT_VERSION: i64 = 3;
 
 const V1_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -56,6 +56,15 @@ CREATE VIRTUAL TABLE message_search USING fts5 (
 );
 ";
 
+/// A scratch table for the writer's readiness probe: a row of one page is written and deleted in
+/// one transaction, so a probe fails exactly when the database cannot grow or cannot be written.
+const V3_WRITE_PROBE: &str = "
+CREATE TABLE write_probe (
+    id     INTEGER PRIMARY KEY,
+    filler BLOB NOT NULL
+);
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error(
@@ -85,6 +94,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
     if found < 2 {
         tx.execute_batch(V2_COUNTS_AND_SEARCH)?;
         backfill_search_index(&tx)?;
+    }
+    if found < 3 {
+        tx.execute_batch(V3_WRITE_PROBE)?;
     }
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;

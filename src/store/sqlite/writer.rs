@@ -1,19 +1,40 @@
 //! The SQLite writer: one thread owns the only write connection and commits in batches.
+//!
+//! It also watches the database file. SQLite keeps writing through an open descriptor after the
+//! file is deleted or replaced, into an inode that no path names any more, so every commit would
+//! be acknowledged and then lost at the next start. Before each batch and each readiness probe
+//! the writer compares the file at the path with the one it opened; when they differ it stops
+//! writing (503) and reopens the path once a file is back there (restored from a backup, or moved
+//! back), without a restart. A commit that fails (read-only file, full disk) is answered 503 and
+//! marks the store not ready until a write succeeds again.
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
 use crate::clock::utc_now_rfc3339;
+use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
-use crate::store::sqlite::INDEX_TEXT;
 use crate::store::sqlite::checkpoint::Checkpointer;
+use crate::store::sqlite::{INDEX_TEXT, Target, schema, unavailable};
 use crate::store::writer::{Batch, Command};
 use crate::store::{InsertOutcome, StoreError};
 
 /// The most inserts committed in one transaction.
 pub const MAX_BATCH: usize = 512;
+
+/// A readiness probe within this long of a successful write reports it instead of writing again.
+const PROBE_FRESH: Duration = Duration::from_secs(1);
+
+/// How much room a readiness probe asks for: more than any one batch of messages is likely to
+/// need, so that "ready" means "the next messages fit", not merely "one more page fits".
+const PROBE_PAGES: i64 = 16;
 
 const INSERT: &str = "
 INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key)
@@ -21,19 +42,183 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (message_id) DO NOTHING";
 
 /// Runs on its own thread until every sender is gone or a shutdown has drained the queue.
-pub fn run(mut conn: Connection, mut commands: mpsc::Receiver<Command>) {
+pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>) {
     let mut batch = Batch::new(MAX_BATCH);
-    let mut checkpointer = Checkpointer::new();
     while let Some(first) = commands.blocking_recv() {
         batch.gather(first, &mut commands);
-        let committed =
-            commit(&mut conn, batch.messages()).map_err(|error| StoreError::Unavailable(error.to_string()));
-        batch.answer(committed);
-        checkpointer.after_commit(&conn);
+        if !batch.messages().is_empty() {
+            let committed = writer.commit(batch.messages());
+            batch.answer(committed);
+        }
+        let probes = batch.take_probes();
+        if !probes.is_empty() {
+            let ready = writer.probe();
+            for probe in probes {
+                let _ = probe.send(ready.clone());
+            }
+        }
+        writer.keep_wal_small();
     }
     // Closing the last connection checkpoints the WAL into the main file.
-    drop(conn);
+    drop(writer);
     batch.finish();
+}
+
+/// Which file a path names: a deleted-and-recreated or replaced file has another identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    #[cfg(unix)]
+    fn of(path: &Path) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(FileIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn of(path: &Path) -> Option<FileIdentity> {
+        std::fs::metadata(path)
+            .ok()
+            .map(|_| FileIdentity { device: 0, inode: 0 })
+    }
+}
+
+/// The write connection, the file it writes, and how the last write went.
+pub struct Writer {
+    target: Target,
+    synchronous: Synchronous,
+    max_page_count: Option<u64>,
+    conn: Option<Connection>,
+    opened: Option<FileIdentity>,
+    /// Bumped whenever the connection is dropped or reopened, so readers reopen too.
+    generation: Arc<AtomicU64>,
+    /// When the last write (a batch or a probe) ended, and whether it committed.
+    last_write: Option<(Instant, bool)>,
+    checkpointer: Checkpointer,
+}
+
+impl Writer {
+    /// Takes over a migrated connection to `target`.
+    pub fn new(
+        target: Target,
+        conn: Connection,
+        synchronous: Synchronous,
+        max_page_count: Option<u64>,
+        generation: Arc<AtomicU64>,
+    ) -> Writer {
+        Writer {
+            opened: target.path().and_then(FileIdentity::of),
+            target,
+            synchronous,
+            max_page_count,
+            conn: Some(conn),
+            generation,
+            last_write: None,
+            checkpointer: Checkpointer::new(),
+        }
+    }
+
+    /// Commits one batch; any failure answers the whole batch with the error.
+    fn commit(&mut self, messages: &[Message]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let conn = self.usable_connection()?;
+        let committed = commit(conn, messages).map_err(unavailable);
+        self.record_write(committed.is_ok());
+        committed
+    }
+
+    /// Ok when the file is the one opened and a write succeeds (or one just did).
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let fresh = self
+            .last_write
+            .is_some_and(|(at, committed)| committed && at.elapsed() < PROBE_FRESH);
+        let conn = self.usable_connection()?;
+        if fresh {
+            return Ok(());
+        }
+        let written = write_probe(conn).map_err(unavailable);
+        self.record_write(written.is_ok());
+        written
+    }
+
+    fn keep_wal_small(&mut self) {
+        if let Some(conn) = &self.conn {
+            self.checkpointer.after_commit(conn);
+        }
+    }
+
+    fn record_write(&mut self, committed: bool) {
+        self.last_write = Some((Instant::now(), committed));
+    }
+
+    /// The connection, once the file at the path is known to be the one it writes; reopens the
+    /// path when the file came back after being removed or replaced.
+    fn usable_connection(&mut self) -> Result<&mut Connection, StoreError> {
+        if let Some(path) = self.target.path().map(Path::to_path_buf) {
+            let current = FileIdentity::of(&path);
+            if self.conn.is_some() && current != self.opened {
+                self.abandon(&path, current.is_none());
+            }
+            if self.conn.is_none() {
+                if current.is_none() {
+                    return Err(StoreError::Unavailable(format!(
+                        "the database file {} is missing; restore it to resume",
+                        path.display()
+                    )));
+                }
+                self.reopen(&path)?;
+            }
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| StoreError::Unavailable("no database connection".to_owned()))
+    }
+
+    /// Stops writing to a file that the path no longer names. The connection is closed without
+    /// the usual checkpoint, which would delete whatever WAL file the path now names.
+    fn abandon(&mut self, path: &Path, missing: bool) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+            drop(conn);
+        }
+        self.opened = None;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let what = if missing { "was removed" } else { "was replaced" };
+        tracing::error!(path = %path.display(), "the database file {what}; writes answer 503 until it is back");
+    }
+
+    fn reopen(&mut self, path: &Path) -> Result<(), StoreError> {
+        let mut conn = self
+            .target
+            .open_writer(self.synchronous, false, self.max_page_count)
+            .map_err(unavailable)?;
+        schema::migrate(&mut conn).map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        self.opened = FileIdentity::of(path);
+        self.conn = Some(conn);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        tracing::warn!(path = %path.display(), "the database file is back; writing again");
+        Ok(())
+    }
+}
+
+/// Writes and deletes a row of [`PROBE_PAGES`] pages in one transaction: fails when the file
+/// cannot be written or the database cannot grow by that much. (The freed pages stay in the file
+/// for the next messages; SQLite does not write free pages to the WAL, so a probe costs little.)
+fn write_probe(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let page_size: i64 = tx.query_row("PRAGMA page_size", [], |row| row.get(0))?;
+    tx.execute(
+        "INSERT INTO write_probe (filler) VALUES (zeroblob(?1))",
+        [page_size * PROBE_PAGES],
+    )?;
+    tx.execute("DELETE FROM write_probe", [])?;
+    tx.commit()
 }
 
 /// One transaction for the whole batch; any failure rolls all of it back. Besides the rows, it
