@@ -413,3 +413,67 @@ pub async fn all_ids(server: &Server) -> Vec<String> {
     }
     ids
 }
+
+/// The resident memory of a process in KiB (`VmRSS` in `/proc/PID/status`), where Linux tells.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `HARDENING_LONG=1` runs the long versions of the hardening tests.
+pub fn long_run() -> bool {
+    std::env::var("HARDENING_LONG").is_ok_and(|value| !value.is_empty() && value != "0")
+}
+
+/// A small seeded generator (SplitMix64), so a failing run can be repeated with
+/// `HARDENING_SEED=<the seed it printed>`.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `HARDENING_SEED` or the clock; the seed is printed on stderr.
+    pub fn from_env(test: &str) -> Rng {
+        let seed = std::env::var("HARDENING_SEED")
+            .ok()
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |since| since.as_nanos() as u64)
+            });
+        eprintln!("{test}: HARDENING_SEED={seed}");
+        Rng(seed)
+    }
+
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `range` (which must not be empty).
+    pub fn between(&mut self, range: std::ops::Range<u64>) -> u64 {
+        range.start + self.next_u64() % (range.end - range.start)
+    }
+
+    /// True with probability `percent` / 100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.between(0..100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.between(0..items.len() as u64) as usize]
+    }
+}
