@@ -70,7 +70,12 @@ fn body_of(id: &str) -> Vec<u8> {
         (number / 7) % 60,
         number % 1000
     );
-    message(id, SENDERS[number % SENDERS.len()], &ts, Some(&format!("crash test {id}")))
+    message(
+        id,
+        SENDERS[number % SENDERS.len()],
+        &ts,
+        Some(&format!("crash test {id}")),
+    )
 }
 
 /// What became of one request.
@@ -251,7 +256,12 @@ async fn verify(server: &Server, ledger: &Ledger, when: &str) -> usize {
         .as_array()
         .expect("messages_per_sender")
         .iter()
-        .map(|sender| (sender["from"].as_str().expect("from"), sender["count"].as_u64().expect("count")))
+        .map(|sender| {
+            (
+                sender["from"].as_str().expect("from"),
+                sender["count"].as_u64().expect("count"),
+            )
+        })
         .collect();
     assert_eq!(reported, per_sender, "{when}: per-sender counts");
     let (_, page) = server.get_json("/messages?limit=1").await;
@@ -270,13 +280,18 @@ fn verify_file(path: &Path, rows: usize) {
     let rows = rows as i64;
     assert_eq!(count("SELECT COUNT(*) FROM messages"), rows);
     assert_eq!(count("SELECT messages FROM message_totals"), rows);
-    assert_eq!(count("SELECT COALESCE(SUM(message_count), 0) FROM sender_counts"), rows);
+    assert_eq!(
+        count("SELECT COALESCE(SUM(message_count), 0) FROM sender_counts"),
+        rows
+    );
     assert_eq!(
         count("SELECT senders FROM message_totals"),
         count("SELECT COUNT(DISTINCT from_msisdn) FROM messages")
     );
     assert_eq!(
-        count("SELECT COUNT(*) FROM sender_counts s WHERE message_count <> (SELECT COUNT(*) FROM messages m WHERE m.from_msisdn = s.from_msisdn)"),
+        count(
+            "SELECT COUNT(*) FROM sender_counts s WHERE message_count <> (SELECT COUNT(*) FROM messages m WHERE m.from_msisdn = s.from_msisdn)"
+        ),
         0,
         "a sender's count differs from its rows"
     );
@@ -315,7 +330,10 @@ async fn acknowledged_messages_survive_sigkill_at_random_moments() {
         send_signal(server.pid(), "KILL");
         stop.store(true, Ordering::SeqCst);
         let (status, _) = server.wait_exit(SHUTDOWN_DEADLINE);
-        assert!(!status.success(), "cycle {cycle}: SIGKILL looked like a clean exit: {status}");
+        assert!(
+            !status.success(),
+            "cycle {cycle}: SIGKILL looked like a clean exit: {status}"
+        );
         absorb(&mut ledger, clients.await.expect("clients"));
     }
     let server = Launch::new(db.clone()).start().await;
@@ -333,7 +351,10 @@ async fn acknowledged_messages_survive_sigkill_at_random_moments() {
         ledger.refused,
         ledger.not_sent,
     );
-    assert!(ledger.acknowledged.len() >= plan.cycles, "too little load to mean anything");
+    assert!(
+        ledger.acknowledged.len() >= plan.cycles,
+        "too little load to mean anything"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

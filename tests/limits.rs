@@ -107,9 +107,12 @@ async fn an_oversized_declared_body_is_refused_before_it_is_sent() {
     stream
         .write_all(webhook_head(&app, "Content-Length: 1000000000\r\n").as_bytes())
         .unwrap();
-    let (status, _, body) = read_answer(&mut stream).expect("an answer");
+    let (status, head, body) = read_answer(&mut stream).expect("an answer");
     assert_eq!(status, 413);
     assert_eq!(json_body(&body), json!({"detail": "payload too large"}));
+    // The body was not read, so the connection cannot carry another request: the client is told.
+    assert!(head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert!(read_to_close(&mut stream).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,8 +58,9 @@ impl ApiError {
         match self {
             // RFC 6750 §3: a 401 for a missing or wrong bearer token names the scheme.
             ApiError::NotAuthenticated => Some((header::WWW_AUTHENTICATE, "Bearer")),
-            // The rest of the body may still be on its way: the connection cannot be reused.
-            ApiError::BodyTimeout => Some((header::CONNECTION, "close")),
+            // The body was not read to its end (RFC 9112 §9.6): the connection is closed after
+            // this answer, and a client must not send another request on it.
+            ApiError::BodyTimeout | ApiError::PayloadTooLarge => Some((header::CONNECTION, "close")),
             _ => None,
         }
     }

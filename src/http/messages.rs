@@ -107,6 +107,10 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
             parsed
         }
     };
+    // No stored `from` or `text` holds U+0000 (the body rules refuse it), and neither database
+    // takes it in a query (SQLite's FTS5 syntax and PostgreSQL's text both stop at it).
+    reject_nul(raw.from.as_deref(), "from", &mut errors);
+    reject_nul(raw.q.as_deref(), "q", &mut errors);
     let after = match raw.cursor {
         None => None,
         Some(text) => {
@@ -139,6 +143,17 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
             PageRequest { limit, offset, after },
         )),
         _ => Err(errors),
+    }
+}
+
+fn reject_nul(value: Option<&str>, name: &'static str, errors: &mut Vec<FieldError>) {
+    if let Some(text) = value.filter(|text| text.contains('\0')) {
+        errors.push(FieldError::new(
+            "value_error",
+            vec!["query", name],
+            "Value error, must not contain the NUL character (U+0000)",
+            Value::String(text.to_owned()),
+        ));
     }
 }
 
@@ -274,6 +289,17 @@ mod tests {
         assert_eq!(
             error_types("since="),
             vec![("value_error", vec!["query", "since"])]
+        );
+        assert_eq!(
+            error_types("q=a%00bcd&from=%2B91%00"),
+            vec![
+                ("value_error", vec!["query", "from"]),
+                ("value_error", vec!["query", "q"])
+            ]
+        );
+        assert!(
+            parse_query("q=a%01bcd&from=%2B91").is_ok(),
+            "other control characters are fine"
         );
     }
 

@@ -330,6 +330,11 @@ impl Server {
         self.exited = Some(status);
         (status, self.stdout.finish())
     }
+
+    /// Everything the process wrote on stderr (call after it exited).
+    pub fn stderr(&mut self) -> String {
+        self.stderr.finish()
+    }
 }
 
 impl Drop for Server {
