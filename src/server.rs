@@ -73,11 +73,14 @@ pub async fn serve(
     let mut acceptor = Acceptor::new(listener, state.limits.max_connections);
     let mut shutdown = pin!(shutdown);
     loop {
-        let (stream, slot) = tokio::select! {
+        let accepted = tokio::select! {
             () = &mut shutdown => break,
             accepted = acceptor.next() => accepted,
         };
-        connections.serve(stream, slot);
+        match accepted {
+            Some((stream, slot)) => connections.serve(stream, slot),
+            None => break,
+        }
     }
     state.begin_shutdown();
     // Closing the listener refuses new connections at once.
@@ -103,12 +106,12 @@ impl Acceptor {
         }
     }
 
-    /// The next client, once a slot is free for it.
-    async fn next(&mut self) -> (TcpStream, OwnedSemaphorePermit) {
-        let slot = self.free_slot().await;
+    /// The next client, once a slot is free for it (`None` only if the slots were closed).
+    async fn next(&mut self) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+        let slot = self.free_slot().await?;
         loop {
             match self.listener.accept().await {
-                Ok((stream, _peer)) => return (stream, slot),
+                Ok((stream, _peer)) => return Some((stream, slot)),
                 // The client gave up before we got to it: take the next one.
                 Err(error) if is_one_clients_error(&error) => continue,
                 Err(error) => {
@@ -119,9 +122,9 @@ impl Acceptor {
         }
     }
 
-    async fn free_slot(&mut self) -> OwnedSemaphorePermit {
+    async fn free_slot(&mut self) -> Option<OwnedSemaphorePermit> {
         if let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() {
-            return slot;
+            return Some(slot);
         }
         if self
             .last_full_warning
@@ -130,11 +133,8 @@ impl Acceptor {
             self.last_full_warning = Some(Instant::now());
             tracing::warn!("MAX_CONNECTIONS reached: new clients wait until a connection closes");
         }
-        // The semaphore is never closed, so acquiring only waits.
-        match Arc::clone(&self.slots).acquire_owned().await {
-            Ok(slot) => slot,
-            Err(_) => unreachable!("the connection semaphore is never closed"),
-        }
+        // Nothing closes the semaphore, so this only waits.
+        Arc::clone(&self.slots).acquire_owned().await.ok()
     }
 }
 
