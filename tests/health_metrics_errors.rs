@@ -82,7 +82,7 @@ async fn reads_still_work_without_a_secret() {
         app.get_json("/messages").await,
         (
             StatusCode::OK,
-            json!({"data": [], "total": 0, "limit": 50, "offset": 0})
+            json!({"data": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": null})
         )
     );
     assert_eq!(app.get_json("/stats").await.0, StatusCode::OK);

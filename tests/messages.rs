@@ -53,6 +53,30 @@ async fn rejected(app: &TestApp, query: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Removes `next_cursor` from a page and returns it (`None` when it was null).
+fn take_cursor(page: &mut Value) -> Option<String> {
+    let cursor = page
+        .as_object_mut()
+        .expect("page object")
+        .remove("next_cursor")
+        .expect("every page has next_cursor");
+    cursor.as_str().map(str::to_owned)
+}
+
+/// Follows `next_cursor` from the first page of `query` to the last; returns every id in order.
+async fn walk_with_cursor(app: &TestApp, query: &str) -> Vec<String> {
+    let mut walked = Vec::new();
+    let mut next = page(app, &format!("?{query}")).await;
+    for _ in 0..1000 {
+        walked.extend(ids(&next));
+        let Some(cursor) = take_cursor(&mut next) else {
+            return walked;
+        };
+        next = page(app, &format!("?{query}&cursor={cursor}")).await;
+    }
+    panic!("the cursor never reached a last page");
+}
+
 fn kind(kind: &str, loc: Value) -> (String, Value) {
     (kind.to_owned(), loc)
 }
@@ -65,29 +89,33 @@ async fn evaluator_data_is_ordered_by_ts_then_id(app: TestApp) {
     evaluator_data(&app).await;
     assert_eq!(
         page(&app, "").await,
-        json!({"data": [m2(), m4(), m1(), m3()], "total": 4, "limit": 50, "offset": 0})
+        json!({"data": [m2(), m4(), m1(), m3()], "total": 4, "limit": 50, "offset": 0, "next_cursor": null})
     );
 }
 
 async fn empty_store_gives_an_empty_page(app: TestApp) {
     assert_eq!(
         page(&app, "").await,
-        json!({"data": [], "total": 0, "limit": 50, "offset": 0})
+        json!({"data": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": null})
     );
 }
 
 async fn limit_two_returns_the_first_two_and_echoes(app: TestApp) {
     evaluator_data(&app).await;
+    let mut first_two = page(&app, "?limit=2&offset=0").await;
+    assert!(take_cursor(&mut first_two).is_some(), "two more rows follow");
     assert_eq!(
-        page(&app, "?limit=2&offset=0").await,
+        first_two,
         json!({"data": [m2(), m4()], "total": 4, "limit": 2, "offset": 0})
     );
 }
 
 async fn total_ignores_limit_and_offset(app: TestApp) {
     evaluator_data(&app).await;
+    let mut third = page(&app, "?limit=1&offset=2").await;
+    assert!(take_cursor(&mut third).is_some(), "m3 follows");
     assert_eq!(
-        page(&app, "?limit=1&offset=2").await,
+        third,
         json!({"data": [m1()], "total": 4, "limit": 1, "offset": 2})
     );
 }
@@ -96,7 +124,7 @@ async fn offset_alone_keeps_the_default_limit(app: TestApp) {
     evaluator_data(&app).await;
     assert_eq!(
         page(&app, "?offset=3").await,
-        json!({"data": [m3()], "total": 4, "limit": 50, "offset": 3})
+        json!({"data": [m3()], "total": 4, "limit": 50, "offset": 3, "next_cursor": null})
     );
 }
 
@@ -113,11 +141,11 @@ async fn offset_past_the_end_gives_empty_data_and_the_total(app: TestApp) {
     evaluator_data(&app).await;
     assert_eq!(
         page(&app, "?offset=10").await,
-        json!({"data": [], "total": 4, "limit": 50, "offset": 10})
+        json!({"data": [], "total": 4, "limit": 50, "offset": 10, "next_cursor": null})
     );
     assert_eq!(
         page(&app, "?offset=4&limit=1").await,
-        json!({"data": [], "total": 4, "limit": 1, "offset": 4})
+        json!({"data": [], "total": 4, "limit": 1, "offset": 4, "next_cursor": null})
     );
 }
 
@@ -146,6 +174,177 @@ async fn pages_walk_the_whole_set_without_gaps_or_duplicates(app: TestApp) {
     }
     assert_eq!(walked, expected);
     assert_eq!(ids(&page(&app, "").await), expected);
+}
+
+async fn cursor_pages_walk_the_whole_set_in_order(app: TestApp) {
+    let mut expected = Vec::new();
+    for n in 0..23 {
+        // Shuffled timestamps, ties on ts, and fractions that sort before whole seconds as text.
+        let ts = match n % 4 {
+            0 => format!("2025-01-15T10:00:0{}Z", n % 7),
+            1 => format!("2025-01-15T10:00:0{}.5Z", n % 7),
+            _ => format!("2025-01-15T10:00:0{}.25Z", (n * 3) % 7),
+        };
+        let id = format!("c{n:02}");
+        app.store(&message(&id, ALICE, &ts, None)).await;
+        expected.push(id);
+    }
+    let all = ids(&page(&app, "?limit=100").await);
+    assert_eq!(all.len(), 23);
+    expected.sort_by_key(|id| all.iter().position(|other| other == id));
+    assert_eq!(walk_with_cursor(&app, "limit=5").await, expected);
+    assert_eq!(walk_with_cursor(&app, "limit=1").await, expected);
+    assert_eq!(walk_with_cursor(&app, "limit=23").await, expected);
+    let mut last = page(&app, "?limit=23").await;
+    assert_eq!(take_cursor(&mut last), None, "one page holds everything");
+}
+
+async fn cursor_pages_keep_the_filters(app: TestApp) {
+    for n in 0..12 {
+        let from = if n % 3 == 0 { BOB } else { ALICE };
+        let text = if n % 2 == 0 { "Hello there" } else { "bye" };
+        app.store(&message(
+            &format!("f{n:02}"),
+            from,
+            &format!("2025-01-15T10:00:{n:02}Z"),
+            Some(text),
+        ))
+        .await;
+    }
+    let query = "limit=2&from=%2B919876543210&q=HELLO&since=2025-01-15T10:00:01Z";
+    assert_eq!(walk_with_cursor(&app, query).await, ["f02", "f04", "f08", "f10"]);
+    let mut first = page(&app, &format!("?{query}")).await;
+    assert!(take_cursor(&mut first).is_some());
+    assert_eq!(
+        first["total"],
+        json!(4),
+        "total counts every match, not what is left"
+    );
+}
+
+async fn a_cursor_does_not_shift_when_earlier_rows_arrive(app: TestApp) {
+    for n in 0..6 {
+        app.store(&message(
+            &format!("s{n}"),
+            ALICE,
+            &format!("2025-01-15T10:00:0{n}Z"),
+            None,
+        ))
+        .await;
+    }
+    let mut first = page(&app, "?limit=3").await;
+    assert_eq!(ids(&first), ["s0", "s1", "s2"]);
+    let cursor = take_cursor(&mut first).expect("more follow");
+    app.store(&message("early", ALICE, "2025-01-15T09:00:00Z", None))
+        .await;
+    let mut second = page(&app, &format!("?limit=3&cursor={cursor}")).await;
+    assert_eq!(
+        ids(&second),
+        ["s3", "s4", "s5"],
+        "an offset would have repeated s2"
+    );
+    assert_eq!(take_cursor(&mut second), None);
+    assert_eq!(second["total"], json!(7));
+}
+
+async fn bad_cursors_are_422(app: TestApp) {
+    evaluator_data(&app).await;
+    for cursor in ["abc", "%21%21", "MjAyNS0wMS0xNVQxMDowMDowMFo"] {
+        assert_eq!(
+            rejected(&app, &format!("?cursor={cursor}")).await,
+            [kind("value_error", json!(["query", "cursor"]))],
+            "{cursor}"
+        );
+    }
+    let mut first = page(&app, "?limit=1").await;
+    let cursor = take_cursor(&mut first).expect("more follow");
+    assert_eq!(
+        rejected(&app, &format!("?cursor={cursor}&offset=1")).await,
+        [kind("value_error", json!(["query", "offset"]))]
+    );
+    assert_eq!(
+        ids(&page(&app, &format!("?cursor={cursor}&offset=0")).await),
+        ["m4", "m1", "m3"]
+    );
+}
+
+/// `q` is answered by a trigram index for three characters or more and by a scan below that;
+/// both must agree with a plain case-folded substring test, whatever the query holds (FTS5
+/// operators and quotes included).
+async fn q_of_any_length_agrees_with_a_folded_substring_test(app: TestApp) {
+    let texts = [
+        "Hello World",
+        "hello, world!",
+        "Straße am Meer",
+        "STRASSE",
+        "ΟΔΟΣ οδός",
+        "say \"hi\" AND bye",
+        "NEAR(a b) OR c*",
+        "100% of_it",
+        "emoji 😀 party",
+        "日本語のテキスト",
+        "tab\there",
+        "aaa aaaa",
+    ];
+    for (n, text) in texts.iter().enumerate() {
+        app.store(&message(
+            &format!("t{n:02}"),
+            ALICE,
+            &format!("2025-01-15T10:00:{n:02}Z"),
+            Some(text),
+        ))
+        .await;
+    }
+    app.store(&message("null-text", ALICE, "2025-01-15T11:00:00Z", None))
+        .await;
+    let queries = [
+        "h",
+        "he",
+        "hel",
+        "hello",
+        "WORLD",
+        "o, w",
+        "ss",
+        "ß",
+        "straße",
+        "asse",
+        "σ",
+        "ΟΔΟΣ",
+        "οδό",
+        "\"hi\"",
+        "\"",
+        "AND",
+        "and bye",
+        "NEAR(",
+        "c*",
+        "*",
+        "OR",
+        "%",
+        "0% o",
+        "_",
+        "😀",
+        "😀 p",
+        "本語の",
+        "\t",
+        "aaa",
+        "aaaa",
+        "aaaaa",
+        "-",
+        "zzz",
+    ];
+    for q in queries {
+        let folded_q = caseless::default_case_fold_str(q);
+        let expected: Vec<String> = texts
+            .iter()
+            .enumerate()
+            .filter(|(_, text)| caseless::default_case_fold_str(text).contains(&folded_q))
+            .map(|(n, _)| format!("t{n:02}"))
+            .collect();
+        let encoded: String = q.bytes().map(|byte| format!("%{byte:02X}")).collect();
+        let found = page(&app, &format!("?limit=100&q={encoded}")).await;
+        assert_eq!(ids(&found), expected, "q={q:?}");
+        assert_eq!(found["total"], json!(expected.len()), "q={q:?}");
+    }
 }
 
 async fn ties_on_ts_are_ordered_by_message_id(app: TestApp) {
@@ -196,7 +395,7 @@ async fn from_sent_unencoded_filters_by_sender(app: TestApp) {
     evaluator_data(&app).await;
     assert_eq!(
         page(&app, "?from=+919876543210").await,
-        json!({"data": [m2(), m1()], "total": 2, "limit": 50, "offset": 0})
+        json!({"data": [m2(), m1()], "total": 2, "limit": 50, "offset": 0, "next_cursor": null})
     );
 }
 
@@ -204,7 +403,7 @@ async fn from_percent_encoded_filters_by_sender(app: TestApp) {
     evaluator_data(&app).await;
     assert_eq!(
         page(&app, "?from=%2B911234567890").await,
-        json!({"data": [m4(), m3()], "total": 2, "limit": 50, "offset": 0})
+        json!({"data": [m4(), m3()], "total": 2, "limit": 50, "offset": 0, "next_cursor": null})
     );
 }
 
@@ -224,7 +423,7 @@ async fn from_of_an_unknown_sender_is_empty(app: TestApp) {
     evaluator_data(&app).await;
     assert_eq!(
         page(&app, "?from=+15550000000").await,
-        json!({"data": [], "total": 0, "limit": 50, "offset": 0})
+        json!({"data": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": null})
     );
 }
 
@@ -250,7 +449,7 @@ async fn since_after_everything_is_empty(app: TestApp) {
     evaluator_data(&app).await;
     assert_eq!(
         page(&app, "?since=2025-01-15T11:00:00.000000001Z").await,
-        json!({"data": [], "total": 0, "limit": 50, "offset": 0})
+        json!({"data": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": null})
     );
 }
 
@@ -422,7 +621,7 @@ async fn filters_combine_and_total_counts_the_combination(app: TestApp) {
             "data": [message("m5", ALICE, "2025-01-15T12:00:00Z", Some("hello once more"))],
             "total": 2,
             "limit": 1,
-            "offset": 1,
+            "offset": 1, "next_cursor": null,
         })
     );
 }
@@ -551,6 +750,11 @@ async fn unknown_query_params_are_ignored(app: TestApp) {
 
 conformance!(
     evaluator_data_is_ordered_by_ts_then_id,
+    q_of_any_length_agrees_with_a_folded_substring_test,
+    cursor_pages_walk_the_whole_set_in_order,
+    cursor_pages_keep_the_filters,
+    a_cursor_does_not_shift_when_earlier_rows_arrive,
+    bad_cursors_are_422,
     q_matches_greek_sigma_whatever_its_position,
     empty_store_gives_an_empty_page,
     limit_two_returns_the_first_two_and_echoes,

@@ -9,8 +9,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, AppState};
-use crate::message::{FieldError, Message, Timestamp, timestamp_error};
-use crate::store::{MessageFilter, PageRequest};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::message::{FieldError, MAX_MESSAGE_ID_CHARS, Message, Timestamp, timestamp_error};
+use crate::store::{MessageFilter, PageRequest, Position};
 
 pub const PATH: &str = "/messages";
 
@@ -27,6 +30,8 @@ struct MessagesPage {
     total: u64,
     limit: u32,
     offset: u64,
+    /// Pass as `?cursor=` (with the same filters) for the next page; null on the last one.
+    next_cursor: Option<String>,
 }
 
 async fn list(
@@ -34,13 +39,36 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Json<MessagesPage>, ApiError> {
     let (filter, page) = parse_query(query.as_deref().unwrap_or_default()).map_err(ApiError::Validation)?;
+    let (limit, offset) = (page.limit, page.offset);
     let found = state.store.list(filter, page).await?;
     Ok(Json(MessagesPage {
         data: found.messages,
         total: found.total,
-        limit: page.limit,
-        offset: page.offset,
+        limit,
+        offset,
+        next_cursor: found.next.as_ref().map(encode_cursor),
     }))
+}
+
+/// The opaque `next_cursor`: the position's sort key (fixed width) then its `message_id`,
+/// base64url-encoded so it survives a query string unescaped.
+fn encode_cursor(position: &Position) -> String {
+    let mut raw = String::with_capacity(position.ts_key.len() + position.message_id.len());
+    raw.push_str(&position.ts_key);
+    raw.push_str(&position.message_id);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Option<Position> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let key_len = "2025-01-15T10:00:00.000000000Z".len();
+    let (ts_key, message_id) = (raw.get(..key_len)?, raw.get(key_len..)?);
+    let canonical = Timestamp::parse(ts_key).is_some_and(|ts| ts.sort_key() == ts_key);
+    let id_chars = message_id.chars().count();
+    (canonical && (1..=MAX_MESSAGE_ID_CHARS).contains(&id_chars)).then(|| Position {
+        ts_key: ts_key.to_owned(),
+        message_id: message_id.to_owned(),
+    })
 }
 
 /// Reads the query string, collecting an error entry for every bad parameter. When a
@@ -54,6 +82,7 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
             "from" => &mut raw.from,
             "since" => &mut raw.since,
             "q" => &mut raw.q,
+            "cursor" => &mut raw.cursor,
             _ => continue,
         };
         *slot = Some(value.into_owned());
@@ -64,8 +93,8 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
         bounded_integer(&text, "limit", 1, i128::from(MAX_LIMIT), &mut errors)
             .and_then(|n| u32::try_from(n).ok())
     });
-    let offset = raw.offset.map_or(Some(0), |text| {
-        bounded_integer(&text, "offset", 0, i128::from(i64::MAX), &mut errors)
+    let offset = raw.offset.as_deref().map_or(Some(0), |text| {
+        bounded_integer(text, "offset", 0, i128::from(i64::MAX), &mut errors)
             .and_then(|n| u64::try_from(n).ok())
     });
     let since = match raw.since {
@@ -78,6 +107,28 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
             parsed
         }
     };
+    let after = match raw.cursor {
+        None => None,
+        Some(text) => {
+            let position = decode_cursor(&text);
+            if position.is_none() {
+                errors.push(FieldError::new(
+                    "value_error",
+                    vec!["query", "cursor"],
+                    "Value error, not a cursor this service gave out",
+                    Value::String(text),
+                ));
+            } else if offset.is_some_and(|offset| offset != 0) {
+                errors.push(FieldError::new(
+                    "value_error",
+                    vec!["query", "offset"],
+                    "Value error, offset must be 0 when a cursor is given",
+                    Value::String(raw.offset.clone().unwrap_or_default()),
+                ));
+            }
+            position
+        }
+    };
     match (limit, offset) {
         (Some(limit), Some(offset)) if errors.is_empty() => Ok((
             MessageFilter {
@@ -85,7 +136,7 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
                 since,
                 text_contains: raw.q.filter(|q| !q.is_empty()),
             },
-            PageRequest { limit, offset },
+            PageRequest { limit, offset, after },
         )),
         _ => Err(errors),
     }
@@ -98,6 +149,7 @@ struct RawParams {
     from: Option<String>,
     since: Option<String>,
     q: Option<String>,
+    cursor: Option<String>,
 }
 
 /// An unencoded `+` in a query string arrives as a space: `?from=+91…` means `+91…`.
@@ -173,7 +225,14 @@ mod tests {
     fn defaults_apply_when_nothing_is_given() {
         let (filter, page) = parse_query("").unwrap();
         assert_eq!(filter, MessageFilter::default());
-        assert_eq!(page, PageRequest { limit: 50, offset: 0 });
+        assert_eq!(
+            page,
+            PageRequest {
+                limit: 50,
+                offset: 0,
+                after: None
+            }
+        );
     }
 
     #[test]
@@ -215,6 +274,35 @@ mod tests {
         assert_eq!(
             error_types("since="),
             vec![("value_error", vec!["query", "since"])]
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_forgeries_are_refused() {
+        let position = Position {
+            ts_key: "2025-01-15T10:00:00.500000000Z".to_owned(),
+            message_id: "m/1 ü?&=".to_owned(),
+        };
+        let cursor = encode_cursor(&position);
+        assert_eq!(decode_cursor(&cursor), Some(position));
+        let (_, page) = parse_query(&format!("cursor={cursor}")).unwrap();
+        assert!(page.after.is_some());
+        for forged in [
+            "",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("2025-01-15T10:00:00.5Z-m1"),
+            &URL_SAFE_NO_PAD.encode("2025-01-15T10:00:00.500000000Z"),
+            &URL_SAFE_NO_PAD.encode("2025-02-30T10:00:00.000000000Zm1"),
+        ] {
+            assert_eq!(decode_cursor(forged), None, "{forged:?}");
+        }
+        assert_eq!(
+            error_types("cursor=abc"),
+            vec![("value_error", vec!["query", "cursor"])]
+        );
+        assert_eq!(
+            error_types(&format!("cursor={cursor}&offset=5")),
+            vec![("value_error", vec!["query", "offset"])]
         );
     }
 

@@ -28,18 +28,57 @@ pub struct MessageFilter {
     pub text_contains: Option<String>,
 }
 
-/// A window into the filtered, ordered messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A window into the filtered, ordered messages: `limit` rows from `offset`, counted from just
+/// after `after` when it is given (keyset pagination: the same cost at any depth).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
     pub limit: u32,
     pub offset: u64,
+    pub after: Option<Position>,
 }
 
-/// One page of messages and how many match the filter in all.
+/// A place in the `/messages` order (`ts` as an instant, then `message_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub ts_key: String,
+    pub message_id: String,
+}
+
+impl Position {
+    pub fn of(message: &Message) -> Position {
+        Position {
+            ts_key: message.ts.sort_key().to_owned(),
+            message_id: message.message_id.clone(),
+        }
+    }
+}
+
+/// One page of messages, how many match the filter in all, and where the next page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessagePage {
     pub messages: Vec<Message>,
     pub total: u64,
+    /// `None` on the last page.
+    pub next: Option<Position>,
+}
+
+impl MessagePage {
+    /// Builds a page from up to `limit + 1` rows: a row past the limit only proves that a next
+    /// page exists, and the last row kept is where it starts.
+    pub fn from_rows(mut rows: Vec<Message>, limit: u32, total: u64) -> MessagePage {
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if has_more {
+            rows.last().map(Position::of)
+        } else {
+            None
+        };
+        MessagePage {
+            messages: rows,
+            total,
+            next,
+        }
+    }
 }
 
 /// The figures of `/stats`.

@@ -210,17 +210,22 @@ async fn list_messages(
     filter: &MessageFilter,
     page: PageRequest,
 ) -> Result<MessagePage, StoreError> {
+    let total = count_matches(client, filter).await?;
     let (clause, mut values) = filter_clause(filter);
-    let count = client
-        .prepare_cached(&format!("SELECT COUNT(*) FROM messages{clause}"))
-        .await
-        .map_err(unavailable)?;
-    let total: i64 = client
-        .query_one(&count, &params(&values))
-        .await
-        .map_err(unavailable)?
-        .get(0);
-    values.push(Box::new(i64::from(page.limit)));
+    let clause = match page.after {
+        Some(after) => {
+            values.push(Box::new(after.ts_key));
+            values.push(Box::new(after.message_id));
+            let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
+            format!(
+                "{clause}{joiner} (ts_key, message_id) > (${}, ${})",
+                values.len() - 1,
+                values.len()
+            )
+        }
+        None => clause,
+    };
+    values.push(Box::new(i64::from(page.limit) + 1));
     values.push(Box::new(i64::try_from(page.offset).unwrap_or(i64::MAX)));
     let select = client
         .prepare_cached(&format!(
@@ -235,10 +240,48 @@ async fn list_messages(
         .query(&select, &params(&values))
         .await
         .map_err(unavailable)?;
-    Ok(MessagePage {
-        messages: rows.iter().map(message_from_row).collect(),
-        total: count_of(total),
-    })
+    Ok(MessagePage::from_rows(
+        rows.iter().map(message_from_row).collect(),
+        page.limit,
+        total,
+    ))
+}
+
+/// How many messages match, from the per-sender counts when the filter allows it.
+async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) -> Result<u64, StoreError> {
+    let total: i64 = match filter {
+        MessageFilter {
+            from: None,
+            since: None,
+            text_contains: None,
+        } => client
+            .query_one("SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM sender_counts", &[])
+            .await
+            .map_err(unavailable)?
+            .get(0),
+        MessageFilter {
+            from: Some(from),
+            since: None,
+            text_contains: None,
+        } => client
+            .query_opt("SELECT message_count FROM sender_counts WHERE from_msisdn = $1", &[from])
+            .await
+            .map_err(unavailable)?
+            .map_or(0, |row| row.get(0)),
+        _ => {
+            let (clause, values) = filter_clause(filter);
+            let statement = client
+                .prepare_cached(&format!("SELECT COUNT(*) FROM messages{clause}"))
+                .await
+                .map_err(unavailable)?;
+            client
+                .query_one(&statement, &params(&values))
+                .await
+                .map_err(unavailable)?
+                .get(0)
+        }
+    };
+    Ok(count_of(total))
 }
 
 fn message_from_row(row: &Row) -> Message {

@@ -1,5 +1,7 @@
 //! SQLite storage: one writer thread with group commit, and a small pool of read-only connections.
 
+mod checkpoint;
+mod queries;
 mod schema;
 mod writer;
 
@@ -10,19 +12,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::functions::FunctionFlags;
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params_from_iter};
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
 use crate::config::Synchronous;
-use crate::message::{Message, Timestamp, fold_case};
+use crate::message::{Message, fold_case};
 use crate::store::writer::WriterHandle;
-use crate::store::{
-    InsertOutcome, MessageFilter, MessagePage, PageRequest, SenderCount, Stats, Store, StoreError,
-    TOP_SENDERS,
-};
+use crate::store::{InsertOutcome, MessageFilter, MessagePage, PageRequest, Stats, Store, StoreError};
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+
+/// Adds a stored message's case-folded text to the search index under the message's rowid.
+const INDEX_TEXT: &str = "INSERT INTO message_search (rowid, text_folded) VALUES (?1, ?2)";
 
 /// How long a connection waits for a lock before giving up with "busy".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,12 +90,12 @@ impl Store for SqliteStore {
 
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError> {
         self.readers
-            .run(move |conn| list_messages(conn, &filter, page))
+            .run(move |conn| queries::list_messages(conn, &filter, page))
             .await
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {
-        self.readers.run(read_stats).await
+        self.readers.run(queries::read_stats).await
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {
@@ -171,6 +172,7 @@ impl Target {
             }
         }
         conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
+        conn.pragma_update(None, "journal_size_limit", checkpoint::JOURNAL_SIZE_LIMIT)?;
         Ok(conn)
     }
 
@@ -259,98 +261,4 @@ fn in_read_transaction<T>(
     let result = query(&tx)?;
     tx.finish()?;
     Ok(result)
-}
-
-/// The `WHERE` clause for a filter, built from fixed fragments; every value is a bound parameter.
-fn filter_clause(filter: &MessageFilter) -> (String, Vec<SqlValue>) {
-    let mut conditions = Vec::new();
-    let mut values = Vec::new();
-    if let Some(from) = &filter.from {
-        conditions.push("from_msisdn = ?");
-        values.push(SqlValue::Text(from.clone()));
-    }
-    if let Some(since) = &filter.since {
-        conditions.push("ts_key >= ?");
-        values.push(SqlValue::Text(since.sort_key().to_owned()));
-    }
-    if let Some(needle) = &filter.text_contains {
-        conditions.push("contains_ci(text, ?)");
-        values.push(SqlValue::Text(fold_case(needle)));
-    }
-    if conditions.is_empty() {
-        (String::new(), values)
-    } else {
-        (format!(" WHERE {}", conditions.join(" AND ")), values)
-    }
-}
-
-fn list_messages(
-    conn: &Connection,
-    filter: &MessageFilter,
-    page: PageRequest,
-) -> rusqlite::Result<MessagePage> {
-    let (clause, mut values) = filter_clause(filter);
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) FROM messages{clause}"))?
-        .query_row(params_from_iter(values.iter()), |row| row.get(0))?;
-    values.push(SqlValue::Integer(i64::from(page.limit)));
-    values.push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
-    let messages = conn
-        .prepare_cached(&format!(
-            "SELECT message_id, from_msisdn, to_msisdn, ts, text, ts_key FROM messages{clause} \
-             ORDER BY ts_key, message_id LIMIT ? OFFSET ?"
-        ))?
-        .query_map(params_from_iter(values.iter()), message_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(MessagePage {
-        messages,
-        total: count(total),
-    })
-}
-
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
-    Ok(Message {
-        message_id: row.get(0)?,
-        from: row.get(1)?,
-        to: row.get(2)?,
-        ts: Timestamp::from_stored(row.get(3)?, row.get(5)?),
-        text: row.get(4)?,
-    })
-}
-
-fn read_stats(conn: &Connection) -> rusqlite::Result<Stats> {
-    let (total, senders): (i64, i64) = conn
-        .prepare_cached("SELECT COUNT(*), COUNT(DISTINCT from_msisdn) FROM messages")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let messages_per_sender = conn
-        .prepare_cached(
-            "SELECT from_msisdn, COUNT(*) AS n FROM messages GROUP BY from_msisdn \
-             ORDER BY n DESC, from_msisdn ASC LIMIT ?",
-        )?
-        .query_map([TOP_SENDERS], |row| {
-            Ok(SenderCount {
-                from: row.get(0)?,
-                count: count(row.get(1)?),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let edge_ts = |order: &str| -> rusqlite::Result<Option<String>> {
-        conn.prepare_cached(&format!(
-            "SELECT ts FROM messages ORDER BY ts_key {order}, message_id {order} LIMIT 1"
-        ))?
-        .query_row([], |row| row.get(0))
-        .optional()
-    };
-    Ok(Stats {
-        total_messages: count(total),
-        senders_count: count(senders),
-        messages_per_sender,
-        first_message_ts: edge_ts("ASC")?,
-        last_message_ts: edge_ts("DESC")?,
-    })
-}
-
-/// SQLite counts are never negative.
-fn count(value: i64) -> u64 {
-    u64::try_from(value).unwrap_or(0)
 }

@@ -6,10 +6,10 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::message::Timestamp;
+use crate::message::{Timestamp, fold_case};
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i64 = 1;
+pub const CURRENT_VERSION: i64 = 2;
 
 const V1_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -26,6 +26,34 @@ ALTER TABLE messages ADD COLUMN ts_key TEXT NOT NULL DEFAULT '';
 const V1_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS messages_by_ts ON messages (ts_key, message_id);
 CREATE INDEX IF NOT EXISTS messages_by_sender_ts ON messages (from_msisdn, ts_key, message_id);
+";
+
+/// Counts kept at insert time, so `/stats` and unfiltered totals never scan `messages`, and a
+/// trigram index over the case-folded text for `q`. The index is contentless: it holds trigrams
+/// and rowids only, so the text is not stored twice (`contentless_delete` lets rows leave it).
+const V2_COUNTS_AND_SEARCH: &str = "
+CREATE TABLE sender_counts (
+    from_msisdn   TEXT PRIMARY KEY,
+    message_count INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX sender_counts_top ON sender_counts (message_count DESC, from_msisdn);
+INSERT INTO sender_counts (from_msisdn, message_count)
+    SELECT from_msisdn, COUNT(*) FROM messages GROUP BY from_msisdn;
+
+CREATE TABLE message_totals (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    messages INTEGER NOT NULL,
+    senders  INTEGER NOT NULL
+);
+INSERT INTO message_totals (id, messages, senders)
+    VALUES (1, (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM sender_counts));
+
+CREATE VIRTUAL TABLE message_search USING fts5 (
+    text_folded,
+    content = '',
+    contentless_delete = 1,
+    tokenize = 'trigram case_sensitive 1'
+);
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +82,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
         backfill_sort_keys(&tx)?;
         tx.execute_batch(V1_INDEXES)?;
     }
+    if found < 2 {
+        tx.execute_batch(V2_COUNTS_AND_SEARCH)?;
+        backfill_search_index(&tx)?;
+    }
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;
     Ok(())
@@ -70,6 +102,19 @@ fn backfill_sort_keys(conn: &Connection) -> rusqlite::Result<()> {
     for (rowid, ts) in rows {
         let key = Timestamp::parse(&ts).map_or(ts, |parsed| parsed.sort_key().to_owned());
         update.execute(rusqlite::params![key, rowid])?;
+    }
+    Ok(())
+}
+
+/// Indexes the text of rows written before the search index existed.
+fn backfill_search_index(conn: &Connection) -> rusqlite::Result<()> {
+    let mut select = conn.prepare("SELECT rowid, text FROM messages WHERE text IS NOT NULL")?;
+    let mut insert = conn.prepare(super::INDEX_TEXT)?;
+    let rows = select
+        .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (rowid, text) in rows {
+        insert.execute(rusqlite::params![rowid, fold_case(&text)])?;
     }
     Ok(())
 }
