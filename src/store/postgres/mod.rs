@@ -255,7 +255,10 @@ async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) -> R
             since: None,
             text_contains: None,
         } => client
-            .query_one("SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM sender_counts", &[])
+            .query_one(
+                "SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM sender_counts",
+                &[],
+            )
             .await
             .map_err(unavailable)?
             .get(0),
@@ -264,7 +267,10 @@ async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) -> R
             since: None,
             text_contains: None,
         } => client
-            .query_opt("SELECT message_count FROM sender_counts WHERE from_msisdn = $1", &[from])
+            .query_opt(
+                "SELECT message_count FROM sender_counts WHERE from_msisdn = $1",
+                &[from],
+            )
             .await
             .map_err(unavailable)?
             .map_or(0, |row| row.get(0)),
