@@ -14,6 +14,7 @@ pub mod report;
 pub mod seed;
 mod workers;
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -107,25 +108,19 @@ pub enum BenchError {
     Store(StoreError),
     #[error("generated an invalid timestamp {0:?}")]
     GeneratedTimestamp(String),
+    #[error("cannot write the report: {0}")]
+    Output(std::io::Error),
 }
 
 /// Runs a `bench` subcommand and prints its report on stdout (seed progress goes to stderr).
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
-    match args.command {
-        BenchCommand::Ingest(args) => {
-            let report = ingest::run(&args).await?;
-            println!("{}", report.render(args.run.format));
-        }
-        BenchCommand::Read(args) => {
-            let report = read::run(&args).await?;
-            println!("{}", report.render(args.run.format));
-        }
-        BenchCommand::Seed(args) => {
-            let summary = seed::run(&args).await?;
-            println!("{}", serde_json::json!({ "seed": summary }));
-        }
-    }
-    Ok(())
+    let output = match args.command {
+        BenchCommand::Ingest(args) => ingest::run(&args).await?.render(args.run.format),
+        BenchCommand::Read(args) => read::run(&args).await?.render(args.run.format),
+        BenchCommand::Seed(args) => serde_json::json!({ "seed": seed::run(&args).await? }).to_string(),
+    };
+    // Not println!, which panics when stdout is a closed pipe (`… | head -1`).
+    writeln!(std::io::stdout().lock(), "{output}").map_err(BenchError::Output)
 }
 
 /// `30s`, `500ms`, `2m`, `1.5s`, or a plain number of seconds.

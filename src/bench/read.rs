@@ -6,10 +6,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use http_body_util::Full;
-use hyper::{Request, StatusCode};
+use hyper::{Request, StatusCode, Uri};
 use serde::{Deserialize, Deserializer};
 
-use super::client::Target;
+use super::client::{self, Target};
 use super::data::{self, MARKER, Rng};
 use super::report::Report;
 use super::workers::{self, Workload};
@@ -89,15 +89,15 @@ pub async fn run(args: &ReadArgs) -> Result<Report, BenchError> {
     let budget = args.run.budget();
     let (recorder, elapsed) = match args.scenario {
         Scenario::Cursor => {
-            let start = Arc::<str>::from(offset_path(args.offset));
+            let start = client::path(offset_path(args.offset))?;
             workers::drive(&target, args.concurrency, budget, |_| {
-                CursorWalk::new(target.clone(), Arc::clone(&start))
+                CursorWalk::new(target.clone(), start.clone())
             })
             .await?
             .measured()
         }
         scenario => {
-            let paths = Arc::new(PathSource::new(scenario, args));
+            let paths = Arc::new(PathSource::new(scenario, args)?);
             workers::drive(&target, args.concurrency, budget, |worker| Reader {
                 target: target.clone(),
                 paths: Arc::clone(&paths),
@@ -114,30 +114,33 @@ pub async fn run(args: &ReadArgs) -> Result<Report, BenchError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathSource {
     /// The same path every time.
-    Fixed(String),
+    Fixed(Uri),
     /// `/messages?from=` one of this many seeded senders.
     RandomSender(u64),
 }
 
 impl PathSource {
-    pub fn new(scenario: Scenario, args: &ReadArgs) -> PathSource {
-        match scenario {
-            Scenario::Messages => PathSource::Fixed("/messages".to_owned()),
-            Scenario::From => PathSource::RandomSender(args.senders),
+    pub fn new(scenario: Scenario, args: &ReadArgs) -> Result<PathSource, BenchError> {
+        let fixed = match scenario {
+            Scenario::From => return Ok(PathSource::RandomSender(args.senders)),
+            Scenario::Messages => "/messages".to_owned(),
             Scenario::Since => {
                 let since = data::seeded_timestamp(args.seeded_messages.saturating_sub(SINCE_TAIL_ROWS));
-                PathSource::Fixed(messages_query("since", &since))
+                messages_query("since", &since)
             }
-            Scenario::Q => PathSource::Fixed(messages_query("q", &args.term)),
-            Scenario::Offset | Scenario::Cursor => PathSource::Fixed(offset_path(args.offset)),
-            Scenario::Stats => PathSource::Fixed("/stats".to_owned()),
-        }
+            Scenario::Q => messages_query("q", &args.term),
+            Scenario::Offset | Scenario::Cursor => offset_path(args.offset),
+            Scenario::Stats => "/stats".to_owned(),
+        };
+        Ok(PathSource::Fixed(client::path(fixed)?))
     }
 
-    fn next(&self, rng: &mut Rng) -> String {
+    fn next(&self, rng: &mut Rng) -> Result<Uri, BenchError> {
         match self {
-            PathSource::Fixed(path) => path.clone(),
-            PathSource::RandomSender(senders) => messages_query("from", &data::sender(rng.below(*senders))),
+            PathSource::Fixed(path) => Ok(path.clone()),
+            PathSource::RandomSender(senders) => {
+                client::path(messages_query("from", &data::sender(rng.below(*senders))))
+            }
         }
     }
 }
@@ -161,7 +164,7 @@ struct Reader {
 
 impl Workload for Reader {
     fn next_request(&mut self) -> Result<Request<Full<Bytes>>, BenchError> {
-        self.target.get(&self.paths.next(&mut self.rng))
+        Ok(self.target.get(self.paths.next(&mut self.rng)?))
     }
 }
 
@@ -169,14 +172,14 @@ impl Workload for Reader {
 /// then page after page, timed; back to the first cursor after the last page.
 struct CursorWalk {
     target: Target,
-    start_path: Arc<str>,
+    start_path: Uri,
     start_tries: u32,
     first_cursor: Option<String>,
     cursor: Option<String>,
 }
 
 impl CursorWalk {
-    fn new(target: Target, start_path: Arc<str>) -> CursorWalk {
+    fn new(target: Target, start_path: Uri) -> CursorWalk {
         CursorWalk {
             target,
             start_path,
@@ -219,12 +222,12 @@ impl Workload for CursorWalk {
                 self.start_path
             ))));
         }
-        Some(self.target.get(&self.start_path))
+        Some(Ok(self.target.get(self.start_path.clone())))
     }
 
     fn next_request(&mut self) -> Result<Request<Full<Bytes>>, BenchError> {
         let cursor = self.cursor.as_deref().unwrap_or_default();
-        self.target.get(&messages_query("cursor", cursor))
+        Ok(self.target.get(client::path(messages_query("cursor", cursor))?))
     }
 
     fn observe(&mut self, status: StatusCode, body: &Bytes) -> Result<(), BenchError> {
@@ -284,7 +287,8 @@ mod tests {
     }
 
     fn path(scenario: Scenario) -> String {
-        PathSource::new(scenario, &args(scenario)).next(&mut Rng::new(1))
+        let source = PathSource::new(scenario, &args(scenario)).unwrap();
+        source.next(&mut Rng::new(1)).unwrap().to_string()
     }
 
     #[test]
@@ -298,10 +302,10 @@ mod tests {
 
     #[test]
     fn from_picks_a_seeded_sender_with_its_plus_encoded() {
-        let source = PathSource::new(Scenario::From, &args(Scenario::From));
+        let source = PathSource::new(Scenario::From, &args(Scenario::From)).unwrap();
         let mut rng = Rng::new(3);
         for _ in 0..100 {
-            let path = source.next(&mut rng);
+            let path = source.next(&mut rng).unwrap().to_string();
             let digits = path.strip_prefix("/messages?from=%2B9199").unwrap();
             assert_eq!(digits.len(), 8);
             assert!(digits.parse::<u64>().unwrap() < 10_000);
@@ -323,7 +327,7 @@ mod tests {
     #[test]
     fn the_cursor_walk_starts_untimed_then_follows_and_wraps() {
         let target = Target::parse("http://127.0.0.1:9").unwrap();
-        let mut walk = CursorWalk::new(target, "/messages?offset=10".into());
+        let mut walk = CursorWalk::new(target, Uri::from_static("/messages?offset=10"));
         let start = walk.setup().unwrap().unwrap();
         assert_eq!(start.uri(), "/messages?offset=10");
         walk.observe(StatusCode::OK, &Bytes::from_static(br#"{"next_cursor":"c1"}"#))
@@ -341,7 +345,7 @@ mod tests {
     #[test]
     fn a_start_page_without_cursors_is_a_clear_error() {
         let target = Target::parse("http://127.0.0.1:9").unwrap();
-        let mut walk = CursorWalk::new(target, "/messages?offset=10".into());
+        let mut walk = CursorWalk::new(target, Uri::from_static("/messages?offset=10"));
         let error = walk
             .observe(StatusCode::OK, &Bytes::from_static(br#"{"data":[],"total":5}"#))
             .unwrap_err();

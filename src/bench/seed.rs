@@ -1,6 +1,7 @@
 //! `bench seed`: fills an empty database fast, through the service's own insert path
 //! (`Store::insert`, the writer and its group commit), with many inserts in flight at once.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -193,7 +194,9 @@ fn spawn_progress_lines(progress: Arc<Progress>, total: u64, started: Instant) -
             let stored =
                 progress.inserted.load(Ordering::Relaxed) + progress.already_present.load(Ordering::Relaxed);
             let seconds = started.elapsed().as_secs_f64();
-            eprintln!(
+            // A progress line that cannot be written is not worth stopping for.
+            let _ = writeln!(
+                std::io::stderr(),
                 "seeded {stored} of {total} messages in {seconds:.1} s ({:.0} messages/s)",
                 stored as f64 / seconds.max(f64::EPSILON)
             );

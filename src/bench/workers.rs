@@ -1,13 +1,14 @@
 //! The loop every scenario shares: N workers, each with one connection, sending one request at a
 //! time until the run's budget (a duration or a count) is spent.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
+use tokio::sync::Barrier;
 
 use super::BenchError;
 use super::client::{Connection, Target};
@@ -24,8 +25,8 @@ pub enum Budget {
 
 /// What one worker sends and what it makes of the answers.
 pub trait Workload: Send + 'static {
-    /// A request to send before the next measured one, neither timed nor counted (the `cursor`
-    /// scenario uses one to find where its walk starts). Its answer goes to [`Workload::observe`].
+    /// Requests to send before timing starts, neither timed nor counted, until this gives `None`
+    /// (the `cursor` scenario finds where its walk starts). Answers go to [`Workload::observe`].
     fn setup(&mut self) -> Option<Result<Request<Full<Bytes>>, BenchError>> {
         None
     }
@@ -40,28 +41,35 @@ pub trait Workload: Send + 'static {
 }
 
 /// The workers' shared view of the budget, and the flag that stops them all after an error.
+/// The clock starts at the first claim, once every worker is connected and set up.
 struct Allowance {
-    deadline: Option<Instant>,
+    budget: Budget,
+    started: OnceLock<Instant>,
     remaining: AtomicU64,
     stopped: AtomicBool,
 }
 
 impl Allowance {
     fn new(budget: Budget) -> Allowance {
-        let (deadline, remaining) = match budget {
-            Budget::For(duration) => (Some(Instant::now() + duration), u64::MAX),
-            Budget::Count(count) => (None, count),
+        let remaining = match budget {
+            Budget::For(_) => u64::MAX,
+            Budget::Count(count) => count,
         };
         Allowance {
-            deadline,
+            budget,
+            started: OnceLock::new(),
             remaining: AtomicU64::new(remaining),
             stopped: AtomicBool::new(false),
         }
     }
 
     fn time_left(&self) -> bool {
-        !self.stopped.load(Ordering::Relaxed)
-            && self.deadline.is_none_or(|deadline| Instant::now() < deadline)
+        let started = *self.started.get_or_init(Instant::now);
+        let in_time = match self.budget {
+            Budget::For(duration) => started.elapsed() < duration,
+            Budget::Count(_) => true,
+        };
+        in_time && !self.stopped.load(Ordering::Relaxed)
     }
 
     /// Takes one measured request from the budget, or says the run is over.
@@ -75,6 +83,11 @@ impl Allowance {
 
     fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Time since the first claim.
+    fn elapsed(&self) -> Duration {
+        self.started.get().map_or(Duration::ZERO, Instant::elapsed)
     }
 }
 
@@ -92,7 +105,8 @@ impl<W> Outcome<W> {
     }
 }
 
-/// Runs `concurrency` workers made by `make_workload(worker_index)` against `target`.
+/// Runs `concurrency` workers made by `make_workload(worker_index)` against `target`: all
+/// connect and run their setup requests first, then the timed requests start together.
 pub async fn drive<W: Workload>(
     target: &Target,
     concurrency: u32,
@@ -100,16 +114,17 @@ pub async fn drive<W: Workload>(
     make_workload: impl Fn(u32) -> W,
 ) -> Result<Outcome<W>, BenchError> {
     let prototype = Recorder::new()?;
-    let target = Arc::new(target.clone());
-    let allowance = Arc::new(Allowance::new(budget));
-    let started = Instant::now();
+    let shared = Arc::new(Shared {
+        target: target.clone(),
+        allowance: Allowance::new(budget),
+        start_line: Barrier::new(usize::try_from(concurrency).unwrap_or(usize::MAX)),
+    });
     let handles: Vec<_> = (0..concurrency)
         .map(|worker| {
             tokio::spawn(run_worker(
                 make_workload(worker),
                 prototype.empty_like(),
-                Arc::clone(&target),
-                Arc::clone(&allowance),
+                Arc::clone(&shared),
             ))
         })
         .collect();
@@ -131,7 +146,7 @@ pub async fn drive<W: Workload>(
             }
         }
     }
-    let elapsed = started.elapsed();
+    let elapsed = shared.allowance.elapsed();
     match first_error {
         Some(error) => Err(error),
         None => Ok(Outcome {
@@ -142,47 +157,67 @@ pub async fn drive<W: Workload>(
     }
 }
 
+/// What the workers of one run share.
+struct Shared {
+    target: Target,
+    allowance: Allowance,
+    /// Every worker waits here, connected and set up (or failed), before timing starts.
+    start_line: Barrier,
+}
+
 async fn run_worker<W: Workload>(
     mut workload: W,
     mut recorder: Recorder,
-    target: Arc<Target>,
-    allowance: Arc<Allowance>,
+    shared: Arc<Shared>,
 ) -> Result<(W, Recorder), BenchError> {
-    let result = send_until_spent(&mut workload, &mut recorder, &target, &allowance).await;
+    let prepared = prepare(&mut workload, &shared.target).await;
+    if prepared.is_err() {
+        shared.allowance.stop();
+    }
+    shared.start_line.wait().await;
+    let result = match prepared {
+        Ok(connection) => send_until_spent(connection, &mut workload, &mut recorder, &shared).await,
+        Err(error) => Err(error),
+    };
     if result.is_err() {
-        allowance.stop();
+        shared.allowance.stop();
     }
     result.map(|()| (workload, recorder))
 }
 
+/// Connects and sends the workload's setup requests, untimed.
+async fn prepare<W: Workload>(workload: &mut W, target: &Target) -> Result<Connection, BenchError> {
+    let mut connection = Connection::open(target).await?;
+    while let Some(request) = workload.setup() {
+        match connection.send(request?).await {
+            Ok((status, body)) => workload.observe(status, &body)?,
+            Err(_) => connection = Connection::open(target).await?,
+        }
+    }
+    Ok(connection)
+}
+
 async fn send_until_spent<W: Workload>(
+    mut connection: Connection,
     workload: &mut W,
     recorder: &mut Recorder,
-    target: &Target,
-    allowance: &Allowance,
+    shared: &Shared,
 ) -> Result<(), BenchError> {
-    let mut connection = Connection::open(target).await?;
-    loop {
-        let (request, measured) = match workload.setup() {
-            Some(request) if allowance.time_left() => (request?, false),
-            Some(_) => return Ok(()),
-            None if allowance.claim() => (workload.next_request()?, true),
-            None => return Ok(()),
-        };
+    while shared.allowance.claim() {
+        let request = workload.next_request()?;
         let started = Instant::now();
         match connection.send(request).await {
             Ok((status, body)) => {
-                if measured {
-                    recorder.record(status, started.elapsed());
-                }
+                recorder.record(status, started.elapsed());
                 workload.observe(status, &body)?;
             }
             Err(_) => {
                 recorder.record_connection_error();
-                connection = Connection::open(target).await?;
+                connection = Connection::open(&shared.target).await?;
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -202,5 +237,14 @@ mod tests {
         assert!(allowance.claim());
         allowance.stop();
         assert!(!allowance.claim());
+    }
+
+    #[test]
+    fn the_clock_starts_at_the_first_claim() {
+        let allowance = Allowance::new(Budget::For(Duration::from_millis(50)));
+        assert_eq!(allowance.elapsed(), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(allowance.claim(), "time spent before the first claim counted");
+        assert!(allowance.elapsed() < Duration::from_millis(50));
     }
 }
