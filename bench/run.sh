@@ -101,11 +101,37 @@ read_scenario() {
   fi
 }
 
-# wrk_row LABEL PATH: wrk at 64 connections on GET PATH, as a row of the same table.
+# client_cpu NAME ROW: notes how much CPU the load generator itself used for the row's rate,
+# from the user and system seconds that `time` left in $work/cpu.
+client_cpu() {
+  local rps seconds
+  rps=$(cut -d'|' -f3 <<<"$2" | tr -d ' ,')
+  seconds=$(tail -n 1 "$work/cpu" | awk '{print $1 + $2}')
+  notes+=("$(awk -v name="$1" -v s="$seconds" -v d="$read_seconds" -v rps="$rps" 'BEGIN {
+    printf "CPU of the load generator, %s: %.2f s in %d s (%.2f cores) for %s requests/s, %.0f µs per request", name, s, d, s / d, rps, s * 1e6 / (rps * d) }')")
+}
+
+# compare_clients PATH: GET PATH at 64 connections, first with the bench tool, then with wrk;
+# both rows, and the CPU each client used.
+compare_clients() {
+  local label="GET /messages (first page), 64 connections" row
+  TIMEFORMAT='%U %S'
+  log "$label: bench tool"
+  { time "$binary" bench read --url "http://127.0.0.1:$port" --scenario messages --concurrency 64 \
+    --duration "${read_seconds}s" --format markdown --label "$label: bench tool" >"$work/row"; } 2>"$work/cpu"
+  row=$(cat "$work/row")
+  rows+=("$row")
+  client_cpu "bench tool" "$row"
+  log "$label: wrk"
+  { time wrk -t2 -c64 -d"${read_seconds}s" --latency "http://127.0.0.1:$port$1" >"$work/wrk.txt"; } 2>"$work/cpu"
+  row=$(wrk_row "$label: wrk" "$work/wrk.txt")
+  rows+=("$row")
+  client_cpu "wrk" "$row"
+}
+
+# wrk_row LABEL FILE: wrk's --latency output as a row of the same table.
 wrk_row() {
-  log "$1"
-  wrk -t2 -c64 -d"${read_seconds}s" --latency "http://127.0.0.1:$port$2" >"$work/wrk.txt"
-  rows+=("$(awk -v label="$1" '
+  awk -v label="$1" '
     function ms(v) {
       if (v ~ /us$/) return v / 1000
       if (v ~ /ms$/) return v + 0
@@ -123,7 +149,7 @@ wrk_row() {
       rounded = sprintf("%.0f", rps); grouped = ""
       while (length(rounded) > 3) { grouped = "," substr(rounded, length(rounded) - 2) grouped; rounded = substr(rounded, 1, length(rounded) - 3) }
       printf "| %s | %s%s | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %d |\n", label, rounded, grouped, p50, p90, p99, max, bad
-    }' "$work/wrk.txt")")
+    }' "$2"
 }
 
 start_service ingest-unique "$work/ingest-unique.db"
@@ -162,8 +188,7 @@ read_scenario "GET /messages?q=zebra (0.5% of rows)" q
 read_scenario "GET /messages?offset=$deep_offset" offset
 read_scenario "GET /messages?cursor= (pages from offset $deep_offset on)" cursor
 read_scenario "GET /stats" stats
-read_scenario "GET /messages (first page), 64 connections: bench tool" messages --concurrency 64
-wrk_row "GET /messages (first page), 64 connections: wrk" /messages
+compare_clients /messages
 ingest "ingest, unique ids, 64 connections, on the seeded database" $port
 stop_service "seeded database, every read scenario, then ingest"
 
