@@ -98,7 +98,11 @@ pub enum CliError {
 /// Runs what the command line asks for.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve(args) => run_service(args).await,
+        Command::Serve(args) => {
+            let served = run_service(args).await;
+            telemetry::flush_logs();
+            served
+        }
         Command::Sign(args) => {
             let body = read_body(args.file.as_ref())?;
             println!("{}", SigningKey::new(args.secret.as_bytes()).sign(&body));

@@ -3,7 +3,10 @@
 //! Both kinds share one shape, `{"ts":…,"level":…,…}`, and one writer, so stdout holds nothing
 //! but JSON objects, one per line, whatever produced them.
 
-use std::io::Write;
+use std::io::{BufWriter, Write};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, SendError, SyncSender, sync_channel};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -97,8 +100,78 @@ fn write_json_line(line: &impl Serialize) {
         return;
     };
     bytes.push(b'\n');
-    // One write of a whole line under the lock: lines from many threads never interleave.
-    let _ = std::io::stdout().lock().write_all(&bytes);
+    stdout_writer().write_line(bytes);
+}
+
+/// Waits (briefly) until every line written so far has reached stdout; call before exiting.
+pub fn flush_logs() {
+    stdout_writer().flush();
+}
+
+/// Lines go to one thread that writes whatever has queued up in one buffered write, instead of
+/// one `write` system call per request under the stdout lock. The queue is bounded, so a stdout
+/// that cannot keep up slows requests down rather than growing memory.
+struct StdoutWriter {
+    queue: SyncSender<Item>,
+}
+
+enum Item {
+    Line(Vec<u8>),
+    Flush(SyncSender<()>),
+}
+
+const QUEUED_LINES: usize = 8192;
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+fn stdout_writer() -> &'static StdoutWriter {
+    static WRITER: OnceLock<StdoutWriter> = OnceLock::new();
+    WRITER.get_or_init(|| {
+        let (queue, items) = sync_channel(QUEUED_LINES);
+        let spawned = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || write_lines(&items));
+        if spawned.is_err() {
+            // Without the thread every send fails, and lines are written directly instead.
+            eprintln!("warning: cannot start the log writer thread; writing logs directly");
+        }
+        StdoutWriter { queue }
+    })
+}
+
+impl StdoutWriter {
+    fn write_line(&self, line: Vec<u8>) {
+        if let Err(SendError(Item::Line(line))) = self.queue.send(Item::Line(line)) {
+            let _ = std::io::stdout().lock().write_all(&line);
+        }
+    }
+
+    fn flush(&self) {
+        let (done, flushed) = sync_channel(1);
+        if self.queue.send(Item::Flush(done)).is_ok() {
+            let _ = flushed.recv_timeout(FLUSH_WAIT);
+        }
+    }
+}
+
+fn write_lines(items: &Receiver<Item>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    while let Ok(first) = items.recv() {
+        let mut next = Some(first);
+        while let Some(item) = next {
+            match item {
+                Item::Line(line) => {
+                    let _ = out.write_all(&line);
+                }
+                Item::Flush(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+            }
+            next = items.try_recv().ok();
+        }
+        // The queue is empty: nothing is gained by holding lines back any longer.
+        let _ = out.flush();
+    }
 }
 
 /// Sends `tracing` events (start-up, shutdown, storage faults) to stdout as JSON lines, at

@@ -1,5 +1,8 @@
 //! Prometheus metrics (SPEC A6), held per application state so tests in one process stay apart.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -55,6 +58,7 @@ pub struct Metrics {
     handle: PrometheusHandle,
     latency: Histogram,
     webhook_results: [Counter; WebhookResult::ALL.len()],
+    http_counters: RwLock<HashMap<String, HashMap<u16, Counter>>>,
 }
 
 impl Metrics {
@@ -80,6 +84,7 @@ impl Metrics {
             handle,
             latency,
             webhook_results,
+            http_counters: RwLock::default(),
         };
         for route in routes {
             metrics.http_counter(route, 200).increment(0);
@@ -103,12 +108,30 @@ impl Metrics {
         self.handle.render()
     }
 
+    /// The counter of one route and status, registered on first use and looked up after that
+    /// without building its labels again (this runs once per request).
     fn http_counter(&self, route: &str, status: u16) -> Counter {
+        let cached = self
+            .http_counters
+            .read()
+            .ok()
+            .and_then(|counters| counters.get(route)?.get(&status).cloned());
+        if let Some(counter) = cached {
+            return counter;
+        }
         let labels = vec![
             Label::new("path", route.to_owned()),
             Label::new("status", status.to_string()),
         ];
-        self.recorder
-            .register_counter(&Key::from_parts(HTTP_REQUESTS, labels), &METADATA)
+        let counter = self
+            .recorder
+            .register_counter(&Key::from_parts(HTTP_REQUESTS, labels), &METADATA);
+        if let Ok(mut counters) = self.http_counters.write() {
+            counters
+                .entry(route.to_owned())
+                .or_default()
+                .insert(status, counter.clone());
+        }
+        counter
     }
 }

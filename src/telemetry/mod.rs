@@ -3,5 +3,5 @@
 mod logging;
 mod metrics;
 
-pub use logging::{AccessLine, Logger, WebhookLog, init_tracing};
+pub use logging::{AccessLine, Logger, WebhookLog, flush_logs, init_tracing};
 pub use metrics::{Metrics, WebhookResult};
