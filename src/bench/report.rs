@@ -15,17 +15,14 @@ use super::BenchError;
 /// Longest latency the histograms keep apart from the rest: one minute, in microseconds.
 const HIGHEST_LATENCY_MICROS: u64 = 60_000_000;
 
-/// The header of the markdown table that [`Format::Markdown`] prints rows of.
-pub const MARKDOWN_HEADER: &str =
-    "| scenario | requests/s | p50 | p90 | p99 | max | non-200 |\n|---|---|---|---|---|---|---|";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// A few lines for people.
     Text,
     /// One JSON object on one line.
     Json,
-    /// One row of the table whose header is in bench/run.sh.
+    /// One row of a markdown table: scenario, requests/s, p50, p90, p99, max, non-200 (the
+    /// header is bench/run.sh's).
     Markdown,
 }
 
