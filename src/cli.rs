@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `sign`, `send` and `migrate` (SPEC B5).
+//! The command line: `serve` (the default), `sign`, `send`, `migrate` and `bench` (SPEC B5).
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use crate::bench::{self, BenchArgs, BenchError};
 use crate::config::{ServeArgs, StorageArgs};
 use crate::http::ApiToken;
 use crate::signature::{SecretError, SigningKey, Verifier};
@@ -54,6 +55,8 @@ pub enum Command {
     Send(SendArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate(StorageArgs),
+    /// Generate load against a running service, or seed a database (see BENCHMARKS.md).
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +95,8 @@ pub enum CliError {
     Request(#[from] reqwest::Error),
     #[error("the service answered {0}")]
     Refused(reqwest::StatusCode),
+    #[error("bench: {0}")]
+    Bench(#[from] BenchError),
 }
 
 /// Runs what the command line asks for.
@@ -109,6 +114,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Send(args) => send(args).await,
         Command::Migrate(storage) => migrate(storage).await,
+        Command::Bench(args) => Ok(bench::run(args).await?),
     }
 }
 

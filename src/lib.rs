@@ -2,6 +2,7 @@
 //! serves them back. [`app`] builds the whole HTTP API from an [`AppState`], so tests can drive
 //! it in-process; [`serve`] runs it on a listener until a shutdown signal.
 
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -347,6 +347,39 @@ async fn q_of_any_length_agrees_with_a_folded_substring_test(app: TestApp) {
     }
 }
 
+/// When most rows match, SQLite walks the `ts` order instead of sorting the hits: the pages,
+/// their order and the total must not change with the plan.
+async fn q_matching_most_rows_pages_in_order(app: TestApp) {
+    let mut expected = Vec::new();
+    for n in 0..30 {
+        let text = if n % 6 == 5 {
+            "rare words"
+        } else {
+            "a Common thread"
+        };
+        let id = format!("p{n:02}");
+        app.store(&message(
+            &id,
+            ALICE,
+            &format!("2025-01-15T10:{:02}:00Z", (n * 7) % 30),
+            Some(text),
+        ))
+        .await;
+        if n % 6 != 5 {
+            expected.push(((n * 7) % 30, id));
+        }
+    }
+    expected.sort();
+    let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(walk_with_cursor(&app, "limit=4&q=COMMON").await, expected);
+    let first = page(&app, "?limit=4&q=common").await;
+    assert_eq!(first["total"], json!(25));
+    let deep = page(&app, "?limit=4&offset=20&q=common").await;
+    assert_eq!(ids(&deep), expected[20..24]);
+    let since = page(&app, "?q=common&since=2025-01-15T10:15:00Z").await;
+    assert_eq!(since["total"], json!(expected.len() - 13));
+}
+
 async fn ties_on_ts_are_ordered_by_message_id(app: TestApp) {
     for id in ["b", "c", "a", "B"] {
         app.store(&message(id, ALICE, "2025-01-15T10:00:00Z", None)).await;
@@ -750,6 +783,7 @@ async fn unknown_query_params_are_ignored(app: TestApp) {
 
 conformance!(
     evaluator_data_is_ordered_by_ts_then_id,
+    q_matching_most_rows_pages_in_order,
     q_of_any_length_agrees_with_a_folded_substring_test,
     cursor_pages_walk_the_whole_set_in_order,
     cursor_pages_keep_the_filters,

@@ -9,6 +9,51 @@ use crate::store::{MessageFilter, MessagePage, PageRequest, SenderCount, Stats, 
 /// Shorter terms have no trigram to look up; they are found by scanning.
 const MIN_INDEXED_CHARS: usize = 3;
 
+/// How `q` is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Search {
+    /// No `q`.
+    None,
+    /// A term too short for the trigram index: every row's text is tested.
+    Scan { folded: String },
+    /// The index's hits are few: fetch them all and sort them.
+    SortHits { phrase: String },
+    /// The hits are many: walk the `ts` order and keep the rows that are hits, which finds a
+    /// page long before it would have fetched and sorted every hit.
+    WalkOrder { phrase: String },
+}
+
+impl Search {
+    /// Picks the cheaper plan from the number of hits. Sorting costs about 2 µs a hit; walking
+    /// about 0.06 µs an index entry, and a page at density `hits / rows` needs
+    /// `window * rows / hits` entries; the two meet where `hits² ≈ window * rows / 32`
+    /// (measured on 1,000,000 rows: 5,000 hits walk in 1.4 ms but sort in 9.2 ms, 60 hits sort in
+    /// 0.3 ms but walk in 30 ms).
+    fn plan(conn: &Connection, filter: &MessageFilter, page: &PageRequest) -> rusqlite::Result<Search> {
+        let Some(needle) = &filter.text_contains else {
+            return Ok(Search::None);
+        };
+        let folded = fold_case(needle);
+        if folded.chars().count() < MIN_INDEXED_CHARS {
+            return Ok(Search::Scan { folded });
+        }
+        let phrase = fts_phrase(&folded);
+        if filter.from.is_some() {
+            // One sender's hits are few, and the walk would not use the sender's index.
+            return Ok(Search::SortHits { phrase });
+        }
+        let hits = count_hits(conn, &phrase)?;
+        let rows = total_rows(conn)?;
+        let window = u128::from(page.limit) + u128::from(page.offset) + 1;
+        let (hits, rows) = (u128::from(hits), u128::from(rows));
+        Ok(if hits * hits * 32 > window * rows {
+            Search::WalkOrder { phrase }
+        } else {
+            Search::SortHits { phrase }
+        })
+    }
+}
+
 /// A `FROM … WHERE …` for a filter, built from fixed fragments; every value is a bound parameter.
 /// Columns are those of `messages AS m`.
 struct Selection {
@@ -18,23 +63,30 @@ struct Selection {
 }
 
 impl Selection {
-    fn for_filter(filter: &MessageFilter) -> Selection {
+    fn new(filter: &MessageFilter, search: &Search) -> Selection {
         let mut selection = Selection {
             from: "messages AS m",
             conditions: Vec::new(),
             values: Vec::new(),
         };
-        if let Some(needle) = &filter.text_contains {
-            let folded = fold_case(needle);
-            if folded.chars().count() >= MIN_INDEXED_CHARS {
-                // The trigram index finds the candidates; CROSS JOIN keeps them the outer loop, so
-                // SQLite sorts the few hits instead of walking the whole ts index to find them.
-                selection.from = "message_search(?) AS s CROSS JOIN messages AS m ON m.rowid = s.rowid";
-                selection.values.push(SqlValue::Text(fts_phrase(&folded)));
+        match search {
+            Search::None => {}
+            Search::Scan { folded } => {
+                selection.conditions.push("contains_ci(m.text, ?)");
+                selection.values.push(SqlValue::Text(folded.clone()));
             }
-            // Also the final word when the index was used: it decides exact substring matches.
-            selection.conditions.push("contains_ci(m.text, ?)");
-            selection.values.push(SqlValue::Text(folded));
+            Search::SortHits { phrase } => {
+                // CROSS JOIN keeps the hits the outer loop, so SQLite sorts them.
+                selection.from = "message_search(?) AS s CROSS JOIN messages AS m ON m.rowid = s.rowid";
+                selection.values.push(SqlValue::Text(phrase.clone()));
+            }
+            Search::WalkOrder { phrase } => {
+                selection.from = "messages AS m INDEXED BY messages_by_ts";
+                selection
+                    .conditions
+                    .push("m.rowid IN (SELECT rowid FROM message_search(?))");
+                selection.values.push(SqlValue::Text(phrase.clone()));
+            }
         }
         if let Some(from) = &filter.from {
             selection.conditions.push("m.from_msisdn = ?");
@@ -56,9 +108,22 @@ impl Selection {
     }
 }
 
-/// An FTS5 phrase that matches `text` as a substring: quoted, with quotes doubled.
+/// An FTS5 phrase that matches `text` as a substring: quoted, with quotes doubled. With the
+/// trigram tokenizer a phrase matches exactly the texts that contain it.
 fn fts_phrase(text: &str) -> String {
     format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+fn count_hits(conn: &Connection, phrase: &str) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM message_search(?)")?
+        .query_row([phrase], |row| row.get(0))
+        .map(count)
+}
+
+fn total_rows(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT messages FROM message_totals WHERE id = 1")?
+        .query_row([], |row| row.get(0))
+        .map(count)
 }
 
 pub fn list_messages(
@@ -66,49 +131,64 @@ pub fn list_messages(
     filter: &MessageFilter,
     page: PageRequest,
 ) -> rusqlite::Result<MessagePage> {
-    let total = count_matches(conn, filter)?;
-    let mut selection = Selection::for_filter(filter);
+    let search = Search::plan(conn, filter, &page)?;
+    let total = count_matches(conn, filter, &search)?;
+    let mut selection = Selection::new(filter, &search);
     if let Some(after) = page.after {
         selection.conditions.push("(m.ts_key, m.message_id) > (?, ?)");
         selection.values.push(SqlValue::Text(after.ts_key));
         selection.values.push(SqlValue::Text(after.message_id));
     }
-    let mut values = selection.values.clone();
-    values.push(SqlValue::Integer(i64::from(page.limit) + 1));
-    values.push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
+    selection
+        .values
+        .push(SqlValue::Integer(i64::from(page.limit) + 1));
+    selection
+        .values
+        .push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
     let rows = conn
         .prepare_cached(&format!(
             "SELECT m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key{} \
              ORDER BY m.ts_key, m.message_id LIMIT ? OFFSET ?",
             selection.sql()
         ))?
-        .query_map(params_from_iter(values.iter()), message_from_row)?
+        .query_map(params_from_iter(selection.values.iter()), message_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(MessagePage::from_rows(rows, page.limit, total))
 }
 
-/// How many messages match, from the counters when the filter allows it.
-fn count_matches(conn: &Connection, filter: &MessageFilter) -> rusqlite::Result<u64> {
-    match filter {
-        MessageFilter {
-            from: None,
-            since: None,
-            text_contains: None,
-        } => conn
-            .prepare_cached("SELECT messages FROM message_totals WHERE id = 1")?
-            .query_row([], |row| row.get(0))
-            .map(count),
-        MessageFilter {
-            from: Some(from),
-            since: None,
-            text_contains: None,
-        } => conn
+/// How many messages match, from the counters or the search index when the filter allows it.
+fn count_matches(conn: &Connection, filter: &MessageFilter, search: &Search) -> rusqlite::Result<u64> {
+    match (filter, search) {
+        (
+            MessageFilter {
+                from: None,
+                since: None,
+                ..
+            },
+            Search::None,
+        ) => total_rows(conn),
+        (
+            MessageFilter {
+                from: None,
+                since: None,
+                ..
+            },
+            Search::SortHits { phrase } | Search::WalkOrder { phrase },
+        ) => count_hits(conn, phrase),
+        (
+            MessageFilter {
+                from: Some(from),
+                since: None,
+                ..
+            },
+            Search::None,
+        ) => conn
             .prepare_cached("SELECT message_count FROM sender_counts WHERE from_msisdn = ?")?
             .query_row([from], |row| row.get(0))
             .optional()
             .map(|found| found.map_or(0, count)),
         _ => {
-            let selection = Selection::for_filter(filter);
+            let selection = Selection::new(filter, search);
             conn.prepare_cached(&format!("SELECT COUNT(*){}", selection.sql()))?
                 .query_row(params_from_iter(selection.values.iter()), |row| row.get(0))
                 .map(count)
