@@ -3,9 +3,8 @@
 //! Both kinds share one shape, `{"ts":…,"level":…,…}`, and one writer, so stdout holds nothing
 //! but JSON objects, one per line, whatever produced them.
 
-use std::io::{BufWriter, Write};
-use std::sync::OnceLock;
-use std::sync::mpsc::{Receiver, SendError, SyncSender, sync_channel};
+use std::io::{BufWriter, Stdout, Write};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -110,69 +109,53 @@ pub fn flush_logs() {
     stdout_writer().flush();
 }
 
-/// Lines go to one thread that writes whatever has queued up in one buffered write, instead of
-/// one `write` system call per request under the stdout lock. The queue is bounded, so a stdout
-/// that cannot keep up slows requests down rather than growing memory.
+/// Lines collect in one buffer and reach stdout in large writes: when the buffer fills, and at
+/// least every [`FLUSH_EVERY`] from a small flusher thread, instead of one `write` system call
+/// (and a wake-up of some other thread) per request. A line is never split: it is appended whole
+/// under the lock, and the buffer only writes out whole lines.
 struct StdoutWriter {
-    queue: SyncSender<Item>,
+    buffer: Mutex<BufWriter<Stdout>>,
 }
 
-enum Item {
-    Line(Vec<u8>),
-    Flush(SyncSender<()>),
-}
-
-const QUEUED_LINES: usize = 8192;
-const FLUSH_WAIT: Duration = Duration::from_secs(2);
+const BUFFER_BYTES: usize = 64 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 fn stdout_writer() -> &'static StdoutWriter {
     static WRITER: OnceLock<StdoutWriter> = OnceLock::new();
     WRITER.get_or_init(|| {
-        let (queue, items) = sync_channel(QUEUED_LINES);
-        let spawned = std::thread::Builder::new()
-            .name("log-writer".into())
-            .spawn(move || write_lines(&items));
+        let spawned = std::thread::Builder::new().name("log-flusher".into()).spawn(|| {
+            loop {
+                std::thread::sleep(FLUSH_EVERY);
+                stdout_writer().flush();
+            }
+        });
         if spawned.is_err() {
-            // Without the thread every send fails, and lines are written directly instead.
-            eprintln!("warning: cannot start the log writer thread; writing logs directly");
+            eprintln!(
+                "warning: cannot start the log flusher thread; log lines may wait for the buffer to fill"
+            );
         }
-        StdoutWriter { queue }
+        StdoutWriter {
+            buffer: Mutex::new(BufWriter::with_capacity(BUFFER_BYTES, std::io::stdout())),
+        }
     })
 }
 
 impl StdoutWriter {
     fn write_line(&self, line: Vec<u8>) {
-        if let Err(SendError(Item::Line(line))) = self.queue.send(Item::Line(line)) {
-            let _ = std::io::stdout().lock().write_all(&line);
+        match self.buffer.lock() {
+            Ok(mut buffer) => {
+                let _ = buffer.write_all(&line);
+            }
+            Err(_) => {
+                let _ = std::io::stdout().lock().write_all(&line);
+            }
         }
     }
 
     fn flush(&self) {
-        let (done, flushed) = sync_channel(1);
-        if self.queue.send(Item::Flush(done)).is_ok() {
-            let _ = flushed.recv_timeout(FLUSH_WAIT);
+        if let Ok(mut buffer) = self.buffer.lock() {
+            let _ = buffer.flush();
         }
-    }
-}
-
-fn write_lines(items: &Receiver<Item>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    while let Ok(first) = items.recv() {
-        let mut next = Some(first);
-        while let Some(item) = next {
-            match item {
-                Item::Line(line) => {
-                    let _ = out.write_all(&line);
-                }
-                Item::Flush(done) => {
-                    let _ = out.flush();
-                    let _ = done.send(());
-                }
-            }
-            next = items.try_recv().ok();
-        }
-        // The queue is empty: nothing is gained by holding lines back any longer.
-        let _ = out.flush();
     }
 }
 
