@@ -16,11 +16,12 @@ enum Search {
     None,
     /// A term too short for the trigram index: every row's text is tested.
     Scan { folded: String },
-    /// The index's hits are few: fetch them all and sort them.
-    SortHits { phrase: String },
+    /// The index's hits are few: fetch them all and sort them. `hits` is their number when it
+    /// was counted to choose the plan, so the total need not count them again.
+    SortHits { phrase: String, hits: Option<u64> },
     /// The hits are many: walk the `ts` order and keep the rows that are hits, which finds a
     /// page long before it would have fetched and sorted every hit.
-    WalkOrder { phrase: String },
+    WalkOrder { phrase: String, hits: u64 },
 }
 
 impl Search {
@@ -40,16 +41,19 @@ impl Search {
         let phrase = fts_phrase(&folded);
         if filter.from.is_some() {
             // One sender's hits are few, and the walk would not use the sender's index.
-            return Ok(Search::SortHits { phrase });
+            return Ok(Search::SortHits { phrase, hits: None });
         }
         let hits = count_hits(conn, &phrase)?;
         let rows = total_rows(conn)?;
         let window = u128::from(page.limit) + u128::from(page.offset) + 1;
-        let (hits, rows) = (u128::from(hits), u128::from(rows));
-        Ok(if hits * hits * 32 > window * rows {
-            Search::WalkOrder { phrase }
+        let (many, rows_wide) = (u128::from(hits), u128::from(rows));
+        Ok(if many * many * 32 > window * rows_wide {
+            Search::WalkOrder { phrase, hits }
         } else {
-            Search::SortHits { phrase }
+            Search::SortHits {
+                phrase,
+                hits: Some(hits),
+            }
         })
     }
 }
@@ -75,12 +79,12 @@ impl Selection {
                 selection.conditions.push("contains_ci(m.text, ?)");
                 selection.values.push(SqlValue::Text(folded.clone()));
             }
-            Search::SortHits { phrase } => {
+            Search::SortHits { phrase, .. } => {
                 // CROSS JOIN keeps the hits the outer loop, so SQLite sorts them.
                 selection.from = "message_search(?) AS s CROSS JOIN messages AS m ON m.rowid = s.rowid";
                 selection.values.push(SqlValue::Text(phrase.clone()));
             }
-            Search::WalkOrder { phrase } => {
+            Search::WalkOrder { phrase, .. } => {
                 selection.from = "messages AS m INDEXED BY messages_by_ts";
                 selection
                     .conditions
@@ -173,8 +177,8 @@ fn count_matches(conn: &Connection, filter: &MessageFilter, search: &Search) -> 
                 since: None,
                 ..
             },
-            Search::SortHits { phrase } | Search::WalkOrder { phrase },
-        ) => count_hits(conn, phrase),
+            Search::WalkOrder { hits, .. } | Search::SortHits { hits: Some(hits), .. },
+        ) => Ok(*hits),
         (
             MessageFilter {
                 from: Some(from),
