@@ -113,6 +113,17 @@ pub enum StoreError {
     ShuttingDown,
 }
 
+/// Ok when the database's schema version is the one this binary writes.
+fn expect_schema_version(found: i64, expected: i64) -> Result<(), StoreError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaMismatch(format!(
+            "database is at version {found}, expected {expected}"
+        )))
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `message` unless its id exists; returns only once the outcome is committed.

@@ -437,9 +437,9 @@ pub fn long_run() -> bool {
     std::env::var("HARDENING_LONG").is_ok_and(|value| !value.is_empty() && value != "0")
 }
 
-/// A small seeded generator (SplitMix64), so a failing run can be repeated with
-/// `HARDENING_SEED=<the seed it printed>`.
-pub struct Rng(u64);
+/// The bench tool's seeded generator (SplitMix64), seeded so that a failing run can be repeated
+/// with `HARDENING_SEED=<the seed it printed>`.
+pub struct Rng(webhook_inbox::bench::data::Rng);
 
 impl Rng {
     /// Seeded from `HARDENING_SEED` or the clock; the seed is printed on stderr.
@@ -453,19 +453,15 @@ impl Rng {
                     .map_or(1, |since| since.as_nanos() as u64)
             });
         eprintln!("{test}: HARDENING_SEED={seed}");
-        Rng(seed)
+        Rng::seeded(seed)
     }
 
     pub fn seeded(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(webhook_inbox::bench::data::Rng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `range` (which must not be empty).

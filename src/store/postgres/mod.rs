@@ -132,14 +132,7 @@ impl Store for PostgresStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         let version = schema::applied_version(&client).await?;
-        if version == schema::CURRENT_VERSION {
-            Ok(())
-        } else {
-            Err(StoreError::SchemaMismatch(format!(
-                "database is at version {version}, expected {}",
-                schema::CURRENT_VERSION
-            )))
-        }
+        super::expect_schema_version(i64::from(version), i64::from(schema::CURRENT_VERSION))
     }
 
     async fn shutdown(&self) {

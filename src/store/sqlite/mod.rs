@@ -129,14 +129,7 @@ impl Store for SqliteStore {
     async fn check_ready(&self) -> Result<(), StoreError> {
         self.writer.probe().await?;
         let version = self.readers.run(schema::schema_version).await?;
-        if version == schema::CURRENT_VERSION {
-            Ok(())
-        } else {
-            Err(StoreError::SchemaMismatch(format!(
-                "database is at version {version}, expected {}",
-                schema::CURRENT_VERSION
-            )))
-        }
+        super::expect_schema_version(version, schema::CURRENT_VERSION)
     }
 
     async fn shutdown(&self) {
