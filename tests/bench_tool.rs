@@ -47,6 +47,7 @@ fn read_args(app: &TestApp, scenario: Scenario) -> ReadArgs {
         seeded_messages: SEEDED,
         term: data::MARKER.to_owned(),
         offset: SEEDED / 2,
+        api_token: app.options.api_token.clone(),
     }
 }
 
@@ -149,4 +150,21 @@ async fn seed_fills_a_database_the_service_then_serves() {
         assert_eq!(report.requests, 20, "{scenario:?}");
         assert!(all_200(&report), "{scenario:?}: {report:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_carry_the_api_token_when_the_service_wants_one() {
+    let app = TestApp::spawn_with(Options {
+        api_token: Some("bench-token".to_owned()),
+        ..Options::new(Backend::SqliteFile)
+    })
+    .await;
+    let report = bench::read::run(&read_args(&app, Scenario::Stats)).await.unwrap();
+    assert!(all_200(&report), "{report:?}");
+    let without = ReadArgs {
+        api_token: None,
+        ..read_args(&app, Scenario::Stats)
+    };
+    let refused = bench::read::run(&without).await.unwrap();
+    assert_eq!(refused.statuses.get(&401), Some(&refused.requests), "{refused:?}");
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -27,6 +27,8 @@ pub struct Target {
     address: String,
     /// The `Host` header every request carries.
     host: HeaderValue,
+    /// `Bearer <API_TOKEN>`, for services that protect their reads.
+    authorization: Option<HeaderValue>,
 }
 
 impl Target {
@@ -47,7 +49,17 @@ impl Target {
         Ok(Target {
             address: format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80)),
             host,
+            authorization: None,
         })
+    }
+
+    /// Every request also carries `Authorization: Bearer <token>` when a token is given.
+    pub fn with_api_token(mut self, token: Option<&str>) -> Result<Target, BenchError> {
+        self.authorization = token
+            .map(|token| HeaderValue::from_str(&format!("Bearer {token}")))
+            .transpose()
+            .map_err(|_| BenchError::BadRequest("the API token is not a valid header value".to_owned()))?;
+        Ok(self)
     }
 
     /// `GET path_and_query`.
@@ -74,6 +86,9 @@ impl Target {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         request.headers_mut().insert(HOST, self.host.clone());
+        if let Some(authorization) = &self.authorization {
+            request.headers_mut().insert(AUTHORIZATION, authorization.clone());
+        }
         request
     }
 }
@@ -186,5 +201,20 @@ mod tests {
         assert_eq!(post.method(), Method::POST);
         assert_eq!(post.headers()["x-signature"], "ab");
         assert_eq!(post.headers()[CONTENT_TYPE], "application/json");
+        assert!(request.headers().get(AUTHORIZATION).is_none());
+    }
+
+    #[test]
+    fn an_api_token_rides_on_every_request() {
+        let target = Target::parse("http://127.0.0.1:9")
+            .unwrap()
+            .with_api_token(Some("s3cret"))
+            .unwrap();
+        let request = target.get(Uri::from_static("/stats"));
+        assert_eq!(request.headers()[AUTHORIZATION], "Bearer s3cret");
+        let bad = Target::parse("http://127.0.0.1:9")
+            .unwrap()
+            .with_api_token(Some("a\nb"));
+        assert!(bad.is_err());
     }
 }

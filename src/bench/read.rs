@@ -80,11 +80,15 @@ pub struct ReadArgs {
     /// The `offset` scenario's offset, and the depth at which the `cursor` scenario starts.
     #[arg(long, default_value_t = 900_000)]
     pub offset: u64,
+
+    /// Sent as `Authorization: Bearer …` when the service protects its reads with `API_TOKEN`.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 /// Runs the scenario that `args` names and reports it.
 pub async fn run(args: &ReadArgs) -> Result<Report, BenchError> {
-    let target = Target::parse(&args.run.url)?;
+    let target = Target::parse(&args.run.url)?.with_api_token(args.api_token.as_deref())?;
     let label = args.run.label_or(args.scenario.name());
     let budget = args.run.budget();
     let (recorder, elapsed) = match args.scenario {
@@ -283,6 +287,7 @@ mod tests {
             seeded_messages: 1_000_000,
             term: MARKER.to_owned(),
             offset: 900_000,
+            api_token: None,
         }
     }
 
