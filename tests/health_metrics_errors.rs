@@ -92,15 +92,7 @@ async fn reads_still_work_without_a_secret() {
 async fn webhook_without_a_secret_counts_as_not_configured() {
     let app = spawn_without_secret(Backend::SqliteMemory).await;
     let body = message("m1", "+919876543210", "2025-01-15T10:00:00Z", None).to_string();
-    let signature = app.sign(body.as_bytes());
-    let response = app
-        .client
-        .post(app.url("/webhook"))
-        .header("x-signature", signature)
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
+    let response = app.post_signed(&body).await;
     assert_eq!(
         json_of(response).await,
         (
@@ -251,14 +243,7 @@ async fn http_requests_use_the_route_template_not_the_raw_url(app: TestApp) {
 async fn webhook_answers_are_counted_by_status(app: TestApp) {
     let body = message("m1", "+919876543210", "2025-01-15T10:00:00Z", None).to_string();
     app.store(&serde_json::from_str(&body).expect("json")).await;
-    let response = app
-        .client
-        .post(app.url("/webhook"))
-        .header("x-signature", "123")
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
+    let response = app.post_with_signature(&body, "123").await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let metrics = metrics_text(&app).await;
     assert_eq!(

@@ -197,14 +197,7 @@ async fn rejected_requests_do_not_change_stats(app: TestApp) {
     app.store(&message("m1", ALICE, "2025-01-15T10:00:00Z", None))
         .await;
     let body = message("m2", BOB, "2025-01-15T11:00:00Z", None).to_string();
-    let response = app
-        .client
-        .post(app.url("/webhook"))
-        .header("x-signature", "123")
-        .body(body)
-        .send()
-        .await
-        .expect("POST");
+    let response = app.post_with_signature(&body, "123").await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let invalid = message("m3", "bob", "2025-01-15T11:00:00Z", None).to_string();
     assert_eq!(

@@ -321,13 +321,17 @@ impl TestApp {
 
     /// POSTs `body` to `/webhook` with a correct `X-Signature`.
     pub async fn post_signed(&self, body: impl AsRef<[u8]>) -> reqwest::Response {
-        let body = body.as_ref().to_vec();
-        let signature = self.sign(&body);
+        let signature = self.sign(body.as_ref());
+        self.post_with_signature(body, &signature).await
+    }
+
+    /// POSTs `body` to `/webhook` with the `X-Signature` given, right or wrong.
+    pub async fn post_with_signature(&self, body: impl AsRef<[u8]>, signature: &str) -> reqwest::Response {
         self.client
             .post(self.url("/webhook"))
             .header("content-type", "application/json")
             .header("x-signature", signature)
-            .body(body)
+            .body(body.as_ref().to_vec())
             .send()
             .await
             .expect("POST /webhook")
