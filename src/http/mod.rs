@@ -56,11 +56,13 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, credentials: Credentials, limits: Limits, logger: Logger) -> Arc<Self> {
+        let metrics = Metrics::new(ROUTES);
+        store.observe_writes(metrics.writer_observer());
         Arc::new(AppState {
             store,
             credentials,
             limits,
-            metrics: Metrics::new(ROUTES),
+            metrics,
             logger,
             shutting_down: AtomicBool::new(false),
         })

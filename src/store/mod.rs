@@ -13,6 +13,8 @@ use crate::config::{StorageArgs, StoreUrl};
 use crate::message::{Message, Timestamp};
 use sqlite::{Location, SqliteOptions};
 
+pub use writer::WriteObserver;
+
 /// What storing a message did: the first write of an id wins, later ones change nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertOutcome {
@@ -133,6 +135,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError>;
 
     async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// How many messages are stored, read from the counts kept at insert time (no scan).
+    async fn count_messages(&self) -> Result<u64, StoreError>;
+
+    /// Reports every batch the writer commits to `observer` from now on, replacing any earlier one.
+    fn observe_writes(&self, observer: Arc<dyn WriteObserver>);
 
     /// Ok when the database answers and its schema is current.
     async fn check_ready(&self) -> Result<(), StoreError>;

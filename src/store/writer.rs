@@ -3,6 +3,9 @@
 //! Every request waiting when a writer wakes joins the same batch, up to a bound, so one commit
 //! covers many requests while each is answered only after the commit that holds its row.
 
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::message::Message;
@@ -66,6 +69,34 @@ impl WriterHandle {
         let (done, finished) = oneshot::channel();
         if self.sender.send(Command::Shutdown { done }).await.is_ok() {
             let _ = finished.await;
+        }
+    }
+}
+
+/// Told about every batch a writer commits, for metrics. Called once per batch on the writer's
+/// thread or task, after the commit and before the requests are answered: keep it cheap.
+pub trait WriteObserver: Send + Sync {
+    /// `messages` inserts (created and duplicate alike) were committed in one transaction that
+    /// took `took`, retries included.
+    fn batch_committed(&self, messages: usize, took: Duration);
+}
+
+/// Where a store's writer finds its observer. It may be set after the writer started (the
+/// metrics exist only once the application state is built), so the writer reads it per batch.
+#[derive(Clone, Default)]
+pub struct ObserverSlot(Arc<RwLock<Option<Arc<dyn WriteObserver>>>>);
+
+impl ObserverSlot {
+    /// Reports to `observer` from now on, in place of any earlier one.
+    pub fn set(&self, observer: Arc<dyn WriteObserver>) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(observer);
+        }
+    }
+
+    pub fn batch_committed(&self, messages: usize, took: Duration) {
+        if let Some(observer) = self.0.read().ok().as_deref().and_then(Option::as_ref) {
+            observer.batch_committed(messages, took);
         }
     }
 }

@@ -1,21 +1,38 @@
 //! Prometheus metrics (SPEC A6), held per application state so tests in one process stay apart.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use super::process::ProcessMetrics;
+use crate::store::WriteObserver;
 
 const HTTP_REQUESTS: &str = "http_requests_total";
 const WEBHOOK_REQUESTS: &str = "webhook_requests_total";
 const LATENCY: &str = "request_latency_ms";
+const WRITER_BATCH_SIZE: &str = "writer_batch_size";
+const WRITER_COMMIT: &str = "writer_commit_duration_ms";
+const MESSAGES_STORED: &str = "messages_stored";
 
 /// Latency bucket bounds in milliseconds; `+Inf` is implied.
 const LATENCY_BUCKETS_MS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
 ];
 
-const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+/// Messages per committed batch; both writers commit at most 512 at once.
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Commit duration bucket bounds in milliseconds: an fsync takes from a tenth of a millisecond
+/// (a fast SSD) to tens of milliseconds (network storage).
+const COMMIT_BUCKETS_MS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+];
+
+pub(super) const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// The outcome of one `/webhook` request, as counted in `webhook_requests_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +73,30 @@ impl WebhookResult {
     }
 }
 
+/// The writer's histograms, handed to the store as its [`WriteObserver`]: recording takes no
+/// lock and allocates nothing, and happens once per batch, not per message.
+struct WriterMetrics {
+    batch_size: Histogram,
+    commit_ms: Histogram,
+}
+
+impl WriteObserver for WriterMetrics {
+    #[allow(clippy::cast_precision_loss)] // a batch holds at most 512 messages
+    fn batch_committed(&self, messages: usize, took: Duration) {
+        self.batch_size.record(messages as f64);
+        self.commit_ms.record(took.as_secs_f64() * 1000.0);
+    }
+}
+
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     latency: Histogram,
     webhook_results: [Counter; WebhookResult::ALL.len()],
     http_counters: RwLock<HashMap<String, HashMap<u16, Counter>>>,
+    writer: Arc<WriterMetrics>,
+    messages_stored: Gauge,
+    process: ProcessMetrics,
 }
 
 impl Metrics {
@@ -70,10 +105,22 @@ impl Metrics {
     pub fn new(routes: &[&'static str]) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS_MS)
-            .unwrap_or_else(|_| unreachable!("the bucket list is not empty"))
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(Matcher::Full(WRITER_BATCH_SIZE.into()), BATCH_SIZE_BUCKETS)
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(Matcher::Full(WRITER_COMMIT.into()), COMMIT_BUCKETS_MS)
+            })
+            .unwrap_or_else(|_| unreachable!("the bucket lists are not empty"))
             .build_recorder();
         let handle = recorder.handle();
         let latency = recorder.register_histogram(&Key::from_name(LATENCY), &METADATA);
+        let writer = Arc::new(WriterMetrics {
+            batch_size: recorder.register_histogram(&Key::from_name(WRITER_BATCH_SIZE), &METADATA),
+            commit_ms: recorder.register_histogram(&Key::from_name(WRITER_COMMIT), &METADATA),
+        });
+        let messages_stored = recorder.register_gauge(&Key::from_name(MESSAGES_STORED), &METADATA);
+        let process = ProcessMetrics::register(&recorder);
         let webhook_results = WebhookResult::ALL.map(|result| {
             let counter = recorder.register_counter(
                 &Key::from_parts(WEBHOOK_REQUESTS, vec![Label::new("result", result.as_str())]),
@@ -88,6 +135,9 @@ impl Metrics {
             latency,
             webhook_results,
             http_counters: RwLock::default(),
+            writer,
+            messages_stored,
+            process,
         };
         for route in routes {
             metrics.http_counter(route, 200).increment(0);
@@ -104,6 +154,21 @@ impl Metrics {
     pub fn record_webhook(&self, result: WebhookResult) {
         // `ALL` lists the variants in declaration order, so a variant's discriminant is its index.
         self.webhook_results[result as usize].increment(1);
+    }
+
+    /// What the store's writer reports its batches to.
+    pub fn writer_observer(&self) -> Arc<dyn WriteObserver> {
+        Arc::clone(&self.writer) as Arc<dyn WriteObserver>
+    }
+
+    #[allow(clippy::cast_precision_loss)] // exact below 2^53 messages
+    pub fn set_messages_stored(&self, count: u64) {
+        self.messages_stored.set(count as f64);
+    }
+
+    /// Reads the process figures (memory, file descriptors, CPU time) afresh.
+    pub fn refresh_process(&self) {
+        self.process.refresh();
     }
 
     /// The text exposition format, version 0.0.4.

@@ -2,6 +2,7 @@
 
 mod logging;
 mod metrics;
+mod process;
 
 pub use logging::{AccessLine, Logger, WebhookLog, flush_logs, init_tracing};
 pub use metrics::{Metrics, WebhookResult};

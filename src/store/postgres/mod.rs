@@ -9,6 +9,7 @@ mod schema;
 mod tls;
 mod writer;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::message::{Message, Timestamp, fold_case};
-use crate::store::writer::WriterHandle;
+use crate::store::writer::{ObserverSlot, WriteObserver, WriterHandle};
 use crate::store::{
     InsertOutcome, MessageFilter, MessagePage, PageRequest, SenderCount, Stats, Store, StoreError,
     TOP_SENDERS,
@@ -36,6 +37,7 @@ pub struct PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     writer: WriterHandle,
+    observer: ObserverSlot,
 }
 
 impl PostgresStore {
@@ -46,8 +48,13 @@ impl PostgresStore {
         schema::migrate(&mut client).await?;
         drop(client);
         let (writer, commands) = WriterHandle::channel();
-        tokio::spawn(writer::run(pool.clone(), commands));
-        Ok(PostgresStore { pool, writer })
+        let observer = ObserverSlot::default();
+        tokio::spawn(writer::run(pool.clone(), commands, observer.clone()));
+        Ok(PostgresStore {
+            pool,
+            writer,
+            observer,
+        })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
@@ -127,6 +134,15 @@ impl Store for PostgresStore {
         let stats = read_stats(&tx).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(stats)
+    }
+
+    async fn count_messages(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        count_matches(&client, &MessageFilter::default()).await
+    }
+
+    fn observe_writes(&self, observer: Arc<dyn WriteObserver>) {
+        self.observer.set(observer);
     }
 
     async fn check_ready(&self) -> Result<(), StoreError> {

@@ -1,6 +1,7 @@
 //! The PostgreSQL writer: one task per process stores each batch with one statement.
 
 use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
@@ -8,7 +9,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::clock::utc_now_rfc3339;
 use crate::message::{Message, fold_case};
-use crate::store::writer::{Batch, Command};
+use crate::store::writer::{Batch, Command, ObserverSlot};
 use crate::store::{InsertOutcome, StoreError};
 
 /// The most inserts stored by one statement.
@@ -37,12 +38,18 @@ WITH batch AS (
 SELECT message_id FROM inserted
 "#;
 
-pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>) {
+pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>, observer: ObserverSlot) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.recv().await {
         batch.gather(first, &mut commands);
-        let committed = commit_with_retry(&pool, batch.messages()).await;
-        batch.answer(committed);
+        if !batch.messages().is_empty() {
+            let started = Instant::now();
+            let committed = commit_with_retry(&pool, batch.messages()).await;
+            if committed.is_ok() {
+                observer.batch_committed(batch.messages().len(), started.elapsed());
+            }
+            batch.answer(committed);
+        }
         // Readiness asks the pool directly; nothing sends probes here, but answer any.
         for probe in batch.take_probes() {
             let _ = probe.send(Ok(()));

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
-use crate::store::writer::WriterHandle;
+use crate::store::writer::{ObserverSlot, WriteObserver, WriterHandle};
 use crate::store::{InsertOutcome, MessageFilter, MessagePage, PageRequest, Stats, Store, StoreError};
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
@@ -69,6 +69,7 @@ fn default_read_connections() -> usize {
 pub struct SqliteStore {
     writer: WriterHandle,
     readers: Arc<ReadPool>,
+    observer: ObserverSlot,
 }
 
 impl SqliteStore {
@@ -97,13 +98,16 @@ impl SqliteStore {
             generation,
         );
         let (handle, receiver) = WriterHandle::channel();
+        let observer = ObserverSlot::default();
+        let writer_observer = observer.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::run(writer, receiver))
+            .spawn(move || writer::run(writer, receiver, writer_observer))
             .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
         Ok(SqliteStore {
             writer: handle,
             readers,
+            observer,
         })
     }
 }
@@ -122,6 +126,14 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<Stats, StoreError> {
         self.readers.run(queries::read_stats).await
+    }
+
+    async fn count_messages(&self) -> Result<u64, StoreError> {
+        self.readers.run(queries::count_messages).await
+    }
+
+    fn observe_writes(&self, observer: Arc<dyn WriteObserver>) {
+        self.observer.set(observer);
     }
 
     /// Ready when the writer can write to the file at the path (see `writer`) and the schema,

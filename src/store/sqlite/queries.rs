@@ -210,6 +210,14 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
+/// The number of stored messages, from the totals kept at insert time.
+pub fn count_messages(conn: &Connection) -> rusqlite::Result<u64> {
+    let total: i64 = conn
+        .prepare_cached("SELECT messages FROM message_totals WHERE id = 1")?
+        .query_row([], |row| row.get(0))?;
+    Ok(count(total))
+}
+
 pub fn read_stats(conn: &Connection) -> rusqlite::Result<Stats> {
     let (total, senders): (i64, i64) = conn
         .prepare_cached("SELECT messages, senders FROM message_totals WHERE id = 1")?

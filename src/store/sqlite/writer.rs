@@ -23,7 +23,7 @@ use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
 use crate::store::sqlite::checkpoint::Checkpointer;
 use crate::store::sqlite::{INDEX_TEXT, Target, schema, unavailable};
-use crate::store::writer::{Batch, Command};
+use crate::store::writer::{Batch, Command, ObserverSlot};
 use crate::store::{InsertOutcome, StoreError};
 
 /// The most inserts committed in one transaction.
@@ -42,12 +42,16 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (message_id) DO NOTHING";
 
 /// Runs on its own thread until every sender is gone or a shutdown has drained the queue.
-pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>) {
+pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>, observer: ObserverSlot) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.blocking_recv() {
         batch.gather(first, &mut commands);
         if !batch.messages().is_empty() {
+            let started = Instant::now();
             let committed = writer.commit(batch.messages());
+            if committed.is_ok() {
+                observer.batch_committed(batch.messages().len(), started.elapsed());
+            }
             batch.answer(committed);
         }
         let probes = batch.take_probes();
