@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, 
 const HTTP_REQUESTS: &str = "http_requests_total";
 const WEBHOOK_REQUESTS: &str = "webhook_requests_total";
 const LATENCY: &str = "request_latency_ms";
+const RETENTION_DELETED: &str = "retention_deleted_total";
 
 /// Latency bucket bounds in milliseconds; `+Inf` is implied.
 const LATENCY_BUCKETS_MS: &[f64] = &[
@@ -61,12 +62,14 @@ pub struct Metrics {
     handle: PrometheusHandle,
     latency: Histogram,
     webhook_results: [Counter; WebhookResult::ALL.len()],
+    retention_deleted: Counter,
     http_counters: RwLock<HashMap<String, HashMap<u16, Counter>>>,
 }
 
 impl Metrics {
     /// A registry with every family present from the start: the webhook outcomes at 0, the
-    /// latency histogram empty, and `http_requests_total` at 0 for `routes` answering 200.
+    /// latency histogram empty, `http_requests_total` at 0 for `routes` answering 200, and
+    /// `retention_deleted_total` at 0 (whether retention is on or not).
     pub fn new(routes: &[&'static str]) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS_MS)
@@ -82,11 +85,14 @@ impl Metrics {
             counter.increment(0);
             counter
         });
+        let retention_deleted = recorder.register_counter(&Key::from_name(RETENTION_DELETED), &METADATA);
+        retention_deleted.increment(0);
         let metrics = Metrics {
             recorder,
             handle,
             latency,
             webhook_results,
+            retention_deleted,
             http_counters: RwLock::default(),
         };
         for route in routes {
@@ -104,6 +110,11 @@ impl Metrics {
     pub fn record_webhook(&self, result: WebhookResult) {
         // `ALL` lists the variants in declaration order, so a variant's discriminant is its index.
         self.webhook_results[result as usize].increment(1);
+    }
+
+    /// Counts messages deleted by retention.
+    pub fn record_retention_deleted(&self, deleted: u64) {
+        self.retention_deleted.increment(deleted);
     }
 
     /// The text exposition format, version 0.0.4.

@@ -5,6 +5,7 @@
 //! rows it really inserted, and returns their ids, so each request learns whether it created or
 //! duplicated. Uniqueness is decided by the primary key, so it holds across replicas.
 
+mod retention;
 mod schema;
 mod tls;
 mod writer;
@@ -16,6 +17,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use crate::clock::Clock;
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::writer::WriterHandle;
 use crate::store::{
@@ -31,6 +33,8 @@ pub struct PostgresOptions {
     pub url: String,
     pub pool_size: usize,
     pub statement_timeout_ms: u32,
+    /// Where `created_at` comes from.
+    pub clock: Clock,
 }
 
 pub struct PostgresStore {
@@ -46,7 +50,7 @@ impl PostgresStore {
         schema::migrate(&mut client).await?;
         drop(client);
         let (writer, commands) = WriterHandle::channel();
-        tokio::spawn(writer::run(pool.clone(), commands));
+        tokio::spawn(writer::run(pool.clone(), commands, options.clock));
         Ok(PostgresStore { pool, writer })
     }
 
@@ -133,6 +137,12 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let version = schema::applied_version(&client).await?;
         super::expect_schema_version(i64::from(version), i64::from(schema::CURRENT_VERSION))
+    }
+
+    /// Runs on a pooled connection of its own: PostgreSQL needs no single writer, and the
+    /// statement is safe beside other replicas' retention (see `retention`).
+    async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
+        retention::delete_batch(&self.pool, cutoff, limit).await
     }
 
     async fn shutdown(&self) {

@@ -6,7 +6,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 
-use crate::clock::utc_now_rfc3339;
+use crate::clock::Clock;
 use crate::message::{Message, fold_case};
 use crate::store::writer::{Batch, Command};
 use crate::store::{InsertOutcome, StoreError};
@@ -37,12 +37,17 @@ WITH batch AS (
 SELECT message_id FROM inserted
 "#;
 
-pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>) {
+pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>, clock: Clock) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.recv().await {
         batch.gather(first, &mut commands);
-        let committed = commit_with_retry(&pool, batch.messages()).await;
+        let committed = commit_with_retry(&pool, batch.messages(), &clock).await;
         batch.answer(committed);
+        // The store deletes on a connection of its own; a delete sent here is run all the same.
+        for (request, reply) in batch.take_deletes() {
+            let deleted = super::retention::delete_batch(&pool, &request.cutoff, request.limit).await;
+            let _ = reply.send(deleted);
+        }
         // Readiness asks the pool directly; nothing sends probes here, but answer any.
         for probe in batch.take_probes() {
             let _ = probe.send(Ok(()));
@@ -51,10 +56,14 @@ pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>) {
     batch.finish();
 }
 
-async fn commit_with_retry(pool: &Pool, messages: &[Message]) -> Result<Vec<InsertOutcome>, StoreError> {
+async fn commit_with_retry(
+    pool: &Pool,
+    messages: &[Message],
+    clock: &Clock,
+) -> Result<Vec<InsertOutcome>, StoreError> {
     let mut attempt = 1;
     loop {
-        match commit(pool, messages).await {
+        match commit(pool, messages, clock).await {
             Err(Failure::Retryable(_)) if attempt < ATTEMPTS => attempt += 1,
             Err(Failure::Retryable(error) | Failure::Fatal(error)) => return Err(error),
             Ok(outcomes) => return Ok(outcomes),
@@ -62,12 +71,12 @@ async fn commit_with_retry(pool: &Pool, messages: &[Message]) -> Result<Vec<Inse
     }
 }
 
-enum Failure {
+pub(super) enum Failure {
     Retryable(StoreError),
     Fatal(StoreError),
 }
 
-async fn commit(pool: &Pool, messages: &[Message]) -> Result<Vec<InsertOutcome>, Failure> {
+async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<InsertOutcome>, Failure> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
@@ -78,7 +87,7 @@ async fn commit(pool: &Pool, messages: &[Message]) -> Result<Vec<InsertOutcome>,
         .await
         .map_err(|error| Failure::Fatal(super::pool_error(error)))?;
     let statement = client.prepare_cached(INSERT_BATCH).await.map_err(classify)?;
-    let created_at = utc_now_rfc3339();
+    let created_at = clock.now_rfc3339();
     let rows = client
         .query(
             &statement,
@@ -158,7 +167,7 @@ impl<'a> Columns<'a> {
     }
 }
 
-fn classify(error: tokio_postgres::Error) -> Failure {
+pub(super) fn classify(error: tokio_postgres::Error) -> Failure {
     let retryable = matches!(
         error.code(),
         Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
