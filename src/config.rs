@@ -313,7 +313,7 @@ mod tests {
             Some(36_500)
         );
         for bad in ["0", "-1", "thirty", "1.5", "", "36501"] {
-            let error = retention_of(&["--retention-days", bad]).unwrap_err();
+            let error = retention_of(&[&format!("--retention-days={bad}")]).unwrap_err();
             assert!(error.contains("RETENTION_DAYS"), "{bad:?}: {error}");
         }
         assert!(retention_of(&["--retention-interval-secs", "0"]).is_err());
