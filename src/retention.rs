@@ -82,14 +82,16 @@ async fn run_pass(
 ) -> Result<PassReport, StoreError> {
     let started = Instant::now();
     let mut report = PassReport {
-        cutoff: policy.cutoff(state.clock.now()).unwrap_or_default(),
+        cutoff: String::new(),
         deleted: 0,
         batches: 0,
         duration: Duration::ZERO,
     };
-    if report.cutoff.is_empty() {
+    let Some(cutoff) = policy.cutoff(state.clock.now()) else {
+        // Nothing can have been stored that long ago.
         return Ok(report);
-    }
+    };
+    report.cutoff = cutoff;
     while !*stop.borrow() {
         let deleted = state
             .store
