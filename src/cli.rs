@@ -8,8 +8,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::bench::{self, BenchArgs, BenchError};
+use crate::clock::Clock;
 use crate::config::{ServeArgs, StorageArgs};
 use crate::http::ApiToken;
+use crate::retention::RetentionPolicy;
 use crate::signature::{SecretError, SigningKey, Verifier};
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,11 +123,28 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 async fn run_service(args: ServeArgs) -> Result<(), CliError> {
     telemetry::init_tracing(args.log_level);
     let credentials = credentials(&args)?;
-    let store = open_store(&args.storage).await?;
+    let clock = Clock::system();
+    let store = open_store(&args.storage, clock.clone()).await?;
     if credentials.verifier.is_none() {
         tracing::warn!("WEBHOOK_SECRET is not set: /webhook answers 503 and /health/ready 503 until it is");
     }
-    let state = AppState::new(store, credentials, limits(&args), Logger::stdout(args.log_level));
+    let retention = RetentionPolicy::from_args(&args.retention);
+    if let Some(policy) = &retention {
+        tracing::info!(
+            days = policy.max_age.whole_days(),
+            interval_secs = policy.interval.as_secs(),
+            batch_size = policy.batch_size,
+            "retention on: older messages are deleted in the background"
+        );
+    }
+    let state = AppState::with_retention(
+        store,
+        credentials,
+        limits(&args),
+        Logger::stdout(args.log_level),
+        clock,
+        retention,
+    );
     let address = format!("{}:{}", args.host, args.port);
     let listener = TcpListener::bind(&address)
         .await
@@ -171,15 +190,17 @@ fn limits(args: &ServeArgs) -> Limits {
     }
 }
 
-async fn open_store(storage: &StorageArgs) -> Result<Arc<dyn Store>, CliError> {
-    store::open(storage).await.map_err(|source| CliError::OpenStore {
-        database: storage.database_url.to_string(),
-        source,
-    })
+async fn open_store(storage: &StorageArgs, clock: Clock) -> Result<Arc<dyn Store>, CliError> {
+    store::open_with_clock(storage, clock)
+        .await
+        .map_err(|source| CliError::OpenStore {
+            database: storage.database_url.to_string(),
+            source,
+        })
 }
 
 async fn migrate(storage: StorageArgs) -> Result<(), CliError> {
-    let store = open_store(&storage).await?;
+    let store = open_store(&storage, Clock::system()).await?;
     store.shutdown().await;
     println!(
         "{}",

@@ -61,6 +61,29 @@ pub struct ServeArgs {
     /// (a client that stops reading its answer, an idle HTTP/2 connection).
     #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+}
+
+/// Longest `RETENTION_DAYS` accepted: a hundred years, which keeps the cutoff a four-digit year.
+pub const MAX_RETENTION_DAYS: i64 = 36_500;
+
+/// How long messages are kept (SPEC B5).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Delete messages stored more than this many days ago (1 to 36500). Unset: keep them forever.
+    #[arg(long, env = "RETENTION_DAYS", value_parser = clap::value_parser!(u32).range(1..=MAX_RETENTION_DAYS))]
+    pub retention_days: Option<u32>,
+
+    /// Seconds between two retention passes (each deletes everything that is due, then sleeps).
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_interval_secs: u64,
+
+    /// Messages deleted per transaction by a retention pass; smaller keeps each pause of the
+    /// writer shorter.
+    #[arg(long, env = "RETENTION_BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub retention_batch_size: u32,
 }
 
 /// Where and how messages are stored.
@@ -254,6 +277,47 @@ mod tests {
     fn passwords_never_reach_displays() {
         let url: StoreUrl = "postgres://user:hunter2@db/app".parse().unwrap();
         assert_eq!(url.to_string(), "postgres://user:***@db/app");
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn retention_of(flags: &[&str]) -> Result<RetentionArgs, String> {
+        use clap::Parser;
+        let argv = std::iter::once("webhook-inbox").chain(flags.iter().copied());
+        Serve::try_parse_from(argv)
+            .map(|parsed| parsed.args.retention)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn retention_is_off_unless_asked_for() {
+        let retention = retention_of(&[]).unwrap();
+        assert_eq!(retention.retention_days, None);
+        assert_eq!(retention.retention_interval_secs, 3_600);
+        assert_eq!(retention.retention_batch_size, 1_000);
+    }
+
+    #[test]
+    fn retention_days_take_a_positive_number_of_days() {
+        let retention = retention_of(&["--retention-days", "30", "--retention-batch-size", "7"]).unwrap();
+        assert_eq!(retention.retention_days, Some(30));
+        assert_eq!(retention.retention_batch_size, 7);
+        assert_eq!(
+            retention_of(&["--retention-days", "36500"])
+                .unwrap()
+                .retention_days,
+            Some(36_500)
+        );
+        for bad in ["0", "-1", "thirty", "1.5", "", "36501"] {
+            let error = retention_of(&[&format!("--retention-days={bad}")]).unwrap_err();
+            assert!(error.contains("RETENTION_DAYS"), "{bad:?}: {error}");
+        }
+        assert!(retention_of(&["--retention-interval-secs", "0"]).is_err());
+        assert!(retention_of(&["--retention-batch-size", "0"]).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod message;
+pub mod retention;
 pub mod server;
 pub mod signature;
 pub mod store;

@@ -20,6 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::http::AppState;
+use crate::retention::RetentionTask;
 use idle::IdleTimeout;
 
 /// How long requests in flight may take to finish once a shutdown begins. What is queued for
@@ -61,14 +62,19 @@ impl Default for Limits {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves; then readiness turns 503, the
-/// listener closes, requests in flight finish (up to [`SHUTDOWN_GRACE`]), and the store commits
-/// every write it accepted.
+/// Serves `state` on `listener` until `shutdown` resolves, running retention beside it when
+/// `state` has a policy; then readiness turns 503, retention stops, the listener closes,
+/// requests in flight finish (up to [`SHUTDOWN_GRACE`]), and the store commits every write it
+/// accepted.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let retention = state
+        .retention
+        .clone()
+        .map(|policy| RetentionTask::spawn(Arc::clone(&state), policy));
     let connections = Connections::new(Arc::clone(&state));
     let mut acceptor = Acceptor::new(listener, state.limits.max_connections);
     let mut shutdown = pin!(shutdown);
@@ -83,9 +89,16 @@ pub async fn serve(
         }
     }
     state.begin_shutdown();
+    if let Some(retention) = &retention {
+        // No new batch from now on; the one in progress (if any) ends during the drain.
+        retention.request_stop();
+    }
     // Closing the listener refuses new connections at once.
     drop(acceptor);
     connections.drain().await;
+    if let Some(retention) = retention {
+        retention.stop().await;
+    }
     state.store.shutdown().await;
     Ok(())
 }

@@ -19,6 +19,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use auth::ApiToken;
 pub use error::ApiError;
 
+use crate::clock::Clock;
+use crate::retention::RetentionPolicy;
 use crate::server::Limits;
 use crate::signature::Verifier;
 use crate::store::Store;
@@ -51,11 +53,28 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics: Metrics,
     pub logger: Logger,
+    /// Where retention takes "now" from (the store takes `created_at` from the same clock).
+    pub clock: Clock,
+    /// `None`: messages are kept forever.
+    pub retention: Option<RetentionPolicy>,
     shutting_down: AtomicBool,
 }
 
 impl AppState {
+    /// A state on the system clock, without retention.
     pub fn new(store: Arc<dyn Store>, credentials: Credentials, limits: Limits, logger: Logger) -> Arc<Self> {
+        Self::with_retention(store, credentials, limits, logger, Clock::system(), None)
+    }
+
+    /// A state whose server runs retention with `policy` (when given) on `clock`'s time.
+    pub fn with_retention(
+        store: Arc<dyn Store>,
+        credentials: Credentials,
+        limits: Limits,
+        logger: Logger,
+        clock: Clock,
+        retention: Option<RetentionPolicy>,
+    ) -> Arc<Self> {
         let metrics = Metrics::new(ROUTES);
         store.observe_writes(metrics.writer_observer());
         Arc::new(AppState {
@@ -64,6 +83,8 @@ impl AppState {
             limits,
             metrics,
             logger,
+            clock,
+            retention,
             shutting_down: AtomicBool::new(false),
         })
     }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::clock::Clock;
 use crate::config::{StorageArgs, StoreUrl};
 use crate::message::{Message, Timestamp};
 use sqlite::{Location, SqliteOptions};
@@ -145,28 +146,48 @@ pub trait Store: Send + Sync + 'static {
     /// Ok when the database answers and its schema is current.
     async fn check_ready(&self) -> Result<(), StoreError>;
 
+    /// Deletes up to `limit` of the messages whose `created_at` is before `cutoff` (a time as
+    /// [`crate::clock::format_rfc3339`] writes it; a message stored exactly at `cutoff` stays),
+    /// with the counts and the search index in the same transaction. Returns how many it
+    /// deleted; 0 means nothing before `cutoff` is left to find.
+    async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError>;
+
     /// Stops taking writes, commits everything already accepted, and waits for that to finish.
     async fn shutdown(&self);
 }
 
-/// Opens the store that `DATABASE_URL` names, applying the schema.
+/// Opens the store that `DATABASE_URL` names, applying the schema; `created_at` comes from the
+/// system clock.
 pub async fn open(storage: &StorageArgs) -> Result<Arc<dyn Store>, StoreError> {
+    open_with_clock(storage, Clock::system()).await
+}
+
+/// [`open`], with `created_at` taken from `clock`.
+pub async fn open_with_clock(storage: &StorageArgs, clock: Clock) -> Result<Arc<dyn Store>, StoreError> {
     match &storage.database_url {
-        StoreUrl::SqliteFile(path) => open_sqlite(Location::File(path.clone()), storage).await,
-        StoreUrl::SqliteMemory => open_sqlite(Location::Memory, storage).await,
+        StoreUrl::SqliteFile(path) => open_sqlite(Location::File(path.clone()), storage, clock).await,
+        StoreUrl::SqliteMemory => open_sqlite(Location::Memory, storage, clock).await,
         StoreUrl::Postgres(url) => {
             let options = postgres::PostgresOptions {
                 url: url.clone(),
                 pool_size: usize::from(storage.pg_pool_size),
                 statement_timeout_ms: storage.pg_statement_timeout_ms,
+                clock,
             };
             Ok(Arc::new(postgres::PostgresStore::open(options).await?))
         }
     }
 }
 
-async fn open_sqlite(location: Location, storage: &StorageArgs) -> Result<Arc<dyn Store>, StoreError> {
-    let options = SqliteOptions::new(location, storage.sqlite_synchronous);
+async fn open_sqlite(
+    location: Location,
+    storage: &StorageArgs,
+    clock: Clock,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let options = SqliteOptions {
+        clock,
+        ..SqliteOptions::new(location, storage.sqlite_synchronous)
+    };
     let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options))
         .await
         .map_err(|error| StoreError::Unavailable(format!("opening the database panicked: {error}")))??;

@@ -23,6 +23,12 @@ pub enum Command {
     Probe {
         reply: ProbeReply,
     },
+    /// Delete up to `limit` messages stored before `cutoff` (retention), in a transaction of
+    /// its own between two insert batches.
+    Delete {
+        request: DeleteRequest,
+        reply: DeleteReply,
+    },
     /// Commit what is queued, refuse anything later, then report back.
     Shutdown {
         done: oneshot::Sender<()>,
@@ -31,6 +37,14 @@ pub enum Command {
 
 type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
 pub type ProbeReply = oneshot::Sender<Result<(), StoreError>>;
+pub type DeleteReply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// One retention batch: the messages whose `created_at` sorts before `cutoff`, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRequest {
+    pub cutoff: String,
+    pub limit: u32,
+}
 
 /// The store's end of the channel to its writer.
 pub struct WriterHandle {
@@ -62,6 +76,16 @@ impl WriterHandle {
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
         outcome.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Queues a retention batch and waits for the number of messages it deleted.
+    pub async fn delete(&self, request: DeleteRequest) -> Result<u64, StoreError> {
+        let (reply, deleted) = oneshot::channel();
+        self.sender
+            .send(Command::Delete { request, reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        deleted.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
     /// Asks the writer to commit what it accepted and stop; returns once it has.
@@ -107,6 +131,7 @@ pub struct Batch {
     messages: Vec<Message>,
     replies: Vec<Reply>,
     probes: Vec<ProbeReply>,
+    deletes: Vec<(DeleteRequest, DeleteReply)>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -117,6 +142,7 @@ impl Batch {
             messages: Vec::with_capacity(max_len),
             replies: Vec::with_capacity(max_len),
             probes: Vec::new(),
+            deletes: Vec::new(),
             shutdown_waiters: Vec::new(),
         }
     }
@@ -131,6 +157,7 @@ impl Batch {
                     self.replies.push(reply);
                 }
                 Command::Probe { reply } => self.probes.push(reply),
+                Command::Delete { request, reply } => self.deletes.push((request, reply)),
                 Command::Shutdown { done } => {
                     // Refuses new sends; what is already queued still arrives and is committed.
                     commands.close();
@@ -171,6 +198,11 @@ impl Batch {
     /// The readiness probes that arrived with this batch, to be answered after it.
     pub fn take_probes(&mut self) -> Vec<ProbeReply> {
         std::mem::take(&mut self.probes)
+    }
+
+    /// The retention batches that arrived with this batch, to be run after its commit.
+    pub fn take_deletes(&mut self) -> Vec<(DeleteRequest, DeleteReply)> {
+        std::mem::take(&mut self.deletes)
     }
 
     /// Tells whoever asked for the shutdown that every accepted write is committed.

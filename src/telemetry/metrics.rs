@@ -16,6 +16,7 @@ const LATENCY: &str = "request_latency_ms";
 const WRITER_BATCH_SIZE: &str = "writer_batch_size";
 const WRITER_COMMIT: &str = "writer_commit_duration_ms";
 const MESSAGES_STORED: &str = "messages_stored";
+const RETENTION_DELETED: &str = "retention_deleted_total";
 
 /// Latency bucket bounds in milliseconds; `+Inf` is implied.
 const LATENCY_BUCKETS_MS: &[f64] = &[
@@ -93,6 +94,7 @@ pub struct Metrics {
     handle: PrometheusHandle,
     latency: Histogram,
     webhook_results: [Counter; WebhookResult::ALL.len()],
+    retention_deleted: Counter,
     http_counters: RwLock<HashMap<String, HashMap<u16, Counter>>>,
     writer: Arc<WriterMetrics>,
     messages_stored: Gauge,
@@ -101,7 +103,8 @@ pub struct Metrics {
 
 impl Metrics {
     /// A registry with every family present from the start: the webhook outcomes at 0, the
-    /// latency histogram empty, and `http_requests_total` at 0 for `routes` answering 200.
+    /// latency histogram empty, `http_requests_total` at 0 for `routes` answering 200, and
+    /// `retention_deleted_total` at 0 (whether retention is on or not).
     pub fn new(routes: &[&'static str]) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS_MS)
@@ -129,11 +132,14 @@ impl Metrics {
             counter.increment(0);
             counter
         });
+        let retention_deleted = recorder.register_counter(&Key::from_name(RETENTION_DELETED), &METADATA);
+        retention_deleted.increment(0);
         let metrics = Metrics {
             recorder,
             handle,
             latency,
             webhook_results,
+            retention_deleted,
             http_counters: RwLock::default(),
             writer,
             messages_stored,
@@ -169,6 +175,11 @@ impl Metrics {
     /// Reads the process figures (memory, file descriptors, CPU time) afresh.
     pub fn refresh_process(&self) {
         self.process.refresh();
+    }
+
+    /// Counts messages deleted by retention.
+    pub fn record_retention_deleted(&self, deleted: u64) {
+        self.retention_deleted.increment(deleted);
     }
 
     /// The text exposition format, version 0.0.4.

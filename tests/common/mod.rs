@@ -10,8 +10,10 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use webhook_inbox::clock::Clock;
 use webhook_inbox::config::{StorageArgs, StoreUrl, Synchronous};
 use webhook_inbox::http::ApiToken;
+use webhook_inbox::retention::RetentionPolicy;
 use webhook_inbox::signature::{DEFAULT_TOLERANCE, SigningKey, Verifier};
 use webhook_inbox::store::Store;
 use webhook_inbox::telemetry::Logger;
@@ -168,8 +170,38 @@ async fn admin_execute(statement: &str) {
 }
 
 /// Runs an `async fn(TestApp)` once per backend, each as its own `#[tokio::test]`.
+/// `conformance!(options = make_options; cases…)` starts each app with `make_options(backend)`.
 #[macro_export]
 macro_rules! conformance {
+    (options = $options:ident; $($case:ident),+ $(,)?) => {
+        mod sqlite_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let options = super::$options($crate::common::Backend::SqliteFile);
+                    super::$case($crate::common::TestApp::spawn_with(options).await).await;
+                }
+            )+
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let options = super::$options($crate::common::Backend::SqliteMemory);
+                    super::$case($crate::common::TestApp::spawn_with(options).await).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let options = super::$options($crate::common::Backend::Postgres);
+                    super::$case($crate::common::TestApp::spawn_with(options).await).await;
+                }
+            )+
+        }
+    };
     ($($case:ident),+ $(,)?) => {
         mod sqlite_file {
             $(
@@ -209,6 +241,10 @@ pub struct Options {
     /// `API_TOKEN`.
     pub api_token: Option<String>,
     pub limits: Limits,
+    /// Where the store takes `created_at` from and retention "now".
+    pub clock: Clock,
+    /// Retention run by the server in the background; `None` keeps everything.
+    pub retention: Option<RetentionPolicy>,
 }
 
 impl Options {
@@ -220,6 +256,8 @@ impl Options {
             tolerance: DEFAULT_TOLERANCE,
             api_token: None,
             limits: Limits::default(),
+            clock: Clock::system(),
+            retention: None,
         }
     }
 
@@ -271,7 +309,9 @@ impl TestApp {
             pg_pool_size: 8,
             pg_statement_timeout_ms: 5_000,
         };
-        let store = store::open(&storage).await.expect("open store");
+        let store = store::open_with_clock(&storage, options.clock.clone())
+            .await
+            .expect("open store");
         Self::spawn_with_store(database, store, options).await
     }
 
@@ -281,7 +321,14 @@ impl TestApp {
         store: Arc<dyn Store>,
         options: Options,
     ) -> TestApp {
-        let state = AppState::new(store, options.credentials(), options.limits, Logger::disabled());
+        let state = AppState::with_retention(
+            store,
+            options.credentials(),
+            options.limits,
+            Logger::disabled(),
+            options.clock.clone(),
+            options.retention.clone(),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
         let (stop, stopped) = oneshot::channel::<()>();

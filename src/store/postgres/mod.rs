@@ -5,6 +5,7 @@
 //! rows it really inserted, and returns their ids, so each request learns whether it created or
 //! duplicated. Uniqueness is decided by the primary key, so it holds across replicas.
 
+mod retention;
 mod schema;
 mod tls;
 mod writer;
@@ -17,6 +18,7 @@ use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMe
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use crate::clock::Clock;
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::writer::{ObserverSlot, WriteObserver, WriterHandle};
 use crate::store::{
@@ -32,6 +34,8 @@ pub struct PostgresOptions {
     pub url: String,
     pub pool_size: usize,
     pub statement_timeout_ms: u32,
+    /// Where `created_at` comes from.
+    pub clock: Clock,
 }
 
 pub struct PostgresStore {
@@ -49,7 +53,12 @@ impl PostgresStore {
         drop(client);
         let (writer, commands) = WriterHandle::channel();
         let observer = ObserverSlot::default();
-        tokio::spawn(writer::run(pool.clone(), commands, observer.clone()));
+        tokio::spawn(writer::run(
+            pool.clone(),
+            commands,
+            options.clock,
+            observer.clone(),
+        ));
         Ok(PostgresStore {
             pool,
             writer,
@@ -149,6 +158,12 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         let version = schema::applied_version(&client).await?;
         super::expect_schema_version(i64::from(version), i64::from(schema::CURRENT_VERSION))
+    }
+
+    /// Runs on a pooled connection of its own: PostgreSQL needs no single writer, and the
+    /// statement is safe beside other replicas' retention (see `retention`).
+    async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
+        retention::delete_batch(&self.pool, cutoff, limit).await
     }
 
     async fn shutdown(&self) {

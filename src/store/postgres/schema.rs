@@ -6,12 +6,12 @@ use deadpool_postgres::Client;
 use crate::store::StoreError;
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i32 = 1;
+pub const CURRENT_VERSION: i32 = 2;
 
 /// Any constant works as long as every replica uses the same one ("wbhk" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7762_686b;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2_CREATED_AT)];
 
 /// Text columns that are ordered or compared use the "C" collation: byte order, as SQLite's
 /// BINARY, so both backends sort `message_id` and `from` alike whatever the database's locale.
@@ -35,6 +35,14 @@ CREATE TABLE sender_counts (
     message_count BIGINT NOT NULL
 );
 CREATE INDEX sender_counts_top ON sender_counts (message_count DESC, from_msisdn);
+"#;
+
+/// Retention finds the oldest rows by `created_at`. PostgreSQL keeps no insertion order to walk
+/// (SQLite's rowid), so without this index every retention batch would scan the whole table.
+/// The key only grows, so inserts add to the right-most leaf, the cheapest case of a B-tree.
+/// The "C" collation makes the text compare byte by byte, as the fixed-width timestamps sort.
+const V2_CREATED_AT: &str = r#"
+CREATE INDEX messages_by_created_at ON messages ((created_at COLLATE "C"));
 "#;
 
 const BOOKKEEPING: &str = "

@@ -7,7 +7,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 
-use crate::clock::utc_now_rfc3339;
+use crate::clock::Clock;
 use crate::message::{Message, fold_case};
 use crate::store::writer::{Batch, Command, ObserverSlot};
 use crate::store::{InsertOutcome, StoreError};
@@ -38,17 +38,22 @@ WITH batch AS (
 SELECT message_id FROM inserted
 "#;
 
-pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>, observer: ObserverSlot) {
+pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>, clock: Clock, observer: ObserverSlot) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.recv().await {
         batch.gather(first, &mut commands);
         if !batch.messages().is_empty() {
             let started = Instant::now();
-            let committed = commit_with_retry(&pool, batch.messages()).await;
+            let committed = commit_with_retry(&pool, batch.messages(), &clock).await;
             if committed.is_ok() {
                 observer.batch_committed(batch.messages().len(), started.elapsed());
             }
             batch.answer(committed);
+        }
+        // The store deletes on a connection of its own; a delete sent here is run all the same.
+        for (request, reply) in batch.take_deletes() {
+            let deleted = super::retention::delete_batch(&pool, &request.cutoff, request.limit).await;
+            let _ = reply.send(deleted);
         }
         // Readiness asks the pool directly; nothing sends probes here, but answer any.
         for probe in batch.take_probes() {
@@ -58,10 +63,14 @@ pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>, observer: Ob
     batch.finish();
 }
 
-async fn commit_with_retry(pool: &Pool, messages: &[Message]) -> Result<Vec<InsertOutcome>, StoreError> {
+async fn commit_with_retry(
+    pool: &Pool,
+    messages: &[Message],
+    clock: &Clock,
+) -> Result<Vec<InsertOutcome>, StoreError> {
     let mut attempt = 1;
     loop {
-        match commit(pool, messages).await {
+        match commit(pool, messages, clock).await {
             Err(Failure::Retryable(_)) if attempt < ATTEMPTS => attempt += 1,
             Err(Failure::Retryable(error) | Failure::Fatal(error)) => return Err(error),
             Ok(outcomes) => return Ok(outcomes),
@@ -69,12 +78,12 @@ async fn commit_with_retry(pool: &Pool, messages: &[Message]) -> Result<Vec<Inse
     }
 }
 
-enum Failure {
+pub(super) enum Failure {
     Retryable(StoreError),
     Fatal(StoreError),
 }
 
-async fn commit(pool: &Pool, messages: &[Message]) -> Result<Vec<InsertOutcome>, Failure> {
+async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<InsertOutcome>, Failure> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
@@ -85,7 +94,7 @@ async fn commit(pool: &Pool, messages: &[Message]) -> Result<Vec<InsertOutcome>,
         .await
         .map_err(|error| Failure::Fatal(super::pool_error(error)))?;
     let statement = client.prepare_cached(INSERT_BATCH).await.map_err(classify)?;
-    let created_at = utc_now_rfc3339();
+    let created_at = clock.now_rfc3339();
     let rows = client
         .query(
             &statement,
@@ -165,7 +174,7 @@ impl<'a> Columns<'a> {
     }
 }
 
-fn classify(error: tokio_postgres::Error) -> Failure {
+pub(super) fn classify(error: tokio_postgres::Error) -> Failure {
     let retryable = matches!(
         error.code(),
         Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE

@@ -2,6 +2,7 @@
 
 mod checkpoint;
 mod queries;
+mod retention;
 mod schema;
 mod writer;
 
@@ -16,9 +17,10 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
+use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
-use crate::store::writer::{ObserverSlot, WriteObserver, WriterHandle};
+use crate::store::writer::{DeleteRequest, ObserverSlot, WriteObserver, WriterHandle};
 use crate::store::{InsertOutcome, MessageFilter, MessagePage, PageRequest, Stats, Store, StoreError};
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
@@ -41,6 +43,8 @@ pub struct SqliteOptions {
     /// SQLite's `max_page_count` on the write connection: the database cannot grow past it
     /// (commits then fail as on a full disk). None: no limit beyond SQLite's own.
     pub max_page_count: Option<u64>,
+    /// Where `created_at` comes from.
+    pub clock: Clock,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +61,7 @@ impl SqliteOptions {
             synchronous,
             read_connections: default_read_connections(),
             max_page_count: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -96,6 +101,7 @@ impl SqliteStore {
             options.synchronous,
             options.max_page_count,
             generation,
+            options.clock,
         );
         let (handle, receiver) = WriterHandle::channel();
         let observer = ObserverSlot::default();
@@ -142,6 +148,17 @@ impl Store for SqliteStore {
         self.writer.probe().await?;
         let version = self.readers.run(schema::schema_version).await?;
         super::expect_schema_version(version, schema::CURRENT_VERSION)
+    }
+
+    /// Runs in the writer thread, between two insert batches, so ingest never waits on a second
+    /// write connection's lock.
+    async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
+        self.writer
+            .delete(DeleteRequest {
+                cutoff: cutoff.to_owned(),
+                limit,
+            })
+            .await
     }
 
     async fn shutdown(&self) {

@@ -18,12 +18,12 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
-use crate::clock::utc_now_rfc3339;
+use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
 use crate::store::sqlite::checkpoint::Checkpointer;
-use crate::store::sqlite::{INDEX_TEXT, Target, schema, unavailable};
-use crate::store::writer::{Batch, Command, ObserverSlot};
+use crate::store::sqlite::{INDEX_TEXT, Target, retention, schema, unavailable};
+use crate::store::writer::{Batch, Command, DeleteRequest, ObserverSlot};
 use crate::store::{InsertOutcome, StoreError};
 
 /// The most inserts committed in one transaction.
@@ -53,6 +53,9 @@ pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>, observer: 
                 observer.batch_committed(batch.messages().len(), started.elapsed());
             }
             batch.answer(committed);
+        }
+        for (request, reply) in batch.take_deletes() {
+            let _ = reply.send(writer.delete(&request));
         }
         let probes = batch.take_probes();
         if !probes.is_empty() {
@@ -106,6 +109,8 @@ pub struct Writer {
     /// When the last write (a batch or a probe) ended, and whether it committed.
     last_write: Option<(Instant, bool)>,
     checkpointer: Checkpointer,
+    /// Where `created_at` comes from.
+    clock: Clock,
 }
 
 impl Writer {
@@ -116,6 +121,7 @@ impl Writer {
         synchronous: Synchronous,
         max_page_count: Option<u64>,
         generation: Arc<AtomicU64>,
+        clock: Clock,
     ) -> Writer {
         Writer {
             opened: target.path().and_then(FileIdentity::of),
@@ -126,15 +132,25 @@ impl Writer {
             generation,
             last_write: None,
             checkpointer: Checkpointer::new(),
+            clock,
         }
     }
 
     /// Commits one batch; any failure answers the whole batch with the error.
     fn commit(&mut self, messages: &[Message]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let created_at = self.clock.now_rfc3339();
         let conn = self.usable_connection()?;
-        let committed = commit(conn, messages).map_err(unavailable);
+        let committed = commit(conn, messages, &created_at).map_err(unavailable);
         self.record_write(committed.is_ok());
         committed
+    }
+
+    /// One retention batch in a transaction of its own.
+    fn delete(&mut self, request: &DeleteRequest) -> Result<u64, StoreError> {
+        let conn = self.usable_connection()?;
+        let deleted = retention::delete_batch(conn, request).map_err(unavailable);
+        self.record_write(deleted.is_ok());
+        deleted
     }
 
     /// Ok when the file is the one opened and a write succeeds (or one just did).
@@ -227,11 +243,14 @@ fn write_probe(conn: &mut Connection) -> rusqlite::Result<()> {
 
 /// One transaction for the whole batch; any failure rolls all of it back. Besides the rows, it
 /// indexes their text for search and bumps the counts that `/stats` reads.
-fn commit(conn: &mut Connection, messages: &[Message]) -> rusqlite::Result<Vec<InsertOutcome>> {
+fn commit(
+    conn: &mut Connection,
+    messages: &[Message],
+    created_at: &str,
+) -> rusqlite::Result<Vec<InsertOutcome>> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let created_at = utc_now_rfc3339();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(messages.len());
     let mut created_per_sender: HashMap<&str, i64> = HashMap::new();
