@@ -30,7 +30,10 @@ async fn ndjson(app: &TestApp, query: &str) -> Vec<Value> {
     let (status, headers, body) = export(app, query).await;
     assert_eq!(status, StatusCode::OK, "{query}: {body}");
     assert_eq!(header(&headers, "content-type"), "application/x-ndjson");
-    assert!(body.is_empty() || body.ends_with('\n'), "{query}: unterminated last line");
+    assert!(
+        body.is_empty() || body.ends_with('\n'),
+        "{query}: unterminated last line"
+    );
     body.lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line:?}: {error}")))
         .collect()
@@ -132,11 +135,14 @@ fn many_rows() -> Vec<Message> {
 // Conformance: every backend
 // ---------------------------------------------------------------------------------------------
 
+/// Which stored rows a query should return.
+type Keep = Box<dyn Fn(&Message) -> bool>;
+
 async fn every_row_comes_in_the_messages_order_with_every_filter(app: TestApp) {
     let rows = many_rows();
     insert_all(&app, &rows).await;
     let since = Timestamp::parse("2025-01-15T10:00:20.5Z").expect("since");
-    let cases: Vec<(&str, Box<dyn Fn(&Message) -> bool>)> = vec![
+    let cases: Vec<(&str, Keep)> = vec![
         ("", Box::new(|_| true)),
         ("?format=ndjson", Box::new(|_| true)),
         // The evaluator's unencoded `+`: it arrives as a space.
@@ -199,7 +205,12 @@ async fn csv_quotes_what_needs_quoting_and_keeps_null_apart_from_empty(app: Test
         message("m05", ALICE, "2025-01-15T10:00:05Z", Some("héllo – 👋 日本")),
         message("m06", ALICE, "2025-01-15T10:00:06Z", None),
         message("m07", ALICE, "2025-01-15T10:00:07Z", Some("")),
-        message("m08", BOB, "2025-01-15T10:00:08Z", Some("=HYPERLINK(\"http://x\",\"y\")")),
+        message(
+            "m08",
+            BOB,
+            "2025-01-15T10:00:08Z",
+            Some("=HYPERLINK(\"http://x\",\"y\")"),
+        ),
         message("m09", BOB, "2025-01-15T10:00:09Z", Some("+1 for this")),
         message("m10", BOB, "2025-01-15T10:00:10Z", Some("-5")),
         message("m11", BOB, "2025-01-15T10:00:11Z", Some("@sum")),
@@ -326,7 +337,12 @@ async fn bad_queries_are_refused_with_422(app: TestApp) {
             .as_array()
             .expect("detail list")
             .iter()
-            .map(|entry| (entry["type"].as_str().expect("type").to_owned(), entry["loc"].clone()))
+            .map(|entry| {
+                (
+                    entry["type"].as_str().expect("type").to_owned(),
+                    entry["loc"].clone(),
+                )
+            })
             .collect();
         let wanted: Vec<(String, Value)> = expected
             .into_iter()
@@ -394,7 +410,14 @@ async fn a_database_failure_mid_stream_breaks_the_body_and_before_it_answers_503
     // service cannot ask for the second page before the client has read most of the first.
     let text = "€".repeat(4_000);
     let rows: Vec<Message> = (0..ROWS)
-        .map(|row| build(&format!("big-{row:05}"), ALICE, "2025-01-15T10:00:00Z", Some(&text)))
+        .map(|row| {
+            build(
+                &format!("big-{row:05}"),
+                ALICE,
+                "2025-01-15T10:00:00Z",
+                Some(&text),
+            )
+        })
         .collect();
     insert_all(&app, &rows).await;
 
@@ -408,14 +431,28 @@ async fn a_database_failure_mid_stream_breaks_the_body_and_before_it_answers_503
     };
     schema.execute("DROP TABLE messages CASCADE").await;
     let cut = read_stream(response).await;
+    eprintln!(
+        "cut short after {} lines: {:?}",
+        cut.lines,
+        cut.error.as_deref().unwrap_or("no error")
+    );
     assert_eq!(cut.lines, 1_000, "the first page arrives whole");
-    assert!(cut.error.is_some(), "the body must end in an error, not look complete");
-    assert!(cut.bytes_after_last_newline == 0, "no partial row after the first page");
+    assert!(
+        cut.error.is_some(),
+        "the body must end in an error, not look complete"
+    );
+    assert!(
+        cut.bytes_after_last_newline == 0,
+        "no partial row after the first page"
+    );
 
     let (status, answer) = app.get_json("/messages/export").await;
     assert_eq!(
         (status, answer),
-        (StatusCode::SERVICE_UNAVAILABLE, json!({"detail": "storage unavailable"}))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"detail": "storage unavailable"})
+        )
     );
 }
 
@@ -542,13 +579,19 @@ async fn check_csv_round_trip(messages: Vec<Message>) {
     assert_eq!(record, vec!["message_id", "from", "to", "ts", "text"]);
     for expected in in_messages_order(messages) {
         let start = reader.position().byte() as usize;
-        assert!(reader.read_record(&mut record).expect("record"), "a row is missing");
+        assert!(
+            reader.read_record(&mut record).expect("record"),
+            "a row is missing"
+        );
         // The reader counts the LF of a CRLF as the start of the next record: take the record
         // as the text between the two line breaks.
         let raw = body[start..reader.position().byte() as usize]
             .strip_prefix('\n')
             .unwrap_or(&body[start..reader.position().byte() as usize]);
-        let raw = raw.strip_suffix("\r\n").or_else(|| raw.strip_suffix('\r')).unwrap_or(raw);
+        let raw = raw
+            .strip_suffix("\r\n")
+            .or_else(|| raw.strip_suffix('\r'))
+            .unwrap_or(raw);
         assert_eq!(record.len(), 5, "{raw:?}");
         assert_eq!(undo_formula_guard(&record[0]), expected.message_id, "{raw:?}");
         assert_eq!(&record[1], expected.from, "{raw:?}");
@@ -587,7 +630,8 @@ async fn seed_sqlite_file(path: &std::path::Path) {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         let mut conn = rusqlite::Connection::open(&path).expect("open the file");
-        conn.pragma_update(None, "cache_size", -256 * 1024).expect("cache size");
+        conn.pragma_update(None, "cache_size", -256 * 1024)
+            .expect("cache size");
         let tx = conn.transaction().expect("transaction");
         // Texts of 150 lower-case ASCII bytes (their case folding is themselves), cut from a
         // filler at a place that depends on the row.
@@ -683,7 +727,9 @@ async fn exporting_200_000_rows_keeps_the_service_memory_flat() {
     let stream_seconds = streaming_started.elapsed().as_secs_f64();
     streaming.store(false, std::sync::atomic::Ordering::Relaxed);
     sampler.join().expect("sampler");
-    let growth = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline);
+    let growth = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(baseline);
     eprintln!(
         "export of {rows} rows, {:.1} MiB, streamed in {stream_seconds:.1} s (seeded in {seed_seconds:.1} s); \
          service VmRSS {baseline} KiB before, peak growth {growth} KiB",
@@ -696,7 +742,10 @@ async fn exporting_200_000_rows_keeps_the_service_memory_flat() {
         growth * 1024 < MEMORY_GROWTH_BOUND_BYTES,
         "the service grew by {growth} KiB while streaming {bytes} bytes"
     );
-    assert!(bytes > 3 * MEMORY_GROWTH_BOUND_BYTES, "the export is too small to tell");
+    assert!(
+        bytes > 3 * MEMORY_GROWTH_BOUND_BYTES,
+        "the export is too small to tell"
+    );
 }
 
 /// The most the service may grow while streaming the export. Measured on a debug build: about
