@@ -15,6 +15,8 @@ const TOKEN: &str = "tok-3f9a1c0d5e7b2a4c";
 const PROTECTED: &[&str] = &[
     "/messages",
     "/messages?limit=1&offset=0&from=+919876543210&since=2025-01-01T00:00:00Z&q=hel",
+    "/messages/export",
+    "/messages/export?format=csv&from=+919876543210&since=2025-01-01T00:00:00Z&q=hel",
     "/stats",
 ];
 
@@ -64,6 +66,21 @@ async fn assert_not_authenticated(app: &TestApp, path: &str, authorization: &[&s
     );
 }
 
+/// Asserts a 200 answer; one that says it is JSON must be JSON (the export is NDJSON or CSV).
+async fn assert_ok(response: reqwest::Response, path: &str) {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    let body = response.text().await.expect("body");
+    assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    if is_json || !path.starts_with("/messages/export") {
+        let parsed = serde_json::from_str::<Value>(&body);
+        assert!(parsed.is_ok(), "{path}: not JSON: {body:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_read_endpoint_refuses_a_missing_wrong_or_misframed_token() {
     let app = app_with_token().await;
@@ -98,8 +115,7 @@ async fn every_read_endpoint_answers_with_the_token() {
     let lowercase = format!("bearer {TOKEN}");
     for path in PROTECTED {
         for authorization in [&bearer, &lowercase] {
-            let (status, body) = json_of(get_with(&app, path, &[authorization]).await).await;
-            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            assert_ok(get_with(&app, path, &[authorization]).await, path).await;
         }
     }
     let (_, page) = json_of(get_with(&app, "/messages", &[&bearer]).await).await;
@@ -109,6 +125,13 @@ async fn every_read_endpoint_answers_with_the_token() {
     // A bad query is still judged, once the caller is known: 422, not 401.
     let (status, _) = json_of(get_with(&app, "/messages?limit=0", &[&bearer]).await).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = json_of(get_with(&app, "/messages/export?format=xml", &[&bearer]).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let export = get_with(&app, "/messages/export?format=csv", &[&bearer]).await;
+    assert_eq!(
+        export.text().await.expect("export"),
+        "message_id,from,to,ts,text\r\nm1,+919876543210,+14155550100,2025-01-15T10:00:00Z,Hello\r\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,8 +161,7 @@ async fn without_a_token_configured_reads_are_open() {
         })
         .await;
         for path in PROTECTED {
-            let (status, body) = app.get_json(path).await;
-            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            assert_ok(app.get(path).await, path).await;
         }
     }
 }

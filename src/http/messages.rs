@@ -8,11 +8,12 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::query::RawParams;
 use super::{ApiError, AppState};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::message::{FieldError, MAX_MESSAGE_ID_CHARS, Message, Timestamp, timestamp_error};
+use crate::message::{FieldError, MAX_MESSAGE_ID_CHARS, Message, Timestamp};
 use crate::store::{MessageFilter, PageRequest, Position};
 
 pub const PATH: &str = "/messages";
@@ -74,43 +75,17 @@ fn decode_cursor(cursor: &str) -> Option<Position> {
 /// Reads the query string, collecting an error entry for every bad parameter. When a
 /// parameter repeats, the last one counts; unknown parameters are ignored.
 fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldError>> {
-    let mut raw = RawParams::default();
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        let slot = match name.as_ref() {
-            "limit" => &mut raw.limit,
-            "offset" => &mut raw.offset,
-            "from" => &mut raw.from,
-            "since" => &mut raw.since,
-            "q" => &mut raw.q,
-            "cursor" => &mut raw.cursor,
-            _ => continue,
-        };
-        *slot = Some(value.into_owned());
-    }
-
+    let mut raw = RawParams::read(query);
     let mut errors = Vec::new();
-    let limit = raw.limit.map_or(Some(DEFAULT_LIMIT), |text| {
-        bounded_integer(&text, "limit", 1, i128::from(MAX_LIMIT), &mut errors)
+    let limit = raw.limit.as_deref().map_or(Some(DEFAULT_LIMIT), |text| {
+        bounded_integer(text, "limit", 1, i128::from(MAX_LIMIT), &mut errors)
             .and_then(|n| u32::try_from(n).ok())
     });
     let offset = raw.offset.as_deref().map_or(Some(0), |text| {
         bounded_integer(text, "offset", 0, i128::from(i64::MAX), &mut errors)
             .and_then(|n| u64::try_from(n).ok())
     });
-    let since = match raw.since {
-        None => None,
-        Some(text) => {
-            let parsed = Timestamp::parse(&text);
-            if parsed.is_none() {
-                errors.push(timestamp_error(vec!["query", "since"], Value::String(text)));
-            }
-            parsed
-        }
-    };
-    // No stored `from` or `text` holds U+0000 (the body rules refuse it), and neither database
-    // takes it in a query (SQLite's FTS5 syntax and PostgreSQL's text both stop at it).
-    reject_nul(raw.from.as_deref(), "from", &mut errors);
-    reject_nul(raw.q.as_deref(), "q", &mut errors);
+    let filter = raw.take_filter(&mut errors);
     let after = match raw.cursor {
         None => None,
         Some(text) => {
@@ -134,46 +109,10 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
         }
     };
     match (limit, offset) {
-        (Some(limit), Some(offset)) if errors.is_empty() => Ok((
-            MessageFilter {
-                from: raw.from.filter(|from| !from.is_empty()).map(restore_plus),
-                since,
-                text_contains: raw.q.filter(|q| !q.is_empty()),
-            },
-            PageRequest { limit, offset, after },
-        )),
-        _ => Err(errors),
-    }
-}
-
-fn reject_nul(value: Option<&str>, name: &'static str, errors: &mut Vec<FieldError>) {
-    if let Some(text) = value.filter(|text| text.contains('\0')) {
-        errors.push(FieldError::new(
-            "value_error",
-            vec!["query", name],
-            "Value error, must not contain the NUL character (U+0000)",
-            Value::String(text.to_owned()),
-        ));
-    }
-}
-
-#[derive(Default)]
-struct RawParams {
-    limit: Option<String>,
-    offset: Option<String>,
-    from: Option<String>,
-    since: Option<String>,
-    q: Option<String>,
-    cursor: Option<String>,
-}
-
-/// An unencoded `+` in a query string arrives as a space: `?from=+91…` means `+91…`.
-fn restore_plus(from: String) -> String {
-    match from.strip_prefix(' ') {
-        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("+{digits}")
+        (Some(limit), Some(offset)) if errors.is_empty() => {
+            Ok((filter, PageRequest { limit, offset, after }))
         }
-        _ => from,
+        _ => Err(errors),
     }
 }
 

@@ -2,10 +2,12 @@
 
 mod auth;
 mod error;
+mod export;
 mod health;
 mod messages;
 mod metrics;
 mod middleware;
+mod query;
 mod stats;
 mod webhook;
 
@@ -30,6 +32,7 @@ use crate::telemetry::{Logger, Metrics};
 pub const ROUTES: &[&str] = &[
     webhook::PATH,
     messages::PATH,
+    export::PATH,
     stats::PATH,
     health::LIVE_PATH,
     health::READY_PATH,
@@ -117,10 +120,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// The endpoints that read stored messages: behind `API_TOKEN` when it is set (SPEC B3).
-/// A new read endpoint (the web page's data, an export) belongs here.
+/// A new read endpoint (the web page's data) belongs here.
 fn reads_behind_the_token(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .merge(messages::router())
+        .merge(export::router())
         .merge(stats::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(state),

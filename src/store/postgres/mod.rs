@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::writer::{ObserverSlot, WriteObserver, WriterHandle};
 use crate::store::{
-    InsertOutcome, MessageFilter, MessagePage, PageRequest, SenderCount, Stats, Store, StoreError,
+    InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, SenderCount, Stats, Store, StoreError,
     TOP_SENDERS,
 };
 
@@ -137,6 +137,16 @@ impl Store for PostgresStore {
         Ok(page)
     }
 
+    async fn export_page(
+        &self,
+        filter: &MessageFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let client = self.client().await?;
+        export_page(&client, filter, after.cloned(), limit).await
+    }
+
     async fn stats(&self) -> Result<Stats, StoreError> {
         let mut client = self.client().await?;
         let tx = snapshot(&mut client).await?;
@@ -236,19 +246,7 @@ async fn list_messages(
 ) -> Result<MessagePage, StoreError> {
     let total = count_matches(client, filter).await?;
     let (clause, mut values) = filter_clause(filter);
-    let clause = match page.after {
-        Some(after) => {
-            values.push(Box::new(after.ts_key));
-            values.push(Box::new(after.message_id));
-            let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
-            format!(
-                "{clause}{joiner} (ts_key, message_id) > (${}, ${})",
-                values.len() - 1,
-                values.len()
-            )
-        }
-        None => clause,
-    };
+    let clause = after_position(clause, &mut values, page.after);
     values.push(Box::new(i64::from(page.limit) + 1));
     values.push(Box::new(i64::try_from(page.offset).unwrap_or(i64::MAX)));
     let select = client
@@ -269,6 +267,51 @@ async fn list_messages(
         page.limit,
         total,
     ))
+}
+
+/// `clause` narrowed to the rows after `after` in the `/messages` order.
+fn after_position(
+    clause: String,
+    values: &mut Vec<Box<dyn ToSql + Sync + Send>>,
+    after: Option<Position>,
+) -> String {
+    let Some(after) = after else {
+        return clause;
+    };
+    values.push(Box::new(after.ts_key));
+    values.push(Box::new(after.message_id));
+    let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
+    format!(
+        "{clause}{joiner} (ts_key, message_id) > (${}, ${})",
+        values.len() - 1,
+        values.len()
+    )
+}
+
+/// One page of an export: up to `limit` matching rows after `after`, not counted. A single
+/// statement, so it needs no transaction to see one snapshot.
+async fn export_page(
+    client: &impl GenericClient,
+    filter: &MessageFilter,
+    after: Option<Position>,
+    limit: u32,
+) -> Result<Vec<Message>, StoreError> {
+    let (clause, mut values) = filter_clause(filter);
+    let clause = after_position(clause, &mut values, after);
+    values.push(Box::new(i64::from(limit)));
+    let select = client
+        .prepare_cached(&format!(
+            "SELECT message_id, from_msisdn, to_msisdn, ts, text, ts_key FROM messages{clause} \
+             ORDER BY ts_key, message_id LIMIT ${}",
+            values.len()
+        ))
+        .await
+        .map_err(unavailable)?;
+    let rows = client
+        .query(&select, &params(&values))
+        .await
+        .map_err(unavailable)?;
+    Ok(rows.iter().map(message_from_row).collect())
 }
 
 /// How many messages match, from the per-sender counts when the filter allows it.

@@ -21,7 +21,9 @@ use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
 use crate::store::writer::{DeleteRequest, ObserverSlot, WriteObserver, WriterHandle};
-use crate::store::{InsertOutcome, MessageFilter, MessagePage, PageRequest, Stats, Store, StoreError};
+use crate::store::{
+    InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
+};
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
 
@@ -127,6 +129,18 @@ impl Store for SqliteStore {
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError> {
         self.readers
             .run(move |conn| queries::list_messages(conn, &filter, page))
+            .await
+    }
+
+    async fn export_page(
+        &self,
+        filter: &MessageFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError> {
+        let (filter, after) = (filter.clone(), after.cloned());
+        self.readers
+            .run(move |conn| queries::export_page(conn, &filter, after, limit))
             .await
     }
 

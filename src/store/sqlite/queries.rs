@@ -4,7 +4,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params_from_iter};
 
 use crate::message::{Message, Timestamp, fold_case};
-use crate::store::{MessageFilter, MessagePage, PageRequest, SenderCount, Stats, TOP_SENDERS};
+use crate::store::{MessageFilter, MessagePage, PageRequest, Position, SenderCount, Stats, TOP_SENDERS};
 
 /// Shorter terms have no trigram to look up; they are found by scanning.
 const MIN_INDEXED_CHARS: usize = 3;
@@ -158,6 +158,57 @@ pub fn list_messages(
         .query_map(params_from_iter(selection.values.iter()), message_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(MessagePage::from_rows(rows, page.limit, total))
+}
+
+/// Below this many hits of `q`, an export page fetches and sorts the hits; above it, it walks
+/// the order and tests each row's text. Each page repeats its search, so sorting costs
+/// `hits` per page and `hits² / page` in all, while walking costs one pass over the rows in all.
+const EXPORT_SORT_HITS_MAX: u64 = 20_000;
+
+/// One page of an export: up to `limit` matching rows after `after`, not counted.
+pub fn export_page(
+    conn: &Connection,
+    filter: &MessageFilter,
+    after: Option<Position>,
+    limit: u32,
+) -> rusqlite::Result<Vec<Message>> {
+    let search = export_search(conn, filter)?;
+    let mut selection = Selection::new(filter, &search);
+    if let Some(after) = after {
+        selection.conditions.push("(m.ts_key, m.message_id) > (?, ?)");
+        selection.values.push(SqlValue::Text(after.ts_key));
+        selection.values.push(SqlValue::Text(after.message_id));
+    }
+    selection.values.push(SqlValue::Integer(i64::from(limit)));
+    conn.prepare_cached(&format!(
+        "SELECT m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key{} \
+         ORDER BY m.ts_key, m.message_id LIMIT ?",
+        selection.sql()
+    ))?
+    .query_map(params_from_iter(selection.values.iter()), message_from_row)?
+    .collect()
+}
+
+/// How an export page answers `q`: from the index when its hits are few, else by testing each
+/// row met along the order (see [`EXPORT_SORT_HITS_MAX`]).
+fn export_search(conn: &Connection, filter: &MessageFilter) -> rusqlite::Result<Search> {
+    let Some(needle) = &filter.text_contains else {
+        return Ok(Search::None);
+    };
+    let folded = fold_case(needle);
+    if folded.chars().count() < MIN_INDEXED_CHARS {
+        return Ok(Search::Scan { folded });
+    }
+    let phrase = fts_phrase(&folded);
+    let hits = count_hits(conn, &phrase)?;
+    Ok(if hits <= EXPORT_SORT_HITS_MAX {
+        Search::SortHits {
+            phrase,
+            hits: Some(hits),
+        }
+    } else {
+        Search::Scan { folded }
+    })
 }
 
 /// How many messages match, from the counters or the search index when the filter allows it.

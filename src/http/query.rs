@@ -1,0 +1,137 @@
+//! The query string of the message reads (`/messages` and `/messages/export`): read by one piece
+//! of code, so both take the same filters under the same rules.
+
+use serde_json::Value;
+
+use crate::message::{FieldError, Timestamp, timestamp_error};
+use crate::store::MessageFilter;
+
+/// The parameters the message reads know, as text. When a parameter repeats, the last one
+/// counts; unknown parameters are ignored.
+#[derive(Debug, Default)]
+pub struct RawParams {
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+    pub cursor: Option<String>,
+    pub from: Option<String>,
+    pub since: Option<String>,
+    pub q: Option<String>,
+    pub format: Option<String>,
+}
+
+impl RawParams {
+    pub fn read(query: &str) -> RawParams {
+        let mut raw = RawParams::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "limit" => &mut raw.limit,
+                "offset" => &mut raw.offset,
+                "cursor" => &mut raw.cursor,
+                "from" => &mut raw.from,
+                "since" => &mut raw.since,
+                "q" => &mut raw.q,
+                "format" => &mut raw.format,
+                _ => continue,
+            };
+            *slot = Some(value.into_owned());
+        }
+        raw
+    }
+
+    /// The filter that `from`, `since` and `q` ask for (taking them out), with an error entry in
+    /// `errors` for each bad one. Empty `from` and `q` mean no constraint.
+    pub fn take_filter(&mut self, errors: &mut Vec<FieldError>) -> MessageFilter {
+        let since = self.since.take().and_then(|text| {
+            let parsed = Timestamp::parse(&text);
+            if parsed.is_none() {
+                errors.push(timestamp_error(vec!["query", "since"], Value::String(text)));
+            }
+            parsed
+        });
+        // No stored `from` or `text` holds U+0000 (the body rules refuse it), and neither database
+        // takes it in a query (SQLite's FTS5 syntax and PostgreSQL's text both stop at it).
+        reject_nul(self.from.as_deref(), "from", errors);
+        reject_nul(self.q.as_deref(), "q", errors);
+        MessageFilter {
+            from: self.from.take().filter(|from| !from.is_empty()).map(restore_plus),
+            since,
+            text_contains: self.q.take().filter(|q| !q.is_empty()),
+        }
+    }
+}
+
+fn reject_nul(value: Option<&str>, name: &'static str, errors: &mut Vec<FieldError>) {
+    if let Some(text) = value.filter(|text| text.contains('\0')) {
+        errors.push(FieldError::new(
+            "value_error",
+            vec!["query", name],
+            "Value error, must not contain the NUL character (U+0000)",
+            Value::String(text.to_owned()),
+        ));
+    }
+}
+
+/// An unencoded `+` in a query string arrives as a space: `?from=+91…` means `+91…`.
+fn restore_plus(from: String) -> String {
+    match from.strip_prefix(' ') {
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("+{digits}")
+        }
+        _ => from,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter_of(query: &str) -> (MessageFilter, Vec<FieldError>) {
+        let mut errors = Vec::new();
+        let filter = RawParams::read(query).take_filter(&mut errors);
+        (filter, errors)
+    }
+
+    #[test]
+    fn an_unencoded_plus_in_from_is_restored() {
+        assert_eq!(
+            filter_of("from=+919876543210").0.from.as_deref(),
+            Some("+919876543210")
+        );
+        assert_eq!(
+            filter_of("from=%2B919876543210").0.from.as_deref(),
+            Some("+919876543210")
+        );
+        assert_eq!(filter_of("from=%20abc").0.from.as_deref(), Some(" abc"));
+        assert_eq!(filter_of("from=+").0.from.as_deref(), Some(" "));
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_parameter_counts_and_empty_ones_mean_no_constraint() {
+        let (filter, errors) = filter_of("q=a&q=bcd&from=&since=2025-01-15T10:00:00Z&other=1");
+        assert!(errors.is_empty());
+        assert_eq!(filter.text_contains.as_deref(), Some("bcd"));
+        assert_eq!(filter.from, None);
+        assert_eq!(
+            filter.since.as_ref().map(Timestamp::as_str),
+            Some("2025-01-15T10:00:00Z")
+        );
+        assert_eq!(filter_of("q=").0, MessageFilter::default());
+    }
+
+    #[test]
+    fn bad_filters_are_reported_in_order() {
+        let (_, errors) = filter_of("since=2025-02-30T00:00:00Z&q=a%00b&from=%2B9%00");
+        let found: Vec<_> = errors
+            .iter()
+            .map(|error| (error.kind, error.loc.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                ("value_error", vec!["query", "since"]),
+                ("value_error", vec!["query", "from"]),
+                ("value_error", vec!["query", "q"]),
+            ]
+        );
+    }
+}
