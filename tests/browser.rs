@@ -31,7 +31,7 @@ fn chromium() -> Option<PathBuf> {
 ///
 /// m01..m24, one a minute from 09:01: even numbers from A (12), 1 mod 4 from B (6), 3 mod 4 from
 /// C (6); "invoice" in any case in m05, m07, m10, m15, m20; m09 without text. Besides: markup
-/// from +15550001 between m18 and m19, and the oldest, a long unbroken text with a 205-character
+/// from +15550001 between m05 and m06, and the oldest, a long unbroken text with a 205-character
 /// id, from +15550002.
 fn seed_messages() -> Vec<serde_json::Value> {
     let mut messages: Vec<_> = (1..=24)
@@ -57,7 +57,7 @@ fn seed_messages() -> Vec<serde_json::Value> {
         })
         .collect();
     messages.push(json!({
-        "message_id": "x-xss", "from": "+15550001", "to": TO, "ts": "2025-01-15T09:18:30Z", "text": XSS_TEXT,
+        "message_id": "x-xss", "from": "+15550001", "to": TO, "ts": "2025-01-15T09:05:30Z", "text": XSS_TEXT,
     }));
     messages.push(json!({
         "message_id": format!("long-{}", "y".repeat(200)),

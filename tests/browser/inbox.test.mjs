@@ -125,23 +125,24 @@ async function theOpenInbox(browser) {
   // Pages of 10, forward and back.
   await andWaitForLoad(page, () => page.selectOption('#filter-limit', '10'));
   check('page 1', [await range(page), await ids(page)],
-    ['1–10 of 26, newest first', ['m24', 'm23', 'm22', 'm21', 'm20', 'm19', 'x-xss', 'm18', 'm17', 'm16']]);
+    ['1–10 of 26, newest first', counting(24, 15)]);
   check('no way back from page 1', await page.locator('#page-previous').isDisabled(), true);
   await andWaitForLoad(page, () => page.click('#page-next'));
-  check('page 2', [await range(page), await ids(page)], ['11–20 of 26, newest first', counting(15, 6)]);
+  check('page 2', [await range(page), await ids(page)], ['11–20 of 26, newest first', [...counting(14, 6), 'x-xss']]);
   await andWaitForLoad(page, () => page.click('#page-next'));
   check('page 3, the oldest', [await range(page), await ids(page)],
     ['21–26 of 26, newest first', [...counting(5, 1), `long-${'y'.repeat(200)}`]]);
   check('no way forward from the last page', await page.locator('#page-next').isDisabled(), true);
   check('the page number', await text(page, '#page-number'), 'Page 3 of 3');
   await andWaitForLoad(page, () => page.click('#page-previous'));
-  check('back to page 2', [await range(page), await ids(page)], ['11–20 of 26, newest first', counting(15, 6)]);
+  check('back to page 2', [await range(page), await ids(page)], ['11–20 of 26, newest first', [...counting(14, 6), 'x-xss']]);
   await andWaitForLoad(page, () => page.click('#page-first'));
   check('back to page 1', await range(page), '1–10 of 26, newest first');
 
   // The API's own order, oldest first, and its last page.
   await andWaitForLoad(page, () => page.selectOption('#filter-order', 'oldest'));
-  check('oldest first', [await range(page), (await ids(page)).slice(1)], ['1–10 of 26, oldest first', counting(1, 9)]);
+  check('oldest first', [await range(page), (await ids(page)).slice(1)],
+    ['1–10 of 26, oldest first', [...counting(1, 5), 'x-xss', ...counting(6, 8)]]);
   await andWaitForLoad(page, () => page.click('#page-last'));
   check('the last page oldest first', [await range(page), await ids(page)],
     ['21–26 of 26, oldest first', ['m19', 'm20', 'm21', 'm22', 'm23', 'm24']]);
@@ -200,6 +201,8 @@ async function theOpenInbox(browser) {
     ['m25', '1–10 of 27, newest first', '27', '2025-01-15T10:00:00Z']);
   check('refresh: the status line says when', /^Updated at \d\d:\d\d:\d\d UTC: 1–10 of 27, newest first$/.test(await text(page, '#status')), true);
 
+  await page.screenshot({ path: path.join(ARTIFACTS, 'inbox.png'), fullPage: true });
+
   // The keyboard alone: Tab reaches Refresh (after the skip link), Enter presses it, the focus ring shows.
   await navigate(page);
   await page.keyboard.press('Tab');
@@ -225,7 +228,6 @@ async function theOpenInbox(browser) {
   await andWaitForLoad(page, () => page.click('#refresh'));
   check('and goes away when the service is back', await page.locator('#problem').isVisible(), false);
 
-  await page.screenshot({ path: path.join(ARTIFACTS, 'inbox.png'), fullPage: true });
   check('no script errors', problems, []);
   await page.close();
 }
