@@ -8,6 +8,7 @@
 
 mod child;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,10 +22,10 @@ const C: &str = "+447700900123";
 const TO: &str = "+14155550100";
 const XSS_TEXT: &str = r#"<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">"#;
 
-/// `CHROMIUM` when set, else Debian's `/usr/bin/chromium`, if it is there.
-fn chromium() -> Option<PathBuf> {
+/// `CHROMIUM` when set, else Debian's `/usr/bin/chromium`: `Err` with the path when it is not there.
+fn chromium() -> Result<PathBuf, PathBuf> {
     let path = std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
-    path.is_file().then_some(path)
+    if path.is_file() { Ok(path) } else { Err(path) }
 }
 
 /// What the script expects to find (the counts and orders it checks follow from these).
@@ -92,13 +93,18 @@ fn artifacts_dir() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_page_works_in_headless_chromium() {
-    let Some(chromium) = chromium() else {
-        println!(
-            "SKIPPED the browser test: no Chromium at /usr/bin/chromium (or $CHROMIUM). \
-             Install it with `apt-get install -y chromium` and run `npm ci --prefix tests/browser`."
-        );
-        eprintln!("browser test skipped: Chromium is not installed");
-        return;
+    let chromium = match chromium() {
+        Ok(path) => path,
+        Err(missing) => {
+            let note = format!(
+                "SKIPPED the browser test: no Chromium at {} (set CHROMIUM to use another). \
+                 Install it with `apt-get install -y chromium` and run `npm ci --prefix tests/browser`.",
+                missing.display()
+            );
+            // Straight to stderr: the test harness captures `println!`, and a skip must be seen.
+            let _ = writeln!(std::io::stderr(), "{note}");
+            return;
+        }
     };
     let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     assert!(
