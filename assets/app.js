@@ -254,6 +254,7 @@ function rangeText(page, rows, total) {
 }
 
 function showPage({ rows, total, page }) {
+  const focused = document.activeElement;
   byId('rows').replaceChildren(...rows.map(messageRow));
   byId('no-rows').hidden = rows.length > 0;
   byId('no-rows').textContent = hasFilters() ? 'No messages match these filters.' : 'No messages yet.';
@@ -266,6 +267,10 @@ function showPage({ rows, total, page }) {
   byId('page-previous').disabled = page === 0;
   byId('page-next').disabled = page >= last;
   byId('page-last').disabled = page >= last;
+  // A pager button that just turned disabled drops the focus; keep the reader near the list.
+  if (focused instanceof HTMLButtonElement && focused.disabled) {
+    byId('messages-heading').focus();
+  }
   return range;
 }
 
@@ -333,7 +338,7 @@ async function load() {
     page: state.page,
     knownTotal: state.knownTotal,
   };
-  byId('main').setAttribute('aria-busy', 'true');
+  byId('inbox').setAttribute('aria-busy', 'true');
   say('Loading…');
   const [stats, list] = await Promise.allSettled([getJson('/stats'), fetchPage(request)]);
   if (generation !== state.generation) {
@@ -342,7 +347,7 @@ async function load() {
   try {
     present(stats, list);
   } finally {
-    byId('main').setAttribute('aria-busy', 'false');
+    byId('inbox').setAttribute('aria-busy', 'false');
     state.loads += 1;
     document.body.dataset.loads = String(state.loads);
   }

@@ -133,6 +133,7 @@ async function theOpenInbox(browser) {
   check('page 3, the oldest', [await range(page), await ids(page)],
     ['21–26 of 26, newest first', [...counting(5, 1), `long-${'y'.repeat(200)}`]]);
   check('no way forward from the last page', await page.locator('#page-next').isDisabled(), true);
+  check('the focus moves from the disabled button to the list', await page.evaluate(() => document.activeElement.id), 'messages-heading');
   check('the page number', await text(page, '#page-number'), 'Page 3 of 3');
   await andWaitForLoad(page, () => page.click('#page-previous'));
   check('back to page 2', [await range(page), await ids(page)], ['11–20 of 26, newest first', [...counting(14, 6), 'x-xss']]);
