@@ -20,8 +20,17 @@ const PROTECTED: &[&str] = &[
     "/stats",
 ];
 
-/// What stays open whatever the token.
-const OPEN: &[&str] = &["/health/live", "/health/ready", "/metrics"];
+/// What stays open whatever the token. The web page and its files hold no data (the page reads
+/// `/stats` and `/messages` with the token).
+const OPEN: &[&str] = &[
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+    "/",
+    "/assets/app.js",
+    "/assets/app.css",
+    "/assets/icon.svg",
+];
 
 async fn app_with_token() -> TestApp {
     let app = TestApp::spawn_with(Options {

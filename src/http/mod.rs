@@ -7,6 +7,7 @@ mod health;
 mod messages;
 mod metrics;
 mod middleware;
+mod page;
 mod query;
 mod stats;
 mod webhook;
@@ -37,6 +38,10 @@ pub const ROUTES: &[&str] = &[
     health::LIVE_PATH,
     health::READY_PATH,
     metrics::PATH,
+    page::INDEX_PATH,
+    page::SCRIPT_PATH,
+    page::STYLE_PATH,
+    page::ICON_PATH,
 ];
 
 /// Who may write and who may read.
@@ -109,6 +114,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(reads_behind_the_token(&state))
         .merge(health::router())
         .merge(metrics::router())
+        .merge(page::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(middleware::panic_response))

@@ -1,0 +1,517 @@
+// The webhook-inbox page: reads /stats and /messages with fetch and shows them. No framework.
+// Stored text is only ever inserted with textContent, never parsed as HTML.
+'use strict';
+
+const TOKEN_KEY = 'webhook-inbox.api-token';
+const ORDERS = ['newest', 'oldest'];
+const PAGE_SIZES = [10, 25, 50, 100];
+const DEFAULT_PAGE_SIZE = 50;
+const FIELD_NAMES = { from: 'From', since: 'Since', q: 'Text contains', limit: 'Per page', offset: 'Page' };
+// A page read "newest first" is found by counting back from the total; if messages arrive
+// between two requests the total moves, so the window is computed again a few times at most.
+const MAX_ATTEMPTS = 3;
+
+const byId = (id) => document.getElementById(id);
+const numberFormat = new Intl.NumberFormat('en-US');
+
+const state = {
+  filters: { from: '', since: '', q: '' },
+  order: 'newest',
+  limit: DEFAULT_PAGE_SIZE,
+  page: 0,
+  // The total of the last answer for these filters: "newest first" offsets count back from it.
+  knownTotal: null,
+  // Each load takes a new number; answers to an older load are dropped.
+  generation: 0,
+  loads: 0,
+};
+
+// sessionStorage can be switched off; the token then lives only as long as the page.
+const tokenStore = {
+  memory: null,
+  get() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return this.memory;
+    }
+  },
+  set(token) {
+    try {
+      sessionStorage.setItem(TOKEN_KEY, token);
+    } catch {
+      this.memory = token;
+    }
+  },
+  clear() {
+    this.memory = null;
+    try {
+      sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // Nothing was stored there.
+    }
+  },
+};
+
+class ApiProblem extends Error {
+  constructor(status, message, fields = [], tokenSent = false) {
+    super(message);
+    this.status = status;
+    this.fields = fields;
+    this.tokenSent = tokenSent;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Talking to the API
+// ---------------------------------------------------------------------------------------------
+
+async function getJson(path, params) {
+  const url = params ? `${path}?${params}` : path;
+  const headers = { Accept: 'application/json' };
+  const token = tokenStore.get();
+  if (token) {
+    headers.Authorization = `Bearer ${token}`;
+  }
+  let response;
+  try {
+    response = await fetch(url, { headers, cache: 'no-store' });
+  } catch {
+    throw new ApiProblem(0, 'Could not reach the service. Is it running? Try Refresh.');
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw problemFrom(response, body, Boolean(token));
+  }
+  return body;
+}
+
+function problemFrom(response, body, tokenSent) {
+  const { status } = response;
+  const detail = body ? body.detail : undefined;
+  if (status === 401) {
+    return new ApiProblem(401, 'not authenticated', [], tokenSent);
+  }
+  if (status === 422 && Array.isArray(detail)) {
+    const fields = detail.map((entry) => lastOf(entry.loc));
+    const lines = detail.map((entry) => `${FIELD_NAMES[lastOf(entry.loc)] || lastOf(entry.loc)}: ${entry.msg}`);
+    return new ApiProblem(422, `The service refused the filters (422).\n${lines.join('\n')}`, fields);
+  }
+  const said = typeof detail === 'string' ? detail : response.statusText;
+  if (status === 503) {
+    return new ApiProblem(503, `The service is unavailable (503: ${said}). Try Refresh in a moment.`);
+  }
+  return new ApiProblem(status, `The service answered ${status}: ${said}.`);
+}
+
+function lastOf(list) {
+  return Array.isArray(list) && list.length > 0 ? String(list[list.length - 1]) : '';
+}
+
+function listParams(filters, window) {
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(filters)) {
+    if (value) {
+      params.set(name, value);
+    }
+  }
+  params.set('limit', String(window.limit));
+  params.set('offset', String(window.offset));
+  return params;
+}
+
+function lastPage(total, limit) {
+  return Math.max(0, Math.ceil(total / limit) - 1);
+}
+
+// The API lists oldest first. "Newest first" reads the same list from its end: page N is the
+// window that ends N pages before the total.
+function pageWindow(page, limit, total, order) {
+  if (order === 'oldest') {
+    return { offset: page * limit, limit };
+  }
+  if (total === null) {
+    return { offset: 0, limit };
+  }
+  const end = Math.max(0, total - page * limit);
+  const start = Math.max(0, end - limit);
+  return { offset: start, limit: Math.max(1, end - start) };
+}
+
+// One page of messages as the reader asked for it: { rows, total, page }.
+async function fetchPage(request) {
+  const { filters, order, limit } = request;
+  let { page, knownTotal: total } = request;
+  let rows = [];
+  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
+    const asked = pageWindow(page, limit, total, order);
+    const answer = await getJson('/messages', listParams(filters, asked));
+    total = answer.total;
+    page = Math.min(page, lastPage(total, limit));
+    const wanted = pageWindow(page, limit, total, order);
+    rows = answer.data;
+    if (wanted.offset === asked.offset && wanted.limit <= asked.limit) {
+      rows = rows.slice(0, wanted.limit);
+      break;
+    }
+  }
+  return { rows: order === 'newest' ? [...rows].reverse() : rows, total, page };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Showing things
+// ---------------------------------------------------------------------------------------------
+
+function say(text) {
+  byId('status').textContent = text;
+}
+
+function showProblem(text) {
+  const box = byId('problem');
+  box.textContent = text;
+  box.hidden = false;
+}
+
+function hideProblem() {
+  const box = byId('problem');
+  box.hidden = true;
+  box.textContent = '';
+}
+
+function count(n) {
+  return numberFormat.format(n);
+}
+
+function showStats(stats) {
+  byId('stat-total').textContent = count(stats.total_messages);
+  byId('stat-senders').textContent = count(stats.senders_count);
+  byId('stat-first').textContent = stats.first_message_ts ?? '—';
+  byId('stat-last').textContent = stats.last_message_ts ?? '—';
+  const senders = stats.messages_per_sender || [];
+  byId('top-senders').replaceChildren(...senders.map(senderItem));
+  byId('no-senders').hidden = senders.length > 0;
+}
+
+function senderItem(sender) {
+  const item = document.createElement('li');
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.textContent = sender.from;
+  button.setAttribute('aria-label', `${sender.from}: show only this sender's messages`);
+  button.addEventListener('click', () => {
+    byId('filter-from').value = sender.from;
+    applyForm();
+  });
+  const tally = document.createElement('span');
+  tally.className = 'sender-count';
+  tally.textContent = ` ${count(sender.count)} ${sender.count === 1 ? 'message' : 'messages'}`;
+  item.append(button, tally);
+  return item;
+}
+
+function messageRow(message) {
+  const row = document.createElement('tr');
+  const time = document.createElement('time');
+  time.dateTime = message.ts;
+  time.textContent = message.ts;
+  row.append(
+    cell('Time (UTC)', 'ts', time),
+    cell('From', 'from', message.from),
+    cell('To', 'to', message.to),
+    cell('Text', 'text', message.text === null ? noText() : String(message.text)),
+    cell('Message ID', 'id', message.message_id),
+  );
+  return row;
+}
+
+function cell(label, kind, content) {
+  const td = document.createElement('td');
+  td.className = kind;
+  td.dataset.label = label;
+  if (typeof content === 'string') {
+    td.textContent = content;
+  } else {
+    td.append(content);
+  }
+  return td;
+}
+
+function noText() {
+  const marker = document.createElement('span');
+  marker.className = 'no-text';
+  marker.textContent = 'no text';
+  return marker;
+}
+
+function rangeText(page, rows, total) {
+  if (total === 0) {
+    return hasFilters() ? 'No messages match these filters.' : 'No messages yet.';
+  }
+  const first = page * state.limit + 1;
+  const last = page * state.limit + rows.length;
+  const order = state.order === 'newest' ? 'newest first' : 'oldest first';
+  return `${count(first)}–${count(last)} of ${count(total)}, ${order}`;
+}
+
+function showPage({ rows, total, page }) {
+  const focused = document.activeElement;
+  byId('rows').replaceChildren(...rows.map(messageRow));
+  byId('no-rows').hidden = rows.length > 0;
+  byId('no-rows').textContent = hasFilters() ? 'No messages match these filters.' : 'No messages yet.';
+  const range = rangeText(page, rows, total);
+  byId('range').textContent = range;
+  byId('messages-caption').textContent = `Messages ${range}`;
+  const last = lastPage(total, state.limit);
+  byId('page-number').textContent = `Page ${count(page + 1)} of ${count(last + 1)}`;
+  byId('page-first').disabled = page === 0;
+  byId('page-previous').disabled = page === 0;
+  byId('page-next').disabled = page >= last;
+  byId('page-last').disabled = page >= last;
+  // A pager button that just turned disabled drops the focus; keep the reader near the list.
+  if (focused instanceof HTMLButtonElement && focused.disabled) {
+    byId('messages-heading').focus();
+  }
+  return range;
+}
+
+function clearData() {
+  for (const id of ['stat-total', 'stat-senders', 'stat-first', 'stat-last']) {
+    byId(id).textContent = '–';
+  }
+  byId('top-senders').replaceChildren();
+  byId('rows').replaceChildren();
+  byId('range').textContent = '';
+  byId('page-number').textContent = '';
+}
+
+function markInvalidFields(fields) {
+  for (const name of ['from', 'since', 'q']) {
+    const input = byId(`filter-${name}`);
+    if (fields.includes(name)) {
+      input.setAttribute('aria-invalid', 'true');
+    } else {
+      input.removeAttribute('aria-invalid');
+    }
+  }
+}
+
+function showTokenButton() {
+  byId('forget-token').hidden = !tokenStore.get();
+}
+
+function askForToken(tokenWasRefused) {
+  if (tokenWasRefused) {
+    tokenStore.clear();
+  }
+  showTokenButton();
+  clearData();
+  byId('inbox').hidden = true;
+  byId('token-section').hidden = false;
+  const reason = tokenWasRefused
+    ? 'That token was not accepted (401). Enter the API token again.'
+    : 'This inbox is protected by API_TOKEN: enter the token to read the messages.';
+  byId('token-reason').textContent = reason;
+  say(tokenWasRefused ? 'Token refused.' : 'API token needed.');
+  byId('token-input').focus();
+}
+
+function showInbox() {
+  byId('token-section').hidden = true;
+  byId('inbox').hidden = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+function hasFilters() {
+  return Object.values(state.filters).some(Boolean);
+}
+
+async function load() {
+  state.generation += 1;
+  const generation = state.generation;
+  const request = {
+    filters: { ...state.filters },
+    order: state.order,
+    limit: state.limit,
+    page: state.page,
+    knownTotal: state.knownTotal,
+  };
+  byId('inbox').setAttribute('aria-busy', 'true');
+  say('Loading…');
+  const [stats, list] = await Promise.allSettled([getJson('/stats'), fetchPage(request)]);
+  if (generation !== state.generation) {
+    return;
+  }
+  try {
+    present(stats, list);
+  } finally {
+    byId('inbox').setAttribute('aria-busy', 'false');
+    state.loads += 1;
+    document.body.dataset.loads = String(state.loads);
+  }
+}
+
+function present(stats, list) {
+  const refused = [stats, list].find((outcome) => outcome.status === 'rejected' && outcome.reason.status === 401);
+  if (refused) {
+    askForToken(refused.reason.tokenSent);
+    return;
+  }
+  showInbox();
+  const problems = [];
+  if (stats.status === 'fulfilled') {
+    showStats(stats.value);
+  } else {
+    problems.push(`Stats: ${stats.reason.message}`);
+  }
+  let range = '';
+  if (list.status === 'fulfilled') {
+    state.page = list.value.page;
+    state.knownTotal = list.value.total;
+    range = showPage(list.value);
+    markInvalidFields([]);
+  } else {
+    byId('rows').replaceChildren();
+    byId('range').textContent = '';
+    markInvalidFields(list.reason.fields || []);
+    problems.push(`Messages: ${list.reason.message}`);
+  }
+  if (problems.length > 0) {
+    showProblem(problems.join('\n'));
+    say('Something went wrong; see the message above.');
+  } else {
+    hideProblem();
+    say(`Updated at ${new Date().toISOString().slice(11, 19)} UTC: ${range}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reader's actions
+// ---------------------------------------------------------------------------------------------
+
+// A bare date means midnight UTC of that day.
+function normalisedSince(text) {
+  return /^\d{4}-\d{2}-\d{2}$/.test(text) ? `${text}T00:00:00Z` : text;
+}
+
+function readForm() {
+  const since = normalisedSince(byId('filter-since').value.trim());
+  byId('filter-since').value = since;
+  state.filters = {
+    from: byId('filter-from').value.trim(),
+    since,
+    q: byId('filter-q').value,
+  };
+  state.order = ORDERS.includes(byId('filter-order').value) ? byId('filter-order').value : 'newest';
+  state.limit = Number(byId('filter-limit').value) || DEFAULT_PAGE_SIZE;
+}
+
+function writeForm() {
+  byId('filter-from').value = state.filters.from;
+  byId('filter-since').value = state.filters.since;
+  byId('filter-q').value = state.filters.q;
+  byId('filter-order').value = state.order;
+  byId('filter-limit').value = String(state.limit);
+}
+
+// The filters live in the address, so a reload or a shared link shows the same list.
+function writeAddress() {
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(state.filters)) {
+    if (value) {
+      params.set(name, value);
+    }
+  }
+  if (state.order !== 'newest') {
+    params.set('order', state.order);
+  }
+  if (state.limit !== DEFAULT_PAGE_SIZE) {
+    params.set('limit', String(state.limit));
+  }
+  const query = params.toString();
+  history.replaceState(null, '', query ? `?${query}` : location.pathname);
+}
+
+function readAddress() {
+  const params = new URLSearchParams(location.search);
+  state.filters = {
+    from: params.get('from') || '',
+    since: params.get('since') || '',
+    q: params.get('q') || '',
+  };
+  const order = params.get('order');
+  state.order = ORDERS.includes(order) ? order : 'newest';
+  const limit = Number(params.get('limit'));
+  state.limit = PAGE_SIZES.includes(limit) ? limit : DEFAULT_PAGE_SIZE;
+}
+
+function applyForm() {
+  readForm();
+  state.page = 0;
+  state.knownTotal = null;
+  writeAddress();
+  load();
+}
+
+function goToPage(page) {
+  state.page = Math.max(0, page);
+  load();
+}
+
+function useToken(event) {
+  event.preventDefault();
+  const input = byId('token-input');
+  const token = input.value.trim();
+  if (!/^[\x20-\x7e]+$/.test(token)) {
+    byId('token-reason').textContent = 'A token is printable ASCII text; enter it again.';
+    input.focus();
+    return;
+  }
+  tokenStore.set(token);
+  input.value = '';
+  showTokenButton();
+  showInbox();
+  state.knownTotal = null;
+  load();
+}
+
+function forgetToken() {
+  tokenStore.clear();
+  showTokenButton();
+  clearData();
+  say('Token forgotten.');
+  load();
+}
+
+function start() {
+  readAddress();
+  writeForm();
+  showTokenButton();
+  byId('filters').addEventListener('submit', (event) => {
+    event.preventDefault();
+    applyForm();
+  });
+  byId('filter-order').addEventListener('change', applyForm);
+  byId('filter-limit').addEventListener('change', applyForm);
+  byId('clear-filters').addEventListener('click', () => {
+    byId('filter-from').value = '';
+    byId('filter-since').value = '';
+    byId('filter-q').value = '';
+    applyForm();
+  });
+  byId('refresh').addEventListener('click', () => {
+    state.knownTotal = null;
+    load();
+  });
+  byId('page-first').addEventListener('click', () => goToPage(0));
+  byId('page-previous').addEventListener('click', () => goToPage(state.page - 1));
+  byId('page-next').addEventListener('click', () => goToPage(state.page + 1));
+  byId('page-last').addEventListener('click', () => goToPage(lastPage(state.knownTotal ?? 0, state.limit)));
+  byId('token-form').addEventListener('submit', useToken);
+  byId('forget-token').addEventListener('click', forgetToken);
+  load();
+}
+
+start();

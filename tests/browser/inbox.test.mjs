@@ -1,0 +1,303 @@
+// The web inbox page (GET /) in headless Chromium, against real running services.
+// Started by tests/browser.rs, which starts the binary twice on fresh SQLite files, fills them
+// with the `send` subcommand and passes everything here through the environment:
+//   INBOX_URL      a service without API_TOKEN, holding the messages of seedMessages() in browser.rs
+//   TOKEN_URL      a service with API_TOKEN=API_TOKEN, holding one message
+//   WEBHOOK_INBOX  the binary (to send one more message while the page is open)
+//   WEBHOOK_SECRET the services' secret
+//   ARTIFACTS      where the screenshots go
+//   CHROMIUM       the browser executable
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { chromium } from 'playwright-core';
+
+const env = (name) => {
+  const value = process.env[name];
+  assert.ok(value, `${name} is not set (run this through \`cargo test --test browser\`)`);
+  return value;
+};
+
+const INBOX_URL = env('INBOX_URL');
+const TOKEN_URL = env('TOKEN_URL');
+const API_TOKEN = env('API_TOKEN');
+const BIN = env('WEBHOOK_INBOX');
+const SECRET = env('WEBHOOK_SECRET');
+const ARTIFACTS = env('ARTIFACTS');
+const CHROMIUM = env('CHROMIUM');
+
+const A = '+919876543210';
+const B = '+14155550111';
+const C = '+447700900123';
+const XSS_TEXT = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">';
+const WAIT_MS = 15_000;
+
+let checks = 0;
+function check(description, actual, expected) {
+  assert.deepEqual(actual, expected, description);
+  checks += 1;
+}
+
+// Runs `action` and waits until the page finished the load it started.
+async function andWaitForLoad(page, action) {
+  const before = Number(await page.evaluate(() => document.body.dataset.loads || '0'));
+  await action();
+  await page.waitForFunction((n) => Number(document.body.dataset.loads || '0') > n, before, { timeout: WAIT_MS });
+}
+
+// Loads `url` (or reloads) and waits until the page finished its first load.
+async function navigate(page, url) {
+  await (url ? page.goto(url) : page.reload());
+  await page.waitForFunction(() => Number(document.body.dataset.loads || '0') >= 1, null, { timeout: WAIT_MS });
+}
+
+async function openPage(browser, url, viewport) {
+  const page = await browser.newPage({ viewport });
+  const problems = [];
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !message.text().includes('401') && !message.text().includes('422')
+        && !message.text().includes('503')) {
+      problems.push(`console error: ${message.text()}`);
+    }
+  });
+  await navigate(page, url);
+  return { page, problems };
+}
+
+const text = (page, selector) => page.locator(selector).innerText();
+const ids = (page) => page.locator('#rows td.id').allInnerTexts();
+const column = (page, kind) => page.locator(`#rows td.${kind}`).allInnerTexts();
+const range = (page) => text(page, '#range');
+
+function counting(from, to, prefix = 'm') {
+  const out = [];
+  const step = from <= to ? 1 : -1;
+  for (let i = from; step > 0 ? i <= to : i >= to; i += step) {
+    out.push(`${prefix}${String(i).padStart(2, '0')}`);
+  }
+  return out;
+}
+
+async function submitFilters(page, values) {
+  for (const [name, value] of Object.entries(values)) {
+    await page.fill(`#filter-${name}`, value);
+  }
+  // Enter in the last text field submits the form, as a person would do.
+  const last = Object.keys(values).at(-1);
+  await andWaitForLoad(page, () => page.press(`#filter-${last}`, 'Enter'));
+}
+
+async function stats(page) {
+  return {
+    total: await text(page, '#stat-total'),
+    senders: await text(page, '#stat-senders'),
+    first: await text(page, '#stat-first'),
+    last: await text(page, '#stat-last'),
+    top: await page.locator('#top-senders li').allInnerTexts(),
+  };
+}
+
+async function theOpenInbox(browser) {
+  const { page, problems } = await openPage(browser, `${INBOX_URL}/`, { width: 1280, height: 900 });
+
+  check('the figures of /stats', await stats(page), {
+    total: '26',
+    senders: '5',
+    first: '2025-01-15T08:00:00Z',
+    last: '2025-01-15T09:24:00Z',
+    top: [`${A} 12 messages`, `${B} 6 messages`, `${C} 6 messages`, '+15550001 1 message', '+15550002 1 message'],
+  });
+  check('the page opens newest first, 50 a page', await range(page), '1–26 of 26, newest first');
+  check('the newest message is on top', (await ids(page)).slice(0, 3), ['m24', 'm23', 'm22']);
+  check('the nearest row shows what was sent', await page.locator('#rows tr').first().innerText(),
+    ['2025-01-15T09:24:00Z', A, '+14155550100', 'Hello number 24', 'm24'].join('\t'));
+  check('a message without text says so', await page.locator('#rows tr', { hasText: 'm09' }).locator('td.text').innerText(), 'no text');
+
+  // Text that looks like markup is shown as text, and nothing in it runs.
+  const xssCell = page.locator('#rows tr', { hasText: 'x-xss' }).locator('td.text');
+  check('markup in a message is literal text', await xssCell.innerText(), XSS_TEXT);
+  check('no element was made from it', await xssCell.evaluate((cell) => cell.children.length), 0);
+  check('no image element in the list', await page.locator('#rows img').count(), 0);
+  check('no script ran', await page.evaluate(() => window.__xss), undefined);
+
+  // Pages of 10, forward and back.
+  await andWaitForLoad(page, () => page.selectOption('#filter-limit', '10'));
+  check('page 1', [await range(page), await ids(page)],
+    ['1–10 of 26, newest first', counting(24, 15)]);
+  check('no way back from page 1', await page.locator('#page-previous').isDisabled(), true);
+  await andWaitForLoad(page, () => page.click('#page-next'));
+  check('page 2', [await range(page), await ids(page)], ['11–20 of 26, newest first', [...counting(14, 6), 'x-xss']]);
+  await andWaitForLoad(page, () => page.click('#page-next'));
+  check('page 3, the oldest', [await range(page), await ids(page)],
+    ['21–26 of 26, newest first', [...counting(5, 1), `long-${'y'.repeat(200)}`]]);
+  check('no way forward from the last page', await page.locator('#page-next').isDisabled(), true);
+  check('the focus moves from the disabled button to the list', await page.evaluate(() => document.activeElement.id), 'messages-heading');
+  check('the page number', await text(page, '#page-number'), 'Page 3 of 3');
+  await andWaitForLoad(page, () => page.click('#page-previous'));
+  check('back to page 2', [await range(page), await ids(page)], ['11–20 of 26, newest first', [...counting(14, 6), 'x-xss']]);
+  await andWaitForLoad(page, () => page.click('#page-first'));
+  check('back to page 1', await range(page), '1–10 of 26, newest first');
+
+  // The API's own order, oldest first, and its last page.
+  await andWaitForLoad(page, () => page.selectOption('#filter-order', 'oldest'));
+  check('oldest first', [await range(page), (await ids(page)).slice(1)],
+    ['1–10 of 26, oldest first', [...counting(1, 5), 'x-xss', ...counting(6, 8)]]);
+  await andWaitForLoad(page, () => page.click('#page-last'));
+  check('the last page oldest first', [await range(page), await ids(page)],
+    ['21–26 of 26, oldest first', ['m19', 'm20', 'm21', 'm22', 'm23', 'm24']]);
+
+  // Filters, each submitted with Enter.
+  await submitFilters(page, { from: A });
+  check('from: the first page of one sender', [await range(page), await ids(page)],
+    ['1–10 of 12, oldest first', ['m02', 'm04', 'm06', 'm08', 'm10', 'm12', 'm14', 'm16', 'm18', 'm20']]);
+  check('from: every row is that sender', new Set(await column(page, 'from')), new Set([A]));
+  check('from: kept in the address', new URL(page.url()).searchParams.get('from'), A);
+  await andWaitForLoad(page, () => page.click('#page-next'));
+  check('from: the second page', [await range(page), await ids(page)], ['11–12 of 12, oldest first', ['m22', 'm24']]);
+  await andWaitForLoad(page, () => page.click('#clear-filters'));
+  check('clear: everything again', await range(page), '1–10 of 26, oldest first');
+
+  await submitFilters(page, { q: 'invoice' });
+  check('q: any case, a substring of the text', [await range(page), await ids(page)],
+    ['1–5 of 5, oldest first', ['m05', 'm07', 'm10', 'm15', 'm20']]);
+  await submitFilters(page, { q: 'nothing like this' });
+  check('q: no match', [await range(page), await page.locator('#rows tr').count(), await page.locator('#no-rows').isVisible()],
+    ['No messages match these filters.', 0, true]);
+
+  await submitFilters(page, { q: '', since: '2025-01-15T09:20:00Z' });
+  check('since: from that instant on', [await range(page), await ids(page)],
+    ['1–5 of 5, oldest first', ['m20', 'm21', 'm22', 'm23', 'm24']]);
+
+  // A bad filter: the service's 422 detail, shown plainly, next to the field it names.
+  await submitFilters(page, { since: '2025-02-30T10:00:00Z' });
+  check('since: the 422 detail is shown', await text(page, '#problem'),
+    'Messages: The service refused the filters (422).\n'
+      + 'Since: Value error, expected a UTC timestamp YYYY-MM-DDTHH:MM:SS[.fraction]Z for a real calendar instant');
+  check('since: the field is marked', await page.getAttribute('#filter-since', 'aria-invalid'), 'true');
+  check('since: no stale rows stay', await page.locator('#rows tr').count(), 0);
+  await submitFilters(page, { since: '2025-01-15' });
+  check('since: a bare date means midnight UTC', [await page.inputValue('#filter-since'), await range(page)],
+    ['2025-01-15T00:00:00Z', '1–10 of 26, oldest first']);
+  check('since: the problem is gone', [await page.locator('#problem').isVisible(), await page.getAttribute('#filter-since', 'aria-invalid')],
+    [false, null]);
+
+  // A top sender is a button that filters by it.
+  await andWaitForLoad(page, () => page.getByRole('button', { name: `${B}: show only this sender's messages` }).click());
+  check('a top sender filters the list', [await page.inputValue('#filter-from'), await range(page)], [B, '1–6 of 6, oldest first']);
+  await andWaitForLoad(page, () => page.click('#clear-filters'));
+
+  // Refresh shows what arrived since the page was loaded.
+  await andWaitForLoad(page, () => page.selectOption('#filter-order', 'newest'));
+  const body = JSON.stringify({ message_id: 'm25', from: C, to: '+14155550100', ts: '2025-01-15T10:00:00Z', text: 'Arrived later' });
+  const sent = execFileSync(BIN, ['send', '--url', `${INBOX_URL}/webhook`], {
+    input: body,
+    env: { WEBHOOK_SECRET: SECRET, PATH: process.env.PATH },
+  }).toString().trim();
+  check('the binary sent one more message', sent, '{"status":"ok"}');
+  check('not shown before a refresh', (await ids(page))[0], 'm24');
+  await andWaitForLoad(page, () => page.click('#refresh'));
+  check('refresh: the new message on top', [(await ids(page))[0], await range(page), await text(page, '#stat-total'), await text(page, '#stat-last')],
+    ['m25', '1–10 of 27, newest first', '27', '2025-01-15T10:00:00Z']);
+  check('refresh: the status line says when', /^Updated at \d\d:\d\d:\d\d UTC: 1–10 of 27, newest first$/.test(await text(page, '#status')), true);
+
+  await page.screenshot({ path: path.join(ARTIFACTS, 'inbox.png'), fullPage: true });
+
+  // The keyboard alone: Tab reaches Refresh (after the skip link), Enter presses it, the focus ring shows.
+  await navigate(page);
+  await page.keyboard.press('Tab');
+  check('Tab 1: the skip link', await page.evaluate(() => document.activeElement.textContent), 'Skip to the messages');
+  await page.keyboard.press('Tab');
+  check('Tab 2: Refresh', await page.evaluate(() => document.activeElement.id), 'refresh');
+  check('a visible focus ring', await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle), 'solid');
+  await andWaitForLoad(page, () => page.keyboard.press('Enter'));
+  check('every input has a label', await page.evaluate(() => [...document.querySelectorAll('input, select')]
+    .filter((input) => input.labels.length === 0).map((input) => input.id)), []);
+  check('every visible button has a name', await page.evaluate(() => [...document.querySelectorAll('button')]
+    .filter((button) => !button.hidden && !(button.getAttribute('aria-label') || button.textContent.trim()))
+    .length), 0);
+
+  // A 503 from the service, shown as it is. The answer is the service's own 503 body, replayed.
+  await page.route('**/stats', (route) => route.fulfill({
+    status: 503, contentType: 'application/json', body: '{"detail":"storage unavailable"}',
+  }));
+  await andWaitForLoad(page, () => page.click('#refresh'));
+  check('a 503 is shown plainly', await text(page, '#problem'),
+    'Stats: The service is unavailable (503: storage unavailable). Try Refresh in a moment.');
+  await page.unroute('**/stats');
+  await andWaitForLoad(page, () => page.click('#refresh'));
+  check('and goes away when the service is back', await page.locator('#problem').isVisible(), false);
+
+  check('no script errors', problems, []);
+  await page.close();
+}
+
+async function onAPhone(browser) {
+  const { page, problems } = await openPage(browser, `${INBOX_URL}/?order=oldest&limit=10`, { width: 375, height: 812 });
+  check('phone: the longest message is on this page', (await ids(page))[0], `long-${'y'.repeat(200)}`);
+  const overflow = await page.evaluate(() => ({
+    page: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    cells: [...document.querySelectorAll('#rows td, #stats-heading, .figure, .pager button')]
+      .filter((element) => element.getBoundingClientRect().right > document.documentElement.clientWidth).length,
+  }));
+  check('phone: nothing wider than the screen', overflow, { page: 0, cells: 0 });
+  check('phone: rows are cards, not table rows', await page.locator('#rows tr').first().evaluate((row) => getComputedStyle(row).display), 'block');
+  check('phone: each field is labelled', await page.locator('#rows tr').first().locator('td.from').evaluate(
+    (cell) => getComputedStyle(cell, '::before').content), '"From"');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'inbox-phone.png'), fullPage: true });
+  check('phone: no script errors', problems, []);
+  await page.close();
+}
+
+async function withAToken(browser) {
+  const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
+  const page = await context.newPage();
+  await navigate(page, `${TOKEN_URL}/`);
+  const storedToken = () => page.evaluate(() => sessionStorage.getItem('webhook-inbox.api-token'));
+  check('token: asked for', [await page.locator('#token-section').isVisible(), await page.locator('#inbox').isVisible()], [true, false]);
+  check('token: the reason', await text(page, '#token-reason'),
+    'This inbox is protected by API_TOKEN: enter the token to read the messages.');
+  check('token: the field has the focus', await page.evaluate(() => document.activeElement.id), 'token-input');
+  check('token: labelled', await page.getByLabel('API token', { exact: true }).count(), 1);
+
+  await page.fill('#token-input', 'not-the-token');
+  await andWaitForLoad(page, () => page.press('#token-input', 'Enter'));
+  check('token: a wrong one is refused and asked again', [await page.locator('#token-section').isVisible(), await text(page, '#token-reason')],
+    [true, 'That token was not accepted (401). Enter the API token again.']);
+  check('token: a refused one is not kept', await storedToken(), null);
+  check('token: nothing shown', await page.locator('#inbox').isVisible(), false);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'inbox-token.png') });
+
+  await page.fill('#token-input', API_TOKEN);
+  await andWaitForLoad(page, () => page.click('#token-form button[type=submit]'));
+  check('token: the right one shows the data', [await page.locator('#inbox').isVisible(), await text(page, '#stat-total'), await ids(page)],
+    [true, '1', ['secret-1']]);
+  check('token: kept for this tab', await storedToken(), API_TOKEN);
+  check('token: can be forgotten', await page.locator('#forget-token').isVisible(), true);
+
+  await navigate(page);
+  check('token: a reload still reads', await ids(page), ['secret-1']);
+
+  await andWaitForLoad(page, () => page.click('#forget-token'));
+  check('token: forgotten', [await storedToken(), await page.locator('#token-section').isVisible(), await page.locator('#forget-token').isVisible()],
+    [null, true, false]);
+  check('token: the data is gone from the page', [await page.locator('#rows tr').count(), await text(page, '#stat-total').catch(() => '')],
+    [0, '–']);
+  await context.close();
+}
+
+async function main() {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const browser = await chromium.launch({ executablePath: CHROMIUM });
+  try {
+    await theOpenInbox(browser);
+    await onAPhone(browser);
+    await withAToken(browser);
+  } finally {
+    await browser.close();
+  }
+  console.log(`browser test: ${checks} checks passed; screenshots in ${ARTIFACTS}`);
+}
+
+await main();
