@@ -1,6 +1,7 @@
 //! SQLite storage: one writer thread with group commit, and a small pool of read-only connections.
 
 mod checkpoint;
+mod page_cache;
 mod queries;
 mod retention;
 mod schema;
@@ -26,6 +27,12 @@ use crate::store::{
 };
 
 pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+
+/// True when this process's SQLite connections use the page cache of [`page_cache`] (installed by
+/// the first connection the store opens, if nothing opened one before).
+pub fn page_cache_wrapped() -> bool {
+    page_cache::install()
+}
 
 /// Adds a stored message's case-folded text to the search index under the message's rowid.
 const INDEX_TEXT: &str = "INSERT INTO message_search (rowid, text_folded) VALUES (?1, ?2)";
@@ -216,6 +223,7 @@ impl Target {
     }
 
     fn open(&self, flags: OpenFlags) -> rusqlite::Result<Connection> {
+        page_cache::install();
         let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = match self {
             Target::File(path) => Connection::open_with_flags(path, flags)?,
