@@ -281,6 +281,7 @@ impl Target {
         // Readers never checkpoint; closing one must not touch the WAL file either.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
         register_contains_ci(&conn)?;
+        register_is_search_hit(&conn)?;
         Ok(conn)
     }
 }
@@ -289,6 +290,22 @@ impl Target {
 /// `%` and `_` as ordinary characters (unlike `LIKE`, whose case folding is ASCII only). Both sides
 /// are compared case-folded, not lower-cased: `Σ` lower-cases to `σ` or `ς` depending on its place
 /// in a word, but folds to `σ` everywhere.
+/// `is_search_hit(rowid, hits)`: whether `rowid` is among `hits`, a blob made by
+/// [`queries::HitSet`]; decoded once per statement run, since the blob is a bound parameter.
+fn register_is_search_hit(conn: &Connection) -> rusqlite::Result<()> {
+    conn.create_scalar_function(
+        "is_search_hit",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let hits = ctx.get_or_create_aux(1, |blob| -> rusqlite::Result<queries::HitSet> {
+                Ok(queries::HitSet::decode(blob.as_blob()?))
+            })?;
+            Ok(hits.contains(ctx.get(0)?))
+        },
+    )
+}
+
 fn register_contains_ci(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function(
         "contains_ci",
