@@ -8,6 +8,12 @@ use serde_json::{Map, Value, json};
 pub const MAX_MESSAGE_ID_CHARS: usize = 256;
 pub const MAX_TEXT_CHARS: usize = 4096;
 pub const MSISDN_PATTERN: &str = r"^\+[0-9]+$";
+/// The shape `Timestamp::parse` accepts, as a JSON Schema pattern (for the OpenAPI document).
+/// A day past the end of its month (2025-02-30) fits the pattern and is still refused.
+pub const TIMESTAMP_PATTERN: &str =
+    r"^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?Z$";
+/// Text without U+0000, which neither store can hold (for the OpenAPI document).
+pub const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
 
 /// A message that passed every rule of SPEC A2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,14 +145,21 @@ pub fn is_msisdn(value: &str) -> bool {
 }
 
 /// One broken rule, shaped like a FastAPI (pydantic v2) validation error entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// What kind of rule broke, in pydantic's words (`missing`, `string_too_long`, ...).
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// Where: `["body"]`, `["body", field]` or `["query", parameter]`.
+    #[schema(min_items = 1)]
     pub loc: Vec<&'static str>,
     pub msg: String,
+    /// The value that broke the rule (any JSON value).
+    #[schema(value_type = Value)]
     pub input: Value,
+    /// The rule's parameters, e.g. `{"max_length": 4096}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub ctx: Option<Value>,
 }
 
