@@ -102,7 +102,9 @@ impl IntoResponse for ApiError {
         };
         let extra_header = self.extra_header();
         let mut response = match self {
-            ApiError::Validation(errors) => (status, Json(ValidationErrors { detail: errors })).into_response(),
+            ApiError::Validation(errors) => {
+                (status, Json(ValidationErrors { detail: errors })).into_response()
+            }
             other => (
                 status,
                 Json(ErrorDetail {

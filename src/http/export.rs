@@ -131,7 +131,10 @@ impl IntoParams for FormatParam {
         (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
     ),
 )]
-pub(super) async fn export(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub(super) async fn export(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let (filter, format) = parse_query(query.as_deref().unwrap_or_default()).map_err(ApiError::Validation)?;
     let mut pages = ExportPages::new(Arc::clone(&state.store), filter);
     let first = pages.next_page().await.unwrap_or(Ok(Vec::new()))?;

@@ -56,8 +56,13 @@ impl IntoParams for PageParams {
             ),
             query_parameter(
                 "cursor",
-                "A `next_cursor` this service gave out, with the same filters: the page after it.",
-                ObjectBuilder::new().schema_type(Type::String).build(),
+                "A `next_cursor` this service gave out, with the same filters: the page after it. \
+                 Any other value is refused (422).",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .pattern(Some("^[A-Za-z0-9_-]+$"))
+                    .build(),
             ),
         ]
     }

@@ -11,13 +11,16 @@ use std::sync::{Arc, LazyLock};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, Response, ResponseBuilder, OpenApi as Document, RefOr, Required};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
+};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::{ErrorDetail, ValidationErrors};
+use super::middleware::MAX_REQUEST_ID_LEN;
 use super::{AppState, export, health, messages, page, stats, webhook};
 use crate::message::{
     FieldError, MAX_MESSAGE_ID_CHARS, MAX_TEXT_CHARS, MSISDN_PATTERN, Message, NO_NUL_PATTERN,
@@ -96,16 +99,27 @@ impl Modify for Completion {
         let components = document.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             API_TOKEN_SCHEME,
-            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).description(Some(
-                "Required on the message reads when the server runs with `API_TOKEN`; \
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "Required on the message reads when the server runs with `API_TOKEN`; \
                  without it they are open.",
-            )).build()),
+                    ))
+                    .build(),
+            ),
         );
         for (name, description, detail) in [
             ("NotFound", "No such route.", "Not Found"),
-            ("MethodNotAllowed", "The path is served, but not for this method.", "Method Not Allowed"),
+            (
+                "MethodNotAllowed",
+                "The path is served, but not for this method.",
+                "Method Not Allowed",
+            ),
         ] {
-            components.responses.insert(name.to_owned(), error_response(description, detail).into());
+            let mut response = error_response(description, detail);
+            add_request_id_header(&mut response);
+            components.responses.insert(name.to_owned(), response.into());
         }
         page::document(&mut document.paths);
         for item in document.paths.paths.values_mut() {
@@ -130,27 +144,32 @@ pub fn error_response(description: &str, detail: &str) -> Response {
         .build()
 }
 
+/// The `X-Request-Id` answer header. The request header of the same name is not a documented
+/// parameter: it is optional and a value the server does not take (empty, too long, not
+/// printable ASCII) is replaced rather than refused, so no value of it is invalid.
 fn add_request_id(operation: &mut Operation) {
-    let parameter = ParameterBuilder::new()
-        .name(REQUEST_ID_HEADER)
-        .parameter_in(ParameterIn::Header)
-        .required(Required::False)
-        .description(Some(
-            "Echoed in the answer and the log line when 1 to 128 printable ASCII characters; \
-             otherwise the server makes one up.",
-        ))
-        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-        .build();
-    operation.parameters.get_or_insert_with(Vec::new).push(parameter);
-    let header = HeaderBuilder::new()
-        .schema(ObjectBuilder::new().schema_type(Type::String))
-        .description(Some("The request's id, as logged."))
-        .build();
     for response in operation.responses.responses.values_mut() {
         if let RefOr::T(response) = response {
-            response.headers.insert(REQUEST_ID_HEADER.to_owned(), header.clone());
+            add_request_id_header(response);
         }
     }
+}
+
+fn add_request_id_header(response: &mut Response) {
+    let header = HeaderBuilder::new()
+        .schema(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_REQUEST_ID_LEN))
+                .pattern(Some("^[!-~]+$")),
+        )
+        .description(Some(
+            "The request's id, as logged: the request's own `X-Request-Id` when it is 1 to 128 \
+             printable ASCII characters, else a new random one.",
+        ))
+        .build();
+    response.headers.insert(REQUEST_ID_HEADER.to_owned(), header);
 }
 
 /// A string schema with `pattern`.
@@ -176,7 +195,10 @@ fn message_schema(text_required: bool) -> Schema {
                 .max_length(Some(MAX_MESSAGE_ID_CHARS))
                 .examples([json!("m1")]),
         )
-        .property("from", patterned(MSISDN_PATTERN).examples([json!("+919876543210")]))
+        .property(
+            "from",
+            patterned(MSISDN_PATTERN).examples([json!("+919876543210")]),
+        )
         .property("to", patterned(MSISDN_PATTERN).examples([json!("+14155550100")]))
         .property(
             "ts",

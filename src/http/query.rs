@@ -15,7 +15,11 @@ pub enum FilterParams {}
 
 impl IntoParams for FilterParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        let text = || ObjectBuilder::new().schema_type(Type::String).pattern(Some(NO_NUL_PATTERN));
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(NO_NUL_PATTERN))
+        };
         vec![
             query_parameter(
                 "from",

@@ -27,9 +27,9 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new().route(PATH, post(receive))
 }
 
-/// Stores one signed message (SPEC A2, B2). Exactly one of the signature schemes must be
-/// present and match: `X-Signature`, `X-Hub-Signature-256`, or the three Standard Webhooks
-/// headers. The `Content-Type` is not checked: the body is read as JSON whatever it says.
+/// Stores one signed message (SPEC A2, B2). At least one signature scheme must be present,
+/// and one of those present must verify: `X-Signature`, `X-Hub-Signature-256`, or the three
+/// Standard Webhooks headers. The `Content-Type` is not checked: the body is read as JSON whatever it says.
 #[utoipa::path(
     post,
     path = PATH,
