@@ -164,9 +164,33 @@ async fn every_answer_documents_x_request_id() {
             }
         }
     }
-    for name in ["NotFound", "MethodNotAllowed"] {
-        assert!(document["components"]["responses"][name]["headers"]["X-Request-Id"].is_object());
+    for (name, detail) in [
+        ("NotFound", "Not Found"),
+        ("MethodNotAllowed", "Method Not Allowed"),
+        ("InternalError", "internal server error"),
+    ] {
+        let response = &document["components"]["responses"][name];
+        assert!(response["headers"]["X-Request-Id"].is_object(), "{name}");
+        assert_eq!(
+            response["content"]["application/json"]["example"],
+            json!({ "detail": detail }),
+            "{name}"
+        );
     }
+    // The 404 and 405 the document describes are the ones the server sends.
+    let (status, body) = app.get_json("/no-such-route").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"detail": "Not Found"}))
+    );
+    let response = app.client.delete(app.url("/stats")).send().await.expect("DELETE");
+    assert_eq!(
+        json_of(response).await,
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"detail": "Method Not Allowed"})
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! `GET /openapi.json` (SPEC B5): the OpenAPI 3.1 document of the API, built from the handlers'
 //! `#[utoipa::path]` attributes, the answer types' schemas and the validation constants, so a
 //! change to any of them changes the document. `tests/openapi.rs` checks that every route the
-//! router serves is documented with its methods, and `.ci/schemathesis.sh` checks the real
-//! answers against the document.
+//! router serves is documented with its methods, and `tests/schemathesis/run.sh` checks the
+//! real answers against the document.
 //!
 //! The document holds no data, so it is open whatever `API_TOKEN` says.
 
@@ -43,7 +43,8 @@ const REQUEST_ID_HEADER: &str = "X-Request-Id";
             queried fast.\n\nEvery error answer is JSON with a `detail` field: a string, or for a \
             validation failure (422) a list of FastAPI-style entries. An unknown path answers 404 \
             `{\"detail\":\"Not Found\"}` and a known path with another method 405 \
-            `{\"detail\":\"Method Not Allowed\"}`. Every answer carries `X-Request-Id` (the \
+            `{\"detail\":\"Method Not Allowed\"}` (both under `components/responses`, with \
+            `InternalError`, the 500 of a bug). Every answer carries `X-Request-Id` (the \
             caller's, when it sent a short printable one). A `GET` route also answers `HEAD`.",
         license(name = "MIT", identifier = "MIT"),
     ),
@@ -116,6 +117,11 @@ impl Modify for Completion {
                 "The path is served, but not for this method.",
                 "Method Not Allowed",
             ),
+            (
+                "InternalError",
+                "Any route, should a handler fail unexpectedly (a bug): the cause goes to the log.",
+                "internal server error",
+            ),
         ] {
             let mut response = error_response(description, detail);
             add_request_id_header(&mut response);
@@ -131,7 +137,7 @@ impl Modify for Completion {
 }
 
 /// An answer whose body is `{"detail": detail}`.
-pub fn error_response(description: &str, detail: &str) -> Response {
+fn error_response(description: &str, detail: &str) -> Response {
     ResponseBuilder::new()
         .description(description)
         .content(
