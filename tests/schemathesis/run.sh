@@ -6,8 +6,8 @@
 #
 #   tests/schemathesis/run.sh [BINARY]     (default target/release/webhook-inbox)
 #
-# Needs `schemathesis` on PATH (or SCHEMATHESIS=/path/to/schemathesis); MAX_EXAMPLES (default 60)
-# bounds the cases per operation and phase.
+# Needs curl, jq and `schemathesis` on PATH (or SCHEMATHESIS=/path/to/schemathesis); MAX_EXAMPLES
+# (default 60) bounds the cases per operation and phase; SCHEMATHESIS_SEED fixes the generation.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
