@@ -8,6 +8,20 @@ use serde_json::{Map, Value, json};
 pub const MAX_MESSAGE_ID_CHARS: usize = 256;
 pub const MAX_TEXT_CHARS: usize = 4096;
 pub const MSISDN_PATTERN: &str = r"^\+[0-9]+$";
+/// Exactly what `Timestamp::parse` accepts, as a JSON Schema pattern (for the OpenAPI document):
+/// years 0001 to 9999, each month's own days, 29 February in leap years only. A unit test holds
+/// the two together.
+pub const TIMESTAMP_PATTERN: &str = concat!(
+    "^(?:",
+    // Any year but 0000, then a day that every year has.
+    "(?:[0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})-",
+    "(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))",
+    // 29 February: a year divisible by 4 but not by 100, or by 400 (not 0000).
+    "|(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)-02-29",
+    r")T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?Z$",
+);
+/// Text without U+0000, which neither store can hold (for the OpenAPI document).
+pub const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
 
 /// A message that passed every rule of SPEC A2.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -139,14 +153,21 @@ pub fn is_msisdn(value: &str) -> bool {
 }
 
 /// One broken rule, shaped like a FastAPI (pydantic v2) validation error entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
+    /// What kind of rule broke, in pydantic's words (`missing`, `string_too_long`, ...).
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// Where: `["body"]`, `["body", field]` or `["query", parameter]`.
+    #[schema(min_items = 1)]
     pub loc: Vec<&'static str>,
     pub msg: String,
+    /// The value that broke the rule (any JSON value).
+    #[schema(value_type = Value)]
     pub input: Value,
+    /// The rule's parameters, e.g. `{"max_length": 4096}`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub ctx: Option<Value>,
 }
 
@@ -423,6 +444,56 @@ mod tests {
             "+91\n",
         ] {
             assert!(!is_msisdn(bad), "{bad:?} accepted");
+        }
+    }
+
+    /// `TIMESTAMP_PATTERN` (the OpenAPI document's) accepts exactly what `Timestamp::parse` does.
+    fn pattern_agrees(text: &str) -> bool {
+        static PATTERN: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new(TIMESTAMP_PATTERN).expect("a valid pattern"));
+        PATTERN.is_match(text) == Timestamp::parse(text).is_some()
+    }
+
+    #[test]
+    fn the_documented_timestamp_pattern_matches_the_parser_on_every_calendar_edge() {
+        let years = [
+            "0000", "0001", "0004", "0100", "0400", "1900", "2000", "2023", "2024", "2100", "9996", "9999",
+        ];
+        for year in years {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let date = format!("{year}-{month:02}-{day:02}");
+                    for time in [
+                        "T00:00:00Z",
+                        "T23:59:59.123456789Z",
+                        "T24:00:00Z",
+                        "T10:60:00Z",
+                        "T10:00:60Z",
+                    ] {
+                        let text = format!("{date}{time}");
+                        assert!(pattern_agrees(&text), "{text}");
+                    }
+                }
+            }
+        }
+        for text in [
+            "2025-01-15T10:00:00.Z",
+            "2025-01-15T10:00:00.1234567890Z",
+            "2025-01-15T10:00:00",
+            "2025-01-15 10:00:00Z",
+            "2025-01-15T10:00:00+05:30",
+            "x2025-01-15T10:00:00Z",
+        ] {
+            assert!(pattern_agrees(text), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_documented_timestamp_pattern_matches_the_parser(
+            text in r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{0,10})?Z?",
+        ) {
+            proptest::prop_assert!(pattern_agrees(&text), "{}", text);
         }
     }
 }

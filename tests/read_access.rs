@@ -30,6 +30,7 @@ const OPEN: &[&str] = &[
     "/assets/app.js",
     "/assets/app.css",
     "/assets/icon.svg",
+    "/openapi.json",
 ];
 
 async fn app_with_token() -> TestApp {

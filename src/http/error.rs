@@ -3,10 +3,25 @@
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::message::FieldError;
 use crate::store::StoreError;
+
+/// The body of every error answer except a validation failure.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"detail": "invalid signature"}))]
+pub struct ErrorDetail {
+    pub detail: String,
+}
+
+/// The body of a 422: one entry per broken rule, FastAPI style.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationErrors {
+    #[schema(min_items = 1)]
+    pub detail: Vec<FieldError>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -86,11 +101,18 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let extra_header = self.extra_header();
-        let body = match self {
-            ApiError::Validation(errors) => json!({ "detail": errors }),
-            other => json!({ "detail": other.to_string() }),
+        let mut response = match self {
+            ApiError::Validation(errors) => {
+                (status, Json(ValidationErrors { detail: errors })).into_response()
+            }
+            other => (
+                status,
+                Json(ErrorDetail {
+                    detail: other.to_string(),
+                }),
+            )
+                .into_response(),
         };
-        let mut response = (status, Json(body)).into_response();
         if let Some((name, value)) = extra_header {
             response
                 .headers_mut()

@@ -24,7 +24,12 @@ use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-use super::query::RawParams;
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+
+use super::error::{ErrorDetail, ValidationErrors};
+use super::query::{FilterParams, RawParams, query_parameter};
 use super::{ApiError, AppState};
 use crate::message::{FieldError, Message};
 use crate::store::{ExportPages, MessageFilter, StoreError};
@@ -45,10 +50,15 @@ const CSV_HEADER: &[u8] = b"message_id,from,to,ts,text\r\n";
 
 impl ExportFormat {
     fn parse(text: &str) -> Option<ExportFormat> {
-        match text {
-            "ndjson" => Some(ExportFormat::Ndjson),
-            "csv" => Some(ExportFormat::Csv),
-            _ => None,
+        [ExportFormat::Ndjson, ExportFormat::Csv]
+            .into_iter()
+            .find(|format| format.name() == text)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ExportFormat::Ndjson => "ndjson",
+            ExportFormat::Csv => "csv",
         }
     }
 
@@ -56,13 +66,6 @@ impl ExportFormat {
         match self {
             ExportFormat::Ndjson => "application/x-ndjson",
             ExportFormat::Csv => "text/csv; charset=utf-8",
-        }
-    }
-
-    fn extension(self) -> &'static str {
-        match self {
-            ExportFormat::Ndjson => "ndjson",
-            ExportFormat::Csv => "csv",
         }
     }
 
@@ -89,7 +92,49 @@ impl ExportFormat {
     }
 }
 
-async fn export(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+/// `format`, for the OpenAPI document.
+pub enum FormatParam {}
+
+impl IntoParams for FormatParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let formats = [ExportFormat::Ndjson, ExportFormat::Csv].map(ExportFormat::name);
+        vec![query_parameter(
+            "format",
+            "`ndjson` (one message object per line) or `csv` (header `message_id,from,to,ts,text`, RFC 4180, CRLF).",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(formats))
+                .default(Some(json!(ExportFormat::Ndjson.name())))
+                .build(),
+        )]
+    }
+}
+
+/// Every message that matches the filters, in the `/messages` order, streamed (SPEC B4).
+/// `limit`, `offset` and `cursor` are refused (422 `extra_forbidden`). A database failure after
+/// the first rows cuts the body short (the transfer ends without its last chunk).
+#[utoipa::path(
+    get,
+    path = PATH,
+    tag = "messages",
+    params(FormatParam, FilterParams),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, description = "The whole export, as an attachment (`Content-Disposition`).",
+            headers(("Content-Disposition" = String, description = "`attachment; filename=\"messages-<UTC time>.<format>\"`")),
+            content(
+                (String = "application/x-ndjson", example = json!("{\"message_id\":\"m1\",\"from\":\"+919876543210\",\"to\":\"+14155550100\",\"ts\":\"2025-01-15T10:00:00Z\",\"text\":\"Hello\"}\n")),
+                (String = "text/csv", example = json!("message_id,from,to,ts,text\r\nm1,+919876543210,+14155550100,2025-01-15T10:00:00Z,Hello\r\n")),
+            )),
+        (status = 401, description = "`API_TOKEN` is set and the request lacks `Authorization: Bearer <token>`.", body = ErrorDetail, headers(("WWW-Authenticate" = String, description = "`Bearer`")), example = json!({"detail": "not authenticated"})),
+        (status = 422, description = "A bad parameter: one entry per bad one.", body = ValidationErrors),
+        (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
+    ),
+)]
+pub(super) async fn export(
+    State(state): State<Arc<AppState>>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let (filter, format) = parse_query(query.as_deref().unwrap_or_default()).map_err(ApiError::Validation)?;
     let mut pages = ExportPages::new(Arc::clone(&state.store), filter);
     let first = pages.next_page().await.unwrap_or(Ok(Vec::new()))?;
@@ -156,7 +201,7 @@ fn content_disposition(format: ExportFormat, now: OffsetDateTime) -> String {
     let stamp = now
         .format(FILENAME_TIME)
         .unwrap_or_else(|_| String::from("export"));
-    format!("attachment; filename=\"messages-{stamp}.{}\"", format.extension())
+    format!("attachment; filename=\"messages-{stamp}.{}\"", format.name())
 }
 
 /// The filters of `/messages` (read by the same code) and `format`, with an entry for every bad

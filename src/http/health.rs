@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use crate::store::StoreError;
@@ -25,16 +26,80 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(READY_PATH, get(ready))
 }
 
-async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "status": "live" }))
+/// `{"status":"live"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Live {
+    status: LiveStatus,
 }
 
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum LiveStatus {
+    Live,
+}
+
+/// `{"status":"ready"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ready {
+    status: ReadyStatus,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ReadyStatus {
+    Ready,
+}
+
+/// `{"status":"not_ready","reason":"…"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotReady {
+    status: NotReadyStatus,
+    /// Why, in a few words (`webhook secret not configured`, `database unavailable`, ...).
+    reason: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum NotReadyStatus {
+    NotReady,
+}
+
+/// Whether the process serves HTTP (SPEC A5).
+#[utoipa::path(
+    get,
+    path = LIVE_PATH,
+    tag = "operations",
+    responses((status = 200, description = "It does.", body = Live)),
+)]
+pub(super) async fn live() -> Json<Live> {
+    Json(Live {
+        status: LiveStatus::Live,
+    })
+}
+
+/// Whether to send traffic here: the secret is set, the database answers and its schema is
+/// applied, and the server is not shutting down (SPEC A5).
+#[utoipa::path(
+    get,
+    path = READY_PATH,
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = Ready),
+        (status = 503, description = "Not ready, and why.", body = NotReady, example = json!({"status": "not_ready", "reason": "database unavailable"})),
+    ),
+)]
+pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     match not_ready_reason(&state).await {
-        None => Json(json!({ "status": "ready" })).into_response(),
+        None => Json(Ready {
+            status: ReadyStatus::Ready,
+        })
+        .into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "reason": reason })),
+            Json(NotReady {
+                status: NotReadyStatus::NotReady,
+                reason,
+            }),
         )
             .into_response(),
     }

@@ -8,7 +8,12 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::query::RawParams;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ErrorDetail, ValidationErrors};
+use super::query::{FilterParams, RawParams, query_parameter};
 use super::{ApiError, AppState};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,17 +30,72 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new().route(PATH, get(list))
 }
 
-#[derive(Debug, Serialize)]
-struct MessagesPage {
+/// `limit`, `offset` and `cursor`, for the OpenAPI document.
+pub enum PageParams {}
+
+impl IntoParams for PageParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let integer = |minimum: u64, maximum: u64, default: u64| {
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(minimum))
+                .maximum(Some(maximum))
+                .default(Some(json!(default)))
+                .build()
+        };
+        vec![
+            query_parameter(
+                "limit",
+                "Rows per page.",
+                integer(1, u64::from(MAX_LIMIT), u64::from(DEFAULT_LIMIT)),
+            ),
+            query_parameter(
+                "offset",
+                "Rows to skip; must be 0 with `cursor`.",
+                integer(0, i64::MAX.unsigned_abs(), 0),
+            ),
+            query_parameter(
+                "cursor",
+                "A `next_cursor` this service gave out, with the same filters: the page after it. \
+                 Any other value is refused (422).",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .pattern(Some("^[A-Za-z0-9_-]+$"))
+                    .build(),
+            ),
+        ]
+    }
+}
+
+/// One page of messages, ordered by `ts` (as instants) then `message_id`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagesPage {
     data: Vec<Message>,
+    /// Every row that matches the filters, whatever `limit` and `offset` say.
     total: u64,
     limit: u32,
     offset: u64,
     /// Pass as `?cursor=` (with the same filters) for the next page; null on the last one.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
-async fn list(
+/// Stored messages, filtered and paged (SPEC A3, B4).
+#[utoipa::path(
+    get,
+    path = PATH,
+    tag = "messages",
+    params(PageParams, FilterParams),
+    security(("api_token" = [])),
+    responses(
+        (status = 200, description = "One page.", body = MessagesPage),
+        (status = 401, description = "`API_TOKEN` is set and the request lacks `Authorization: Bearer <token>`.", body = ErrorDetail, headers(("WWW-Authenticate" = String, description = "`Bearer`")), example = json!({"detail": "not authenticated"})),
+        (status = 422, description = "A bad parameter: one entry per bad one.", body = ValidationErrors),
+        (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
+    ),
+)]
+pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<MessagesPage>, ApiError> {

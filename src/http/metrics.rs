@@ -23,7 +23,14 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new().route(PATH, get(metrics))
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// Prometheus text format (SPEC A6); the names are listed in the README.
+#[utoipa::path(
+    get,
+    path = PATH,
+    tag = "operations",
+    responses((status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4", body = String)),
+)]
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     refresh_stored_count(&state).await;
     state.metrics.refresh_process();
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render())

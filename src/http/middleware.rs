@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorCause};
 use crate::telemetry::{AccessLine, WebhookLog, WebhookResult};
 
 const REQUEST_ID: &str = "x-request-id";
-const MAX_REQUEST_ID_LEN: usize = 128;
+pub const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// The route template for metrics; requests that matched no route share one label.
 const UNMATCHED: &str = "unmatched";

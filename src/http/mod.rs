@@ -7,6 +7,7 @@ mod health;
 mod messages;
 mod metrics;
 mod middleware;
+mod openapi;
 mod page;
 mod query;
 mod stats;
@@ -42,6 +43,7 @@ pub const ROUTES: &[&str] = &[
     page::SCRIPT_PATH,
     page::STYLE_PATH,
     page::ICON_PATH,
+    openapi::PATH,
 ];
 
 /// Who may write and who may read.
@@ -115,6 +117,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(health::router())
         .merge(metrics::router())
         .merge(page::router())
+        .merge(openapi::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(middleware::panic_response))

@@ -11,6 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sha2::{Digest, Sha256};
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Paths, Required, ResponseBuilder};
 
 pub const INDEX_PATH: &str = "/";
 pub const SCRIPT_PATH: &str = "/assets/app.js";
@@ -59,6 +62,51 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
             get(move |request_headers: HeaderMap| async move { answer(asset, &etag, &request_headers) }),
         )
     })
+}
+
+/// One `GET` operation per embedded file, for the OpenAPI document.
+pub fn document(paths: &mut Paths) {
+    for asset in &ASSETS {
+        let media_type = asset.content_type.split(';').next().unwrap_or(asset.content_type);
+        let body = ContentBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build();
+        let string_header = |description: &str| {
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(description))
+                .build()
+        };
+        let ok = ResponseBuilder::new()
+            .description("The file, built into the binary.")
+            .content(media_type, body)
+            .header("ETag", string_header("A strong validator of the file."))
+            .header("Content-Security-Policy", string_header(CONTENT_SECURITY_POLICY))
+            .build();
+        let not_modified = ResponseBuilder::new()
+            .description("`If-None-Match` names the current ETag.")
+            .header("ETag", string_header("A strong validator of the file."))
+            .build();
+        let if_none_match = ParameterBuilder::new()
+            .name("If-None-Match")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build();
+        let summary = if asset.path == INDEX_PATH {
+            "The web inbox page (its data comes from /stats and /messages)."
+        } else {
+            "A file of the web inbox page."
+        };
+        let operation = OperationBuilder::new()
+            .summary(Some(summary))
+            .tag("page")
+            .parameter(if_none_match)
+            .response("200", ok)
+            .response("304", not_modified)
+            .build();
+        paths.add_path_operation(asset.path, vec![HttpMethod::Get], operation);
+    }
 }
 
 /// A strong validator: the first 16 bytes of the body's SHA-256, quoted.

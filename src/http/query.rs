@@ -2,9 +2,58 @@
 //! of code, so both take the same filters under the same rules.
 
 use serde_json::Value;
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{Object, Required};
 
-use crate::message::{FieldError, Timestamp, timestamp_error};
+use crate::message::{FieldError, NO_NUL_PATTERN, TIMESTAMP_PATTERN, Timestamp, timestamp_error};
 use crate::store::MessageFilter;
+
+/// The filters `take_filter` reads, for the OpenAPI document.
+pub enum FilterParams {}
+
+impl IntoParams for FilterParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(NO_NUL_PATTERN))
+        };
+        vec![
+            query_parameter(
+                "from",
+                "Exact sender. An unencoded `+` arrives as a space: a space then digits means `+` then those digits. Empty: no constraint.",
+                text().examples([Value::from("+919876543210")]).build(),
+            ),
+            query_parameter(
+                "since",
+                "Only rows with `ts` at or after this instant (the `ts` format of the webhook).",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(TIMESTAMP_PATTERN))
+                    .examples([Value::from("2025-01-15T00:00:00Z")])
+                    .build(),
+            ),
+            query_parameter(
+                "q",
+                "Case-insensitive, Unicode-aware substring of `text`; `%` and `_` are ordinary characters. Empty: no constraint.",
+                text().examples([Value::from("hello")]).build(),
+            ),
+        ]
+    }
+}
+
+/// An optional query parameter.
+pub fn query_parameter(name: &str, description: &str, schema: Object) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
 
 /// The parameters the message reads know, as text. When a parameter repeats, the last one
 /// counts; unknown parameters are ignored.

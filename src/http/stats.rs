@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::error::ErrorDetail;
 use super::{ApiError, AppState};
 use crate::store::Stats;
 
@@ -15,6 +16,18 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new().route(PATH, get(stats))
 }
 
-async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<Stats>, ApiError> {
+/// Counts kept at insert time (SPEC A4).
+#[utoipa::path(
+    get,
+    path = PATH,
+    tag = "messages",
+    security(("api_token" = [])),
+    responses(
+        (status = 200, description = "The figures.", body = Stats),
+        (status = 401, description = "`API_TOKEN` is set and the request lacks `Authorization: Bearer <token>`.", body = ErrorDetail, headers(("WWW-Authenticate" = String, description = "`Bearer`")), example = json!({"detail": "not authenticated"})),
+        (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
+    ),
+)]
+pub(super) async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<Stats>, ApiError> {
     Ok(Json(state.store.stats().await?))
 }

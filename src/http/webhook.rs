@@ -9,8 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::error::{ErrorDetail, ValidationErrors};
+use super::openapi::WebhookBody;
 use super::{ApiError, AppState};
 use crate::message::parse_message;
 use crate::server::Limits;
@@ -24,7 +27,32 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new().route(PATH, post(receive))
 }
 
-async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+/// Stores one signed message (SPEC A2, B2). At least one signature scheme must be present,
+/// and one of those present must verify: `X-Signature`, `X-Hub-Signature-256`, or the three
+/// Standard Webhooks headers. The `Content-Type` is not checked: the body is read as JSON whatever it says.
+#[utoipa::path(
+    post,
+    path = PATH,
+    tag = "webhook",
+    request_body(content = WebhookBody, content_type = "application/json", description = "The message. Unknown fields are ignored."),
+    params(
+        ("X-Signature" = Option<String>, Header, nullable = false, description = "Hex HMAC-SHA256 of the raw body with `WEBHOOK_SECRET` (or a `WEBHOOK_SECRET_PREVIOUS`)."),
+        ("X-Hub-Signature-256" = Option<String>, Header, nullable = false, description = "GitHub style: `sha256=<hex>` over the raw body."),
+        ("webhook-id" = Option<String>, Header, nullable = false, description = "Standard Webhooks: the message id signed with the timestamp and body."),
+        ("webhook-timestamp" = Option<String>, Header, nullable = false, description = "Standard Webhooks: Unix seconds, within `WEBHOOK_TOLERANCE_SECS` of now."),
+        ("webhook-signature" = Option<String>, Header, nullable = false, description = "Standard Webhooks: space-separated `v1,<base64>` entries, any one may match."),
+    ),
+    responses(
+        (status = 200, description = "Stored, or already stored under this `message_id` (first write wins). The row is committed.", body = WebhookAccepted),
+        (status = 400, description = "The body could not be read.", body = ErrorDetail, example = json!({"detail": "request body could not be read"})),
+        (status = 401, description = "No signature header, or none that matches. Nothing was parsed or stored.", body = ErrorDetail, example = json!({"detail": "invalid signature"})),
+        (status = 408, description = "The body did not arrive in time; the connection is closed.", body = ErrorDetail, example = json!({"detail": "request body not received in time"})),
+        (status = 413, description = "The body is over `MAX_BODY_BYTES`; the connection is closed.", body = ErrorDetail, example = json!({"detail": "payload too large"})),
+        (status = 422, description = "Signed, but not a JSON object that satisfies every rule: one entry per broken rule.", body = ValidationErrors),
+        (status = 503, description = "`WEBHOOK_SECRET` is not configured, or the database cannot commit.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
+    ),
+)]
+pub(super) async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let (log, mut response) = match ingest(&state, &headers, body).await {
         Ok((message_id, outcome)) => {
             let log = WebhookLog {
@@ -37,7 +65,7 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
                 signature_scheme: None,
                 signature_error: None,
             };
-            (log, Json(json!({ "status": "ok" })).into_response())
+            (log, Json(WebhookAccepted::default()).into_response())
         }
         Err(rejection) => {
             let log = WebhookLog {
@@ -55,6 +83,19 @@ async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
     };
     response.extensions_mut().insert(log);
     response
+}
+
+/// The answer to a stored (or already stored) message: `{"status":"ok"}`.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct WebhookAccepted {
+    status: Accepted,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Accepted {
+    #[default]
+    Ok,
 }
 
 /// Why a request stored nothing, in the words of the metrics, the log and the client.

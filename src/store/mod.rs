@@ -134,16 +134,21 @@ impl ExportPages {
 }
 
 /// The figures of `/stats`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub total_messages: u64,
     pub senders_count: u64,
+    /// The top senders by count (at most `TOP_SENDERS`), descending, ties by `from`.
     pub messages_per_sender: Vec<SenderCount>,
+    /// The earliest `ts`, verbatim; null when nothing is stored.
+    #[schema(required = true)]
     pub first_message_ts: Option<String>,
+    /// The latest `ts`, verbatim; null when nothing is stored.
+    #[schema(required = true)]
     pub last_message_ts: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SenderCount {
     pub from: String,
     pub count: u64,

@@ -1,0 +1,246 @@
+//! `GET /openapi.json` (SPEC B5): the OpenAPI 3.1 document of the API, built from the handlers'
+//! `#[utoipa::path]` attributes, the answer types' schemas and the validation constants, so a
+//! change to any of them changes the document. `tests/openapi.rs` checks that every route the
+//! router serves is documented with its methods, and `tests/schemathesis/run.sh` checks the
+//! real answers against the document.
+//!
+//! The document holds no data, so it is open whatever `API_TOKEN` says.
+
+use std::sync::{Arc, LazyLock};
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
+};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use super::error::{ErrorDetail, ValidationErrors};
+use super::middleware::MAX_REQUEST_ID_LEN;
+use super::{AppState, export, health, messages, page, stats, webhook};
+use crate::message::{
+    FieldError, MAX_MESSAGE_ID_CHARS, MAX_TEXT_CHARS, MSISDN_PATTERN, Message, NO_NUL_PATTERN,
+    TIMESTAMP_PATTERN,
+};
+use crate::store::{SenderCount, Stats};
+
+pub const PATH: &str = "/openapi.json";
+
+/// The name of the bearer scheme that guards the reads when `API_TOKEN` is set (SPEC B3).
+pub const API_TOKEN_SCHEME: &str = "api_token";
+
+const REQUEST_ID_HEADER: &str = "X-Request-Id";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "webhook-inbox",
+        description = "Self-hosted webhook ingestion: signed messages in, stored exactly once, \
+            queried fast.\n\nEvery error answer is JSON with a `detail` field: a string, or for a \
+            validation failure (422) a list of FastAPI-style entries. An unknown path answers 404 \
+            `{\"detail\":\"Not Found\"}` and a known path with another method 405 \
+            `{\"detail\":\"Method Not Allowed\"}` (both under `components/responses`, with \
+            `InternalError`, the 500 of a bug). Every answer carries `X-Request-Id` (the \
+            caller's, when it sent a short printable one). A `GET` route also answers `HEAD`.",
+        license(name = "MIT", identifier = "MIT"),
+    ),
+    paths(
+        webhook::receive,
+        messages::list,
+        export::export,
+        stats::stats,
+        health::live,
+        health::ready,
+        super::metrics::metrics,
+        openapi_json,
+    ),
+    components(
+        schemas(Message, WebhookBody, ErrorDetail, ValidationErrors, FieldError, Stats, SenderCount),
+    ),
+    modifiers(&Completion),
+)]
+struct ApiDoc;
+
+/// The document, built once.
+static DOCUMENT: LazyLock<Document> = LazyLock::new(|| {
+    let mut document = ApiDoc::openapi();
+    document.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    document
+});
+
+pub fn document() -> &'static Document {
+    &DOCUMENT
+}
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new().route(PATH, get(openapi_json))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = PATH,
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.", content_type = "application/json", body = Object)),
+)]
+pub(super) async fn openapi_json() -> Json<&'static Document> {
+    Json(document())
+}
+
+/// What the attributes cannot say: the bearer scheme, the page's files (one per embedded
+/// asset), and the `X-Request-Id` header of every operation and answer.
+struct Completion;
+
+impl Modify for Completion {
+    fn modify(&self, document: &mut Document) {
+        let components = document.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            API_TOKEN_SCHEME,
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "Required on the message reads when the server runs with `API_TOKEN`; \
+                 without it they are open.",
+                    ))
+                    .build(),
+            ),
+        );
+        for (name, description, detail) in [
+            ("NotFound", "No such route.", "Not Found"),
+            (
+                "MethodNotAllowed",
+                "The path is served, but not for this method.",
+                "Method Not Allowed",
+            ),
+            (
+                "InternalError",
+                "Any route, should a handler fail unexpectedly (a bug): the cause goes to the log.",
+                "internal server error",
+            ),
+        ] {
+            let mut response = error_response(description, detail);
+            add_request_id_header(&mut response);
+            components.responses.insert(name.to_owned(), response.into());
+        }
+        page::document(&mut document.paths);
+        for item in document.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                add_request_id(operation);
+            }
+        }
+    }
+}
+
+/// An answer whose body is `{"detail": detail}`.
+fn error_response(description: &str, detail: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(Ref::from_schema_name(ErrorDetail::name()))))
+                .example(Some(json!({ "detail": detail })))
+                .build(),
+        )
+        .build()
+}
+
+/// The `X-Request-Id` answer header. The request header of the same name is not a documented
+/// parameter: it is optional and a value the server does not take (empty, too long, not
+/// printable ASCII) is replaced rather than refused, so no value of it is invalid.
+fn add_request_id(operation: &mut Operation) {
+    for response in operation.responses.responses.values_mut() {
+        if let RefOr::T(response) = response {
+            add_request_id_header(response);
+        }
+    }
+}
+
+fn add_request_id_header(response: &mut Response) {
+    let header = HeaderBuilder::new()
+        .schema(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_REQUEST_ID_LEN))
+                .pattern(Some("^[!-~]+$")),
+        )
+        .description(Some(
+            "The request's id, as logged: the request's own `X-Request-Id` when it is 1 to 128 \
+             printable ASCII characters, else a new random one.",
+        ))
+        .build();
+    response.headers.insert(REQUEST_ID_HEADER.to_owned(), header);
+}
+
+/// A string schema with `pattern`.
+fn patterned(pattern: &str) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+}
+
+/// The fields of a message, with the rules of SPEC A2; `text` may be left out of a request,
+/// while an answer always has it (null when none was sent).
+fn message_schema(text_required: bool) -> Schema {
+    let text = ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .max_length(Some(MAX_TEXT_CHARS))
+        .pattern(Some(NO_NUL_PATTERN));
+    let mut object = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "message_id",
+            patterned(NO_NUL_PATTERN)
+                .min_length(Some(1))
+                .max_length(Some(MAX_MESSAGE_ID_CHARS))
+                .examples([json!("m1")]),
+        )
+        .property(
+            "from",
+            patterned(MSISDN_PATTERN).examples([json!("+919876543210")]),
+        )
+        .property("to", patterned(MSISDN_PATTERN).examples([json!("+14155550100")]))
+        .property(
+            "ts",
+            patterned(TIMESTAMP_PATTERN)
+                .description(Some(
+                    "UTC, `Z` only, up to 9 fraction digits, a real calendar instant; returned \
+                     verbatim, ordered as an instant.",
+                ))
+                .examples([json!("2025-01-15T10:00:00Z")]),
+        )
+        .property("text", text.examples([json!("Hello")]))
+        .required("message_id")
+        .required("from")
+        .required("to")
+        .required("ts");
+    if text_required {
+        object = object.required("text");
+    }
+    object.into()
+}
+
+impl PartialSchema for Message {
+    fn schema() -> RefOr<Schema> {
+        RefOr::T(message_schema(true))
+    }
+}
+
+impl ToSchema for Message {}
+
+/// The body of `POST /webhook`; unknown fields are ignored.
+pub enum WebhookBody {}
+
+impl PartialSchema for WebhookBody {
+    fn schema() -> RefOr<Schema> {
+        RefOr::T(message_schema(false))
+    }
+}
+
+impl ToSchema for WebhookBody {}
