@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod message;
 pub mod retention;
 pub mod server;

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use webhook_inbox::cli::{self, Cli};
+use webhook_inbox::memory;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_with_default() {
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    memory::keep_freed_memory();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
