@@ -249,24 +249,31 @@ async fn list_messages(
     let clause = after_position(clause, &mut values, page.after);
     values.push(Box::new(i64::from(page.limit) + 1));
     values.push(Box::new(i64::try_from(page.offset).unwrap_or(i64::MAX)));
+    let window = format!("LIMIT ${} OFFSET ${}", values.len() - 1, values.len());
+    let rows = select_messages(client, &clause, &window, &values).await?;
+    Ok(MessagePage::from_rows(rows, page.limit, total))
+}
+
+/// The messages `clause` selects, in the `/messages` order, cut by `window` (a LIMIT clause
+/// whose parameters are in `values` already).
+async fn select_messages(
+    client: &impl GenericClient,
+    clause: &str,
+    window: &str,
+    values: &[Box<dyn ToSql + Sync + Send>],
+) -> Result<Vec<Message>, StoreError> {
     let select = client
         .prepare_cached(&format!(
             "SELECT message_id, from_msisdn, to_msisdn, ts, text, ts_key FROM messages{clause} \
-             ORDER BY ts_key, message_id LIMIT ${} OFFSET ${}",
-            values.len() - 1,
-            values.len()
+             ORDER BY ts_key, message_id {window}"
         ))
         .await
         .map_err(unavailable)?;
     let rows = client
-        .query(&select, &params(&values))
+        .query(&select, &params(values))
         .await
         .map_err(unavailable)?;
-    Ok(MessagePage::from_rows(
-        rows.iter().map(message_from_row).collect(),
-        page.limit,
-        total,
-    ))
+    Ok(rows.iter().map(message_from_row).collect())
 }
 
 /// `clause` narrowed to the rows after `after` in the `/messages` order.
@@ -299,19 +306,8 @@ async fn export_page(
     let (clause, mut values) = filter_clause(filter);
     let clause = after_position(clause, &mut values, after);
     values.push(Box::new(i64::from(limit)));
-    let select = client
-        .prepare_cached(&format!(
-            "SELECT message_id, from_msisdn, to_msisdn, ts, text, ts_key FROM messages{clause} \
-             ORDER BY ts_key, message_id LIMIT ${}",
-            values.len()
-        ))
-        .await
-        .map_err(unavailable)?;
-    let rows = client
-        .query(&select, &params(&values))
-        .await
-        .map_err(unavailable)?;
-    Ok(rows.iter().map(message_from_row).collect())
+    let window = format!("LIMIT ${}", values.len());
+    select_messages(client, &clause, &window, &values).await
 }
 
 /// How many messages match, from the per-sender counts when the filter allows it.

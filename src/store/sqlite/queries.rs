@@ -45,14 +45,10 @@ impl Search {
         page: &PageRequest,
         hit_set_max: usize,
     ) -> rusqlite::Result<Search> {
-        let Some(needle) = &filter.text_contains else {
-            return Ok(Search::None);
+        let phrase = match index_phrase(filter) {
+            Ok((_, phrase)) => phrase,
+            Err(search) => return Ok(search),
         };
-        let folded = fold_case(needle);
-        if folded.chars().count() < MIN_INDEXED_CHARS {
-            return Ok(Search::Scan { folded });
-        }
-        let phrase = fts_phrase(&folded);
         if filter.from.is_some() {
             // One sender's hits are few, and the walk would not use the sender's index.
             return Ok(Search::SortHits { phrase, hits: None });
@@ -140,6 +136,20 @@ impl Selection {
             format!(" FROM {} WHERE {}", self.from, self.conditions.join(" AND "))
         }
     }
+}
+
+/// `q` case-folded and as the index phrase that finds it; or, when there is nothing to look up,
+/// the whole search: none without `q`, a scan for a term too short to have a trigram.
+fn index_phrase(filter: &MessageFilter) -> Result<(String, String), Search> {
+    let Some(needle) = &filter.text_contains else {
+        return Err(Search::None);
+    };
+    let folded = fold_case(needle);
+    if folded.chars().count() < MIN_INDEXED_CHARS {
+        return Err(Search::Scan { folded });
+    }
+    let phrase = fts_phrase(&folded);
+    Ok((folded, phrase))
 }
 
 /// An FTS5 phrase that matches `text` as a substring: quoted, with quotes doubled. With the
@@ -272,14 +282,10 @@ pub fn export_page(
 /// How an export page answers `q`: from the index when its hits are few, else by testing each
 /// row met along the order (see [`EXPORT_SORT_HITS_MAX`]).
 fn export_search(conn: &Connection, filter: &MessageFilter) -> rusqlite::Result<Search> {
-    let Some(needle) = &filter.text_contains else {
-        return Ok(Search::None);
+    let (folded, phrase) = match index_phrase(filter) {
+        Ok(found) => found,
+        Err(search) => return Ok(search),
     };
-    let folded = fold_case(needle);
-    if folded.chars().count() < MIN_INDEXED_CHARS {
-        return Ok(Search::Scan { folded });
-    }
-    let phrase = fts_phrase(&folded);
     let hits = count_hits(conn, &phrase)?;
     Ok(if hits <= EXPORT_SORT_HITS_MAX {
         Search::SortHits {
