@@ -31,6 +31,19 @@ async fn document(app: &TestApp) -> Value {
 }
 
 /// The methods the document lists for `path`, upper case.
+/// `response` itself, or the shared answer under `components/responses` it refers to.
+fn resolved<'a>(document: &'a Value, response: &'a Value) -> &'a Value {
+    match response["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference
+                .strip_prefix("#/components/responses/")
+                .expect("a reference to a shared answer");
+            &document["components"]["responses"][name]
+        }
+        None => response,
+    }
+}
+
 fn documented_methods(document: &Value, path: &str) -> BTreeSet<String> {
     document["paths"][path]
         .as_object()
@@ -137,7 +150,7 @@ async fn the_bearer_scheme_guards_the_reads_and_nothing_else() {
             };
             assert_eq!(operation["security"], expected, "{method} {path}");
             if PROTECTED.contains(path) {
-                let unauthorized = &operation["responses"]["401"];
+                let unauthorized = resolved(&document, &operation["responses"]["401"]);
                 assert_eq!(
                     unauthorized["content"]["application/json"]["example"],
                     json!({"detail": "not authenticated"}),
@@ -157,6 +170,7 @@ async fn every_answer_documents_x_request_id() {
     for (path, item) in document["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().expect("path item") {
             for (status, response) in operation["responses"].as_object().expect("responses") {
+                let response = resolved(&document, response);
                 assert!(
                     response["headers"]["X-Request-Id"]["schema"]["maxLength"] == 128,
                     "{method} {path} {status}"

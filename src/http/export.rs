@@ -126,7 +126,6 @@ impl IntoParams for FormatParam {
                 (String = "application/x-ndjson", example = json!("{\"message_id\":\"m1\",\"from\":\"+919876543210\",\"to\":\"+14155550100\",\"ts\":\"2025-01-15T10:00:00Z\",\"text\":\"Hello\"}\n")),
                 (String = "text/csv", example = json!("message_id,from,to,ts,text\r\nm1,+919876543210,+14155550100,2025-01-15T10:00:00Z,Hello\r\n")),
             )),
-        (status = 401, description = "`API_TOKEN` is set and the request lacks `Authorization: Bearer <token>`.", body = ErrorDetail, headers(("WWW-Authenticate" = String, description = "`Bearer`")), example = json!({"detail": "not authenticated"})),
         (status = 422, description = "A bad parameter: one entry per bad one.", body = ValidationErrors),
         (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
     ),

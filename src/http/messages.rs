@@ -90,7 +90,6 @@ pub struct MessagesPage {
     security(("api_token" = [])),
     responses(
         (status = 200, description = "One page.", body = MessagesPage),
-        (status = 401, description = "`API_TOKEN` is set and the request lacks `Authorization: Bearer <token>`.", body = ErrorDetail, headers(("WWW-Authenticate" = String, description = "`Bearer`")), example = json!({"detail": "not authenticated"})),
         (status = 422, description = "A bad parameter: one entry per bad one.", body = ValidationErrors),
         (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
     ),

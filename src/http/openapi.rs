@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use serde_json::json;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
 };
@@ -34,6 +34,9 @@ pub const PATH: &str = "/openapi.json";
 pub const API_TOKEN_SCHEME: &str = "api_token";
 
 const REQUEST_ID_HEADER: &str = "X-Request-Id";
+
+/// The shared 401 answer, under `components/responses`.
+const NOT_AUTHENTICATED: &str = "NotAuthenticated";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -127,13 +130,43 @@ impl Modify for Completion {
             add_request_id_header(&mut response);
             components.responses.insert(name.to_owned(), response.into());
         }
+        components
+            .responses
+            .insert(NOT_AUTHENTICATED.to_owned(), not_authenticated_response().into());
         page::document(&mut document.paths);
+        let behind_the_token = SecurityRequirement::new(API_TOKEN_SCHEME, Vec::<String>::new());
         for item in document.paths.paths.values_mut() {
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
                 add_request_id(operation);
+                if operation
+                    .security
+                    .iter()
+                    .flatten()
+                    .any(|required| *required == behind_the_token)
+                {
+                    operation.responses.responses.insert(
+                        "401".to_owned(),
+                        RefOr::Ref(Ref::from_response_name(NOT_AUTHENTICATED)),
+                    );
+                }
             }
         }
     }
+}
+
+/// The 401 of every operation behind [`API_TOKEN_SCHEME`], added where the scheme is required.
+fn not_authenticated_response() -> Response {
+    let mut response = error_response(
+        "`API_TOKEN` is set and the request lacks `Authorization: Bearer <token>`.",
+        "not authenticated",
+    );
+    let challenge = HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some("`Bearer`"))
+        .build();
+    response.headers.insert("WWW-Authenticate".to_owned(), challenge);
+    add_request_id_header(&mut response);
+    response
 }
 
 /// An answer whose body is `{"detail": detail}`.

@@ -24,7 +24,6 @@ pub fn router() -> Router<Arc<AppState>> {
     security(("api_token" = [])),
     responses(
         (status = 200, description = "The figures.", body = Stats),
-        (status = 401, description = "`API_TOKEN` is set and the request lacks `Authorization: Bearer <token>`.", body = ErrorDetail, headers(("WWW-Authenticate" = String, description = "`Bearer`")), example = json!({"detail": "not authenticated"})),
         (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
     ),
 )]
