@@ -1,7 +1,7 @@
 //! The read queries: `/messages` pages and `/stats`, each inside one read transaction.
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, Row, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::{MessageFilter, MessagePage, PageRequest, Position, SenderCount, Stats, TOP_SENDERS};
@@ -198,9 +198,13 @@ impl HitSet {
     }
 }
 
-fn count_hits(conn: &Connection, phrase: &str) -> rusqlite::Result<u64> {
-    conn.prepare_cached("SELECT COUNT(*) FROM message_search(?)")?
-        .query_row([phrase], |row| row.get(0))
+/// How many hits `phrase` has, counted no further than `cap`: enough to choose a plan, and
+/// bounded, since an export chooses again for every page.
+fn count_hits_up_to(conn: &Connection, phrase: &str, cap: u64) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COUNT(*) FROM (SELECT 1 FROM message_search(?) LIMIT ?)")?
+        .query_row(params![phrase, i64::try_from(cap).unwrap_or(i64::MAX)], |row| {
+            row.get(0)
+        })
         .map(count)
 }
 
@@ -286,7 +290,7 @@ fn export_search(conn: &Connection, filter: &MessageFilter) -> rusqlite::Result<
         Ok(found) => found,
         Err(search) => return Ok(search),
     };
-    let hits = count_hits(conn, &phrase)?;
+    let hits = count_hits_up_to(conn, &phrase, EXPORT_SORT_HITS_MAX + 1)?;
     Ok(if hits <= EXPORT_SORT_HITS_MAX {
         Search::SortHits {
             phrase,
