@@ -1,54 +1,167 @@
-//! Keeps the WAL from growing without bound.
+//! Keeps the WAL small, copying most of it into the database file from a thread of its own.
 //!
-//! SQLite's automatic checkpoint is PASSIVE: it copies what no reader still needs and never
-//! waits. Under a steady stream of reads beside the writes, some reader always holds an older
-//! snapshot, the checkpoint never completes, and the WAL never rewinds, so the file grows and
-//! every read walks a longer WAL index. The writer therefore looks at the WAL about once a second
-//! and, when it has grown past a bound, runs a RESTART checkpoint, which waits (briefly: reads are
-//! short) for readers to move to the newest snapshot, so the next commit starts the WAL afresh.
+//! SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1,000 pages, on
+//! the thread that committed: it copies the WAL's pages into the database file and fsyncs both,
+//! while every request of the next batch waits. Under ingest that was a sixth of the writer
+//! thread's time (`perf`, 2026-11-29). The writer's connection instead reports the WAL's length
+//! after each commit through a WAL hook (which turns the automatic checkpoint off), and:
+//!
+//! - every [`WAKE_EVERY_FRAMES`] frames it wakes this module's thread, whose own connection runs
+//!   a PASSIVE checkpoint: it never blocks the writer, which appends to the WAL meanwhile. (Not
+//!   at every commit: each checkpoint copies the pages that every commit touches again, the
+//!   counters and the upper levels of the indexes, so copying more often costs more in all);
+//! - past [`CATCH_UP_AFTER_FRAMES`] the writer runs a PASSIVE checkpoint itself. The WAL starts
+//!   afresh only at a commit that finds all of it copied, which a checkpoint running beside a
+//!   busy writer never achieves (a test saw the WAL reach 800 MB); the thread has copied nearly
+//!   all of it by then, so the writer copies only the last pages;
+//! - past [`RESTART_AFTER_FRAMES`] the writer runs a RESTART checkpoint. A PASSIVE one copies only
+//!   what no reader still needs: under a steady stream of reads some reader always holds an
+//!   older snapshot and the WAL never starts afresh, so every read walks a longer WAL index.
+//!   RESTART waits (briefly: reads are short) for readers to move to the newest snapshot.
 
-use std::time::{Duration, Instant};
+use std::os::raw::c_int;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
-use rusqlite::Connection;
+use rusqlite::config::DbConfig;
+use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
+use rusqlite::{Connection, OpenFlags};
 
-/// How often the writer looks at the WAL.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+use crate::config::Synchronous;
+use crate::store::sqlite::Target;
 
-/// WAL frames (pages) past which a RESTART checkpoint is forced: 64 MiB of 4 KiB pages.
-const RESTART_AFTER_FRAMES: i32 = 16_384;
+/// WAL frames (pages) written between two wake-ups of the checkpoint thread: SQLite's own
+/// default for its automatic checkpoint.
+const WAKE_EVERY_FRAMES: c_int = 1_000;
+
+/// WAL frames past which the writer copies what the thread has not: 16 MiB of 4 KiB pages.
+const CATCH_UP_AFTER_FRAMES: c_int = 4_096;
+
+/// WAL frames past which a RESTART checkpoint is forced: 64 MiB of 4 KiB pages.
+const RESTART_AFTER_FRAMES: c_int = 16_384;
 
 /// Bytes the WAL file is cut back to after a restart.
 pub const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+enum Wake {
+    WalGrew,
+    Stop,
+}
+
+/// The checkpoint thread and the way to wake it.
 pub struct Checkpointer {
-    last_check: Instant,
+    wake: SyncSender<Wake>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Checkpointer {
-    pub fn new() -> Self {
-        Checkpointer {
-            last_check: Instant::now(),
-        }
+    /// Starts the thread; it opens its connection to `target` when first woken, and again each
+    /// time `generation` says the writer reopened the file.
+    pub fn start(
+        target: Target,
+        synchronous: Synchronous,
+        generation: Arc<AtomicU64>,
+    ) -> std::io::Result<Checkpointer> {
+        // One pending wake-up is enough: a checkpoint copies whatever the WAL holds when it runs.
+        let (wake, woken) = sync_channel(1);
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || run(&target, synchronous, &generation, &woken))?;
+        Ok(Checkpointer {
+            wake,
+            thread: Some(thread),
+        })
     }
 
-    /// Called after each commit; does nothing most of the time.
-    pub fn after_commit(&mut self, conn: &Connection) {
-        if self.last_check.elapsed() < CHECK_EVERY {
-            return;
-        }
-        self.last_check = Instant::now();
-        match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
-            Ok((frames, _)) if frames > RESTART_AFTER_FRAMES => {
-                if let Err(error) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::RESTART) {
-                    tracing::warn!(error = %error, frames, "WAL restart checkpoint failed; will retry");
-                } else {
-                    tracing::info!(frames, "WAL restarted after readers kept it from checkpointing");
-                }
+    /// Replaces the automatic checkpoint of the writer's `conn` with the rules of this module.
+    pub fn watch(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        let wake = self.wake.clone();
+        // The WAL's length at the last wake-up; it shrinks when the WAL starts afresh.
+        let mut woken_at: c_int = 0;
+        conn.wal_hook(Some(move |wal: &mut Wal, frames: c_int| {
+            if frames < woken_at {
+                woken_at = 0;
             }
-            Ok(_) => {}
-            // Not in WAL mode (the in-memory database): nothing to keep small.
-            Err(_) => {}
+            if frames - woken_at >= WAKE_EVERY_FRAMES {
+                woken_at = frames;
+                // Full: a wake-up is already pending. Disconnected: shutting down.
+                let _ = wake.try_send(Wake::WalGrew);
+            }
+            if frames >= RESTART_AFTER_FRAMES {
+                restart(wal, frames);
+            } else if frames >= CATCH_UP_AFTER_FRAMES {
+                // Busy while the thread checkpoints: the next commit tries again.
+                let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
+            }
+            // The commit has happened whatever the checkpoint did; an error here would report
+            // the commit as failed.
+            Ok(())
+        }))
+    }
+
+    /// Stops the thread and closes its connection (without checkpointing: that is for the
+    /// writer's connection, which closes last).
+    pub fn stop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // The thread may be mid-checkpoint with a wake-up queued; a blocking send waits for it.
+            let _ = self.wake.send(Wake::Stop);
+            let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(target: &Target, synchronous: Synchronous, generation: &AtomicU64, woken: &Receiver<Wake>) {
+    let mut conn: Option<(u64, Connection)> = None;
+    while let Ok(Wake::WalGrew) = woken.recv() {
+        let current = generation.load(Ordering::SeqCst);
+        if conn.as_ref().is_none_or(|(opened_in, _)| *opened_in != current) {
+            conn = match open(target, synchronous) {
+                Ok(opened) => Some((current, opened)),
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot open the checkpoint connection; will retry");
+                    None
+                }
+            };
+        }
+        if let Some((_, conn)) = &conn {
+            checkpoint(conn);
+        }
+    }
+}
+
+/// A connection that never creates the file, and leaves the WAL alone when it closes: the file
+/// at the path may by then be another one (see `writer`).
+fn open(target: &Target, synchronous: Synchronous) -> rusqlite::Result<Connection> {
+    let conn = target.open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+    // A checkpoint fsyncs as this connection's setting says, so it must be the writer's.
+    conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)?;
+    Ok(conn)
+}
+
+fn checkpoint(conn: &Connection) {
+    if let Err(error) = conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+        // Busy when the writer is catching up: nothing to do.
+        if error.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy) {
+            tracing::warn!(error = %error, "WAL checkpoint failed; will retry");
+        }
+    }
+}
+
+fn restart(wal: &mut Wal, frames: c_int) {
+    if let Err(error) = wal.checkpoint_v2(CheckpointMode::RESTART) {
+        tracing::warn!(error = %error, frames, "WAL restart checkpoint failed; will retry");
+    } else {
+        tracing::info!(frames, "WAL restarted after readers kept it from checkpointing");
     }
 }

@@ -111,7 +111,7 @@ impl SqliteStore {
             options.max_page_count,
             generation,
             options.clock,
-        );
+        )?;
         let (handle, receiver) = WriterHandle::channel();
         let observer = ObserverSlot::default();
         let writer_observer = observer.clone();

@@ -64,9 +64,9 @@ pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>, observer: 
                 let _ = probe.send(ready.clone());
             }
         }
-        writer.keep_wal_small();
     }
-    // Closing the last connection checkpoints the WAL into the main file.
+    // Stops the checkpoint thread first: closing the last connection checkpoints the WAL into
+    // the main file.
     drop(writer);
     batch.finish();
 }
@@ -108,22 +108,34 @@ pub struct Writer {
     generation: Arc<AtomicU64>,
     /// When the last write (a batch or a probe) ended, and whether it committed.
     last_write: Option<(Instant, bool)>,
-    checkpointer: Checkpointer,
+    /// Copies the WAL into the database file, for a database in a file.
+    checkpointer: Option<Checkpointer>,
     /// Where `created_at` comes from.
     clock: Clock,
 }
 
 impl Writer {
-    /// Takes over a migrated connection to `target`.
+    /// Takes over a migrated connection to `target`, and starts its checkpoint thread.
     pub fn new(
         target: Target,
-        conn: Connection,
+        mut conn: Connection,
         synchronous: Synchronous,
         max_page_count: Option<u64>,
         generation: Arc<AtomicU64>,
         clock: Clock,
-    ) -> Writer {
-        Writer {
+    ) -> Result<Writer, StoreError> {
+        let checkpointer = match target {
+            Target::File(_) => {
+                let checkpointer = Checkpointer::start(target.clone(), synchronous, Arc::clone(&generation))
+                    .map_err(|error| {
+                        StoreError::Unavailable(format!("cannot start the checkpoint thread: {error}"))
+                    })?;
+                checkpointer.watch(&mut conn).map_err(unavailable)?;
+                Some(checkpointer)
+            }
+            Target::Memory(_) => None,
+        };
+        Ok(Writer {
             opened: target.path().and_then(FileIdentity::of),
             target,
             synchronous,
@@ -131,9 +143,9 @@ impl Writer {
             conn: Some(conn),
             generation,
             last_write: None,
-            checkpointer: Checkpointer::new(),
+            checkpointer,
             clock,
-        }
+        })
     }
 
     /// Commits one batch; any failure answers the whole batch with the error.
@@ -165,12 +177,6 @@ impl Writer {
         let written = write_probe(conn).map_err(unavailable);
         self.record_write(written.is_ok());
         written
-    }
-
-    fn keep_wal_small(&mut self) {
-        if let Some(conn) = &self.conn {
-            self.checkpointer.after_commit(conn);
-        }
     }
 
     fn record_write(&mut self, committed: bool) {
@@ -219,11 +225,24 @@ impl Writer {
             .open_writer(self.synchronous, false, self.max_page_count)
             .map_err(unavailable)?;
         schema::migrate(&mut conn).map_err(|error| StoreError::Unavailable(error.to_string()))?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.watch(&mut conn).map_err(unavailable)?;
+        }
         self.opened = FileIdentity::of(path);
         self.conn = Some(conn);
         self.generation.fetch_add(1, Ordering::SeqCst);
         tracing::warn!(path = %path.display(), "the database file is back; writing again");
         Ok(())
+    }
+}
+
+impl Drop for Writer {
+    /// The checkpoint thread's connection closes first, so that the writer's, closing last,
+    /// copies the WAL into the database file.
+    fn drop(&mut self) {
+        if let Some(checkpointer) = &mut self.checkpointer {
+            checkpointer.stop();
+        }
     }
 }
 
