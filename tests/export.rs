@@ -436,14 +436,21 @@ async fn a_database_failure_mid_stream_breaks_the_body_and_before_it_answers_503
         cut.lines,
         cut.error.as_deref().unwrap_or("no error")
     );
-    assert_eq!(cut.lines, 1_000, "the first page arrives whole");
+    // Usually one page gets out before the table is gone. The socket buffers on both sides of
+    // loopback can hold most of a page, so on a loaded machine a second page may get out too
+    // (seen once in a full `cargo test`); never all of them.
+    assert!(
+        cut.lines > 0 && cut.lines % 1_000 == 0 && cut.lines < ROWS,
+        "whole pages arrive before the failure, then no more: {} lines",
+        cut.lines
+    );
     assert!(
         cut.error.is_some(),
         "the body must end in an error, not look complete"
     );
     assert!(
         cut.bytes_after_last_newline == 0,
-        "no partial row after the first page"
+        "no partial row after the last whole page"
     );
 
     let (status, answer) = app.get_json("/messages/export").await;
