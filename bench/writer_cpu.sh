@@ -2,8 +2,9 @@
 # CPU of the SQLite writer thread per ingested message: the figure that decides ingest speed
 # while that one thread is saturated, and one that moves less than requests/s when the machine
 # is shared. Starts BINARY on DB (created when missing), runs `bench ingest` at 64 connections,
-# and reads the thread's user and system time from /proc before and after; also the checkpoint
-# thread's, where the binary has one, so that work moved off the writer is still counted.
+# and reads the thread's user and system time from /proc before and after; also the time of the
+# checkpoint and WAL sync threads, where the binary has them, so that work moved off the writer
+# is still counted.
 #
 # usage: bench/writer_cpu.sh BINARY DB [SECONDS]        (default 10; env passes to the service)
 # A/B:   for b in A B A B; do rm -f /tmp/ab.db*; bench/writer_cpu.sh ./$b /tmp/ab.db; done
@@ -15,23 +16,24 @@ trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
 thread() { grep -l "$1" /proc/$server/task/*/comm | head -1 | cut -d/ -f5; }
 writer=$(thread sqlite-writer)
-checkpointer=$(thread sqlite-checkpoi || true)
+helpers=$(thread sqlite-checkpoi || true; thread sqlite-wal-sync || true)
 cpu() { awk '{print $14, $15}' "/proc/$server/task/$1/stat"; }
-checkpointer_cpu() { if [ -n "$checkpointer" ]; then cpu "$checkpointer"; else echo 0 0; fi; }
-before=$(cpu "$writer") before_checkpoint=$(checkpointer_cpu)
+# User and system ticks of the checkpoint and WAL sync threads together.
+helpers_cpu() { for tid in $helpers; do cpu "$tid"; done | awk '{u += $1; s += $2} END {print u + 0, s + 0}'; }
+before=$(cpu "$writer") before_helpers=$(helpers_cpu)
 report=$("$binary" bench ingest --url "http://127.0.0.1:$port" --secret testsecret --duration "${seconds}s" --format json)
-after=$(cpu "$writer") after_checkpoint=$(checkpointer_cpu)
-python3 - "$before" "$after" "$before_checkpoint" "$after_checkpoint" "$report" <<'PY'
+after=$(cpu "$writer") after_helpers=$(helpers_cpu)
+python3 - "$before" "$after" "$before_helpers" "$after_helpers" "$report" <<'PY'
 import json, os, sys
 tick = os.sysconf("SC_CLK_TCK")
 def seconds(before, after):
     (user0, sys0), (user1, sys1) = map(int, before.split()), map(int, after.split())
     return (user1 - user0) / tick, (sys1 - sys0) / tick
 user, system = seconds(sys.argv[1], sys.argv[2])
-checkpoint = sum(seconds(sys.argv[3], sys.argv[4]))
+helpers = sum(seconds(sys.argv[3], sys.argv[4]))
 report = json.loads(sys.argv[5]); n = report["requests"]
 print(f'{report["requests_per_sec"]:,.0f} requests/s, p99 {report["latency_ms"]["p99"]} ms, '
       f'writer {user + system:.2f} s CPU (user {user:.2f}, system {system:.2f}), '
-      f'{(user + system) / n * 1e6:.1f} µs per message; checkpoint thread {checkpoint:.2f} s, '
-      f'{checkpoint / n * 1e6:.1f} µs per message; {n} messages')
+      f'{(user + system) / n * 1e6:.1f} µs per message; checkpoint and WAL sync threads '
+      f'{helpers:.2f} s, {helpers / n * 1e6:.1f} µs per message; {n} messages')
 PY

@@ -125,6 +125,34 @@ impl ObserverSlot {
     }
 }
 
+/// The requests of a committed batch, still waiting for their answers.
+pub struct PendingAnswers(Vec<Reply>);
+
+impl PendingAnswers {
+    /// One outcome each, in the order of the batch, or the same error to all.
+    pub fn answer(self, committed: Result<Vec<InsertOutcome>, StoreError>) {
+        match committed {
+            Ok(outcomes) => {
+                for (reply, outcome) in self.0.into_iter().zip(outcomes) {
+                    // A client that went away no longer waits for its answer; its row is stored anyway.
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %error, requests = self.0.len(), "write batch failed; answering 503");
+                for reply in self.0 {
+                    let _ = reply.send(Err(StoreError::Unavailable(error.to_string())));
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub fn from_replies(replies: Vec<Reply>) -> PendingAnswers {
+        PendingAnswers(replies)
+    }
+}
+
 /// The inserts of one commit, and whoever waits for the writer to stop.
 pub struct Batch {
     max_len: usize,
@@ -178,21 +206,14 @@ impl Batch {
 
     /// Answers every request of the batch, one outcome each in order, or the same error to all.
     pub fn answer(&mut self, committed: Result<Vec<InsertOutcome>, StoreError>) {
+        self.answer_later().answer(committed);
+    }
+
+    /// Empties the batch for the next one, keeping who waits for its answers, to be answered
+    /// elsewhere (once the commit is on disk).
+    pub fn answer_later(&mut self) -> PendingAnswers {
         self.messages.clear();
-        match committed {
-            Ok(outcomes) => {
-                for (reply, outcome) in self.replies.drain(..).zip(outcomes) {
-                    // A client that went away no longer waits for its answer; its row is stored anyway.
-                    let _ = reply.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                tracing::error!(error = %error, requests = self.replies.len(), "write batch failed; answering 503");
-                for reply in self.replies.drain(..) {
-                    let _ = reply.send(Err(StoreError::Unavailable(error.to_string())));
-                }
-            }
-        }
+        PendingAnswers(std::mem::take(&mut self.replies))
     }
 
     /// The readiness probes that arrived with this batch, to be answered after it.

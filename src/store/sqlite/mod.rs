@@ -5,6 +5,7 @@ mod page_cache;
 mod queries;
 mod retention;
 mod schema;
+mod wal_sync;
 mod writer;
 
 use std::path::{Path, PathBuf};

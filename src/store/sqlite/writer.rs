@@ -9,6 +9,7 @@
 //! marks the store not ready until a write succeeds again.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
 use crate::store::sqlite::checkpoint::Checkpointer;
+use crate::store::sqlite::wal_sync::{self, WalSyncer};
 use crate::store::sqlite::{INDEX_TEXT, Target, retention, schema, unavailable};
 use crate::store::writer::{Batch, Command, DeleteRequest, ObserverSlot};
 use crate::store::{InsertOutcome, StoreError};
@@ -52,7 +54,7 @@ pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>, observer: 
             if committed.is_ok() {
                 observer.batch_committed(batch.messages().len(), started.elapsed());
             }
-            batch.answer(committed);
+            writer.answer(&mut batch, committed);
         }
         for (request, reply) in batch.take_deletes() {
             let _ = reply.send(writer.delete(&request));
@@ -65,8 +67,8 @@ pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>, observer: 
             }
         }
     }
-    // Stops the checkpoint thread first: closing the last connection checkpoints the WAL into
-    // the main file.
+    // Answers what waits for a WAL sync and stops the checkpoint thread, then closes the
+    // connection, which as the last one copies the WAL into the main file.
     drop(writer);
     batch.finish();
 }
@@ -110,12 +112,17 @@ pub struct Writer {
     last_write: Option<(Instant, bool)>,
     /// Copies the WAL into the database file, for a database in a file.
     checkpointer: Option<Checkpointer>,
+    /// Syncs the WAL in place of the commits, for a database in a file with `synchronous = FULL`.
+    wal_syncer: Option<WalSyncer>,
+    /// The connection's WAL file, when the connection leaves its syncs to `wal_syncer`.
+    wal: Option<Arc<File>>,
     /// Where `created_at` comes from.
     clock: Clock,
 }
 
 impl Writer {
-    /// Takes over a migrated connection to `target`, and starts its checkpoint thread.
+    /// Takes over a migrated connection to `target`, and starts its checkpoint and WAL sync
+    /// threads.
     pub fn new(
         target: Target,
         mut conn: Connection,
@@ -135,6 +142,15 @@ impl Writer {
             }
             Target::Memory(_) => None,
         };
+        let wal_syncer = match (&target, synchronous) {
+            (Target::File(_), Synchronous::Full) => {
+                Some(WalSyncer::start(Box::new(File::sync_data)).map_err(|error| {
+                    StoreError::Unavailable(format!("cannot start the WAL sync thread: {error}"))
+                })?)
+            }
+            _ => None,
+        };
+        let wal = take_over_commit_syncs(wal_syncer.as_ref(), &conn, &target);
         Ok(Writer {
             opened: target.path().and_then(FileIdentity::of),
             target,
@@ -144,6 +160,8 @@ impl Writer {
             generation,
             last_write: None,
             checkpointer,
+            wal_syncer,
+            wal,
             clock,
         })
     }
@@ -155,6 +173,17 @@ impl Writer {
         let committed = commit(conn, messages, &created_at).map_err(unavailable);
         self.record_write(committed.is_ok());
         committed
+    }
+
+    /// Answers a batch that `commit` committed (or failed to): at once, or once the WAL sync
+    /// thread has synced the WAL file that holds it.
+    fn answer(&self, batch: &mut Batch, committed: Result<Vec<InsertOutcome>, StoreError>) {
+        match (committed, &self.wal_syncer, &self.wal) {
+            (Ok(outcomes), Some(syncer), Some(wal)) => {
+                syncer.answer_when_durable(wal, batch.answer_later(), outcomes);
+            }
+            (committed, ..) => batch.answer(committed),
+        }
     }
 
     /// One retention batch in a transaction of its own.
@@ -213,6 +242,7 @@ impl Writer {
             let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
             drop(conn);
         }
+        self.wal = None;
         self.opened = None;
         self.generation.fetch_add(1, Ordering::SeqCst);
         let what = if missing { "was removed" } else { "was replaced" };
@@ -228,6 +258,7 @@ impl Writer {
         if let Some(checkpointer) = &self.checkpointer {
             checkpointer.watch(&mut conn).map_err(unavailable)?;
         }
+        self.wal = take_over_commit_syncs(self.wal_syncer.as_ref(), &conn, &self.target);
         self.opened = FileIdentity::of(path);
         self.conn = Some(conn);
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -237,13 +268,27 @@ impl Writer {
 }
 
 impl Drop for Writer {
-    /// The checkpoint thread's connection closes first, so that the writer's, closing last,
+    /// Every batch handed to the WAL sync thread is answered after a sync of the live WAL, and
+    /// the checkpoint thread's connection closes first, so that the writer's, closing last,
     /// copies the WAL into the database file.
     fn drop(&mut self) {
+        if let Some(syncer) = &mut self.wal_syncer {
+            syncer.stop();
+        }
         if let Some(checkpointer) = &mut self.checkpointer {
             checkpointer.stop();
         }
     }
+}
+
+/// The WAL file of `conn`, when a sync thread runs and `conn` now leaves its syncs to it.
+fn take_over_commit_syncs(
+    syncer: Option<&WalSyncer>,
+    conn: &Connection,
+    target: &Target,
+) -> Option<Arc<File>> {
+    syncer?;
+    wal_sync::take_over_commit_syncs(conn, target.path()?)
 }
 
 /// Writes and deletes a row of [`PROBE_PAGES`] pages in one transaction: fails when the file
