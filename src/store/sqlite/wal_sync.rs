@@ -3,18 +3,18 @@
 //!
 //! With `synchronous = FULL`, SQLite fsyncs the WAL inside every commit, and the writer, the one
 //! thread every insert goes through, sits idle until the disk answers: under ingest its commits
-//! took 2.6 ms on average, of which 0.9 ms was spent off the CPU (BENCHMARKS.md). Instead, the
-//! writer's connection commits with `synchronous = NORMAL` (the frames are written, not synced)
-//! and hands the batch's waiting requests to this module's thread, which fdatasyncs the WAL file
-//! and only then answers them. The writer meanwhile commits the next batch, and one fdatasync
-//! covers every batch committed before it began.
+//! took 2.6 ms on average, of which about 0.7 ms was spent off the CPU (BENCHMARKS.md). Instead,
+//! the writer's connection commits with `synchronous = NORMAL` (the frames are written, not
+//! synced) and hands the batch's waiting requests to this module's thread, which fdatasyncs the
+//! WAL file and only then answers them. The writer meanwhile commits the next batch, and one
+//! fdatasync covers every batch committed before it began.
 //!
-//! What a 200 promises is unchanged: the message's frames were on disk before it was sent.
-//! Whatever went wrong with the sync, the requests get a 503, and a duplicate of one of them, sent again, is
-//! acknowledged only after a later sync has covered the first commit too, since syncs cover the
-//! whole file in order. One thing differs: a reader may see a row during the fraction of a
-//! millisecond before its sync, so after a power loss at that moment a row once listed could be
-//! gone; its sender was never told it was stored and sends it again.
+//! What a 200 promises is unchanged: the message's frames were on disk before it was sent. If a
+//! sync fails, its batches get a 503; a duplicate of one of them, sent again, is acknowledged only
+//! after a later sync, which covers the first commit too, since a sync covers the whole file. One
+//! thing differs: a reader may see a row during the fraction of a millisecond before its sync, so
+//! after a power loss at that moment a row once listed could be gone; its sender was never told
+//! it was stored and sends it again.
 //!
 //! Checkpoints are unaffected: SQLite syncs the WAL before copying it and the database file after,
 //! with `NORMAL` as with `FULL`, so the WAL never starts afresh over frames not yet in the file.
