@@ -23,6 +23,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 
@@ -45,18 +46,33 @@ struct Committed {
 pub struct WalSyncer {
     committed: Option<Sender<Committed>>,
     thread: Option<JoinHandle<()>>,
+    /// Whether the latest sync failed, so that readiness can say so (see `writer`).
+    last_failed: Arc<AtomicBool>,
 }
 
 impl WalSyncer {
     pub fn start(sync: SyncFile) -> io::Result<WalSyncer> {
         let (committed, received) = channel();
+        let last_failed = Arc::new(AtomicBool::new(false));
+        let failures = Arc::clone(&last_failed);
         let thread = std::thread::Builder::new()
             .name("sqlite-wal-sync".into())
-            .spawn(move || run(&received, sync))?;
+            .spawn(move || run(&received, sync, &failures))?;
         Ok(WalSyncer {
             committed: Some(committed),
             thread: Some(thread),
+            last_failed,
         })
+    }
+
+    /// Whether the latest sync of the WAL failed (and none has succeeded since).
+    pub fn last_sync_failed(&self) -> bool {
+        self.last_failed.load(Ordering::SeqCst)
+    }
+
+    /// Records a sync of the WAL made elsewhere (by a readiness probe).
+    pub fn record_sync(&self, succeeded: bool) {
+        self.last_failed.store(!succeeded, Ordering::SeqCst);
     }
 
     /// Answers `answers` with `outcomes` once `wal`, which holds their commit, is on disk.
@@ -98,7 +114,7 @@ impl Drop for WalSyncer {
     }
 }
 
-fn run(received: &Receiver<Committed>, mut sync: SyncFile) {
+fn run(received: &Receiver<Committed>, mut sync: SyncFile, last_failed: &AtomicBool) {
     while let Ok(first) = received.recv() {
         // Every batch waiting now was committed before this sync starts, so it covers them all.
         let mut due = vec![first];
@@ -110,6 +126,7 @@ fn run(received: &Receiver<Committed>, mut sync: SyncFile) {
                 Some((_, result)) => result.clone(),
                 None => {
                     let result = sync(&batch.wal).map_err(|error| format!("cannot sync the WAL: {error}"));
+                    last_failed.store(result.is_err(), Ordering::SeqCst);
                     synced.push((Arc::clone(&batch.wal), result.clone()));
                     result
                 }
@@ -151,7 +168,7 @@ fn wal_path(database: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     use tokio::sync::oneshot;
 
@@ -251,18 +268,28 @@ mod tests {
         let wal = temp_wal();
         let (failed, mut failed_receivers) = pending(1);
         syncer.answer_when_durable(&wal, failed, vec![InsertOutcome::Created]);
-        while calls.load(Ordering::SeqCst) == 0 {
-            std::thread::yield_now();
-        }
-        let (stored, mut stored_receivers) = pending(1);
-        syncer.answer_when_durable(&wal, stored, vec![InsertOutcome::Created]);
-        syncer.stop();
-
-        let refused = failed_receivers[0].try_recv().expect("answered");
+        let refused = loop {
+            match failed_receivers[0].try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => std::thread::yield_now(),
+                answered => break answered.expect("answered"),
+            }
+        };
         assert!(
             matches!(&refused, Err(StoreError::Unavailable(detail)) if detail.contains("the disk went away")),
             "{refused:?}"
         );
+        assert!(
+            syncer.last_sync_failed(),
+            "the failure is on record for readiness"
+        );
+        let (stored, mut stored_receivers) = pending(1);
+        syncer.answer_when_durable(&wal, stored, vec![InsertOutcome::Created]);
+        syncer.stop();
+        assert!(
+            !syncer.last_sync_failed(),
+            "a sync that succeeds clears the record"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(
             stored_receivers[0].try_recv().expect("answered").expect("stored"),
             InsertOutcome::Created

@@ -6,7 +6,8 @@
 //! the writer compares the file at the path with the one it opened; when they differ it stops
 //! writing (503) and reopens the path once a file is back there (restored from a backup, or moved
 //! back), without a restart. A commit that fails (read-only file, full disk) is answered 503 and
-//! marks the store not ready until a write succeeds again.
+//! marks the store not ready until a write succeeds again; a failed sync of the WAL (see
+//! `wal_sync`) likewise, until a sync succeeds.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -199,13 +200,30 @@ impl Writer {
         let fresh = self
             .last_write
             .is_some_and(|(at, committed)| committed && at.elapsed() < PROBE_FRESH);
-        let conn = self.usable_connection()?;
+        self.usable_connection()?;
+        self.check_wal_syncs()?;
         if fresh {
             return Ok(());
         }
+        let conn = self.usable_connection()?;
         let written = write_probe(conn).map_err(unavailable);
         self.record_write(written.is_ok());
         written
+    }
+
+    /// Not ready while the latest sync of the WAL failed: commits still succeed then, but their
+    /// answers are 503s. The probe syncs the WAL itself, so readiness returns without waiting
+    /// for messages to arrive.
+    fn check_wal_syncs(&self) -> Result<(), StoreError> {
+        let (Some(syncer), Some(wal)) = (&self.wal_syncer, &self.wal) else {
+            return Ok(());
+        };
+        if !syncer.last_sync_failed() {
+            return Ok(());
+        }
+        let synced = wal.sync_data();
+        syncer.record_sync(synced.is_ok());
+        synced.map_err(|error| StoreError::Unavailable(format!("cannot sync the WAL: {error}")))
     }
 
     fn record_write(&mut self, committed: bool) {
