@@ -12,7 +12,7 @@
 //!   counters and the upper levels of the indexes, so copying more often costs more in all);
 //! - past [`CATCH_UP_AFTER_FRAMES`] the writer runs a PASSIVE checkpoint itself. The WAL starts
 //!   afresh only at a commit that finds all of it copied, which a checkpoint running beside a
-//!   busy writer never achieves (a test saw the WAL reach 800 MB); the thread has copied nearly
+//!   busy writer never achieves (a 10 s ingest left an 816 MB WAL); the thread has copied nearly
 //!   all of it by then, so the writer copies only the last pages;
 //! - past [`RESTART_AFTER_FRAMES`] the writer runs a RESTART checkpoint. A PASSIVE one copies only
 //!   what no reader still needs: under a steady stream of reads some reader always holds an
