@@ -46,6 +46,20 @@ const RESTART_AFTER_FRAMES: c_int = 16_384;
 /// Bytes the WAL file is cut back to after a restart.
 pub const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// When the writer's WAL hook acts, in WAL frames.
+#[derive(Debug, Clone, Copy)]
+struct WalBounds {
+    wake_every: c_int,
+    catch_up_after: c_int,
+    restart_after: c_int,
+}
+
+const BOUNDS: WalBounds = WalBounds {
+    wake_every: WAKE_EVERY_FRAMES,
+    catch_up_after: CATCH_UP_AFTER_FRAMES,
+    restart_after: RESTART_AFTER_FRAMES,
+};
+
 enum Wake {
     WalGrew,
     Stop,
@@ -78,6 +92,10 @@ impl Checkpointer {
 
     /// Replaces the automatic checkpoint of the writer's `conn` with the rules of this module.
     pub fn watch(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+        self.watch_within(conn, BOUNDS)
+    }
+
+    fn watch_within(&self, conn: &mut Connection, bounds: WalBounds) -> rusqlite::Result<()> {
         let wake = self.wake.clone();
         // The WAL's length at the last wake-up; it shrinks when the WAL starts afresh.
         let mut woken_at: c_int = 0;
@@ -85,14 +103,14 @@ impl Checkpointer {
             if frames < woken_at {
                 woken_at = 0;
             }
-            if frames - woken_at >= WAKE_EVERY_FRAMES {
+            if frames - woken_at >= bounds.wake_every {
                 woken_at = frames;
                 // Full: a wake-up is already pending. Disconnected: shutting down.
                 let _ = wake.try_send(Wake::WalGrew);
             }
-            if frames >= RESTART_AFTER_FRAMES {
+            if frames >= bounds.restart_after {
                 restart(wal, frames);
-            } else if frames >= CATCH_UP_AFTER_FRAMES {
+            } else if frames >= bounds.catch_up_after {
                 // Busy while the thread checkpoints: the next commit tries again.
                 let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
             }
@@ -163,5 +181,72 @@ fn restart(wal: &mut Wal, frames: c_int) {
         tracing::warn!(error = %error, frames, "WAL restart checkpoint failed; will retry");
     } else {
         tracing::info!(frames, "WAL restarted after readers kept it from checkpointing");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::sqlite::Target;
+
+    /// Frames in the WAL, as a PASSIVE checkpoint reports them.
+    fn wal_frames(conn: &Connection) -> c_int {
+        conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE)
+            .expect("checkpoint")
+            .0
+    }
+
+    /// A reader holds an old snapshot while the WAL passes the restart bound: the RESTART waits
+    /// for it to finish, and the WAL starts afresh. The bounds are small and neither the thread
+    /// nor the catch-up copies anything, so only RESTART can rewind the WAL (with the restart
+    /// bound set out of reach, the WAL here ended at 122 frames).
+    #[test]
+    fn past_the_restart_bound_the_writer_waits_for_readers_and_the_wal_starts_afresh() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let target = Target::File(folder.path().join("app.db"));
+        let mut writer = target
+            .open_writer(Synchronous::Normal, true, None)
+            .expect("writer");
+        writer
+            .execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (zeroblob(10));")
+            .expect("table");
+        let checkpointer =
+            Checkpointer::start(target.clone(), Synchronous::Normal, Arc::new(AtomicU64::new(0)))
+                .expect("start");
+        let bounds = WalBounds {
+            wake_every: c_int::MAX,
+            catch_up_after: c_int::MAX,
+            restart_after: 32,
+        };
+        checkpointer.watch_within(&mut writer, bounds).expect("hook");
+
+        let (holding, held) = channel();
+        let reader_target = target.clone();
+        let reader = std::thread::spawn(move || {
+            let reader = reader_target.open_reader().expect("reader");
+            let snapshot = reader.unchecked_transaction().expect("read transaction");
+            let _: i64 = snapshot
+                .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+                .expect("read");
+            holding.send(()).expect("signal");
+            std::thread::sleep(Duration::from_millis(300));
+            snapshot.finish().expect("end the read");
+        });
+        held.recv().expect("the reader holds its snapshot");
+
+        for _ in 0..40 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(4000))", [])
+                .expect("insert");
+        }
+        reader.join().expect("reader thread");
+        let frames = wal_frames(&writer);
+        assert!(
+            frames < 32 + 4,
+            "the WAL holds {frames} frames after 40 commits with a restart bound of 32"
+        );
     }
 }
