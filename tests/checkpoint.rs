@@ -2,12 +2,15 @@
 //! longer checkpoints by itself (`src/store/sqlite/checkpoint.rs`): the checkpoint thread copies
 //! the WAL into the database file, and the writer finishes the copy so that the WAL starts afresh.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use common::open_sqlite_store;
 use webhook_inbox::config::Synchronous;
 use webhook_inbox::message::{Message, Timestamp};
-use webhook_inbox::store::sqlite::{Location, SqliteOptions, SqliteStore};
+use webhook_inbox::store::sqlite::{Location, SqliteOptions};
 use webhook_inbox::store::{InsertOutcome, Store};
 
 /// Messages of 2 KiB of text each, inserted 32 at a time: about 40 MiB through the WAL in all.
@@ -33,13 +36,12 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |metadata| metadata.len())
 }
 
-async fn open(path: &Path) -> Arc<SqliteStore> {
-    let options = SqliteOptions::new(Location::File(path.to_owned()), Synchronous::Normal);
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
-        .await
-        .expect("open task")
-        .expect("open the store");
-    Arc::new(store)
+async fn open(path: &Path) -> Arc<dyn Store> {
+    open_sqlite_store(SqliteOptions::new(
+        Location::File(path.to_owned()),
+        Synchronous::Normal,
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

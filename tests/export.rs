@@ -628,11 +628,8 @@ async fn seed_sqlite_file(path: &std::path::Path) {
         webhook_inbox::store::sqlite::Location::File(path.to_owned()),
         webhook_inbox::config::Synchronous::Normal,
     );
-    let store = tokio::task::spawn_blocking(move || webhook_inbox::store::sqlite::SqliteStore::open(options))
-        .await
-        .expect("open task")
-        .expect("open the store");
-    webhook_inbox::store::Store::shutdown(&store).await;
+    let store = common::open_sqlite_store(options).await;
+    store.shutdown().await;
     drop(store);
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {

@@ -15,12 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Backend, Options, TestApp, TestDatabase, message, metric, metrics_text};
+use common::{Backend, Options, TestApp, TestDatabase, message, metric, metrics_text, open_sqlite_store};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use webhook_inbox::config::{StoreUrl, Synchronous};
-use webhook_inbox::store::Store;
-use webhook_inbox::store::sqlite::{Location, SqliteOptions, SqliteStore};
+use webhook_inbox::store::sqlite::{Location, SqliteOptions};
 
 /// Most messages a test posts while waiting for a fault to show.
 const POST_BOUND: usize = 3_000;
@@ -138,20 +137,15 @@ fn sqlite_options(path: &Path, max_page_count: Option<u64>) -> SqliteOptions {
     }
 }
 
-async fn open_store(options: SqliteOptions) -> Arc<dyn Store> {
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
-        .await
-        .expect("open task")
-        .expect("open the store");
-    Arc::new(store)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_database_answers_503_and_writes_again_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("app.db");
     // The schema first, then 100 pages of ballast that the test will free later.
-    open_store(sqlite_options(&path, None)).await.shutdown().await;
+    open_sqlite_store(sqlite_options(&path, None))
+        .await
+        .shutdown()
+        .await;
     let pages: i64 = {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
@@ -161,7 +155,7 @@ async fn a_full_database_answers_503_and_writes_again_once_space_is_freed() {
         conn.query_row("PRAGMA page_count", [], |row| row.get(0)).unwrap()
     };
     // Room for a few dozen messages past the ballast.
-    let store = open_store(sqlite_options(&path, Some(pages as u64 + 30))).await;
+    let store = open_sqlite_store(sqlite_options(&path, Some(pages as u64 + 30))).await;
     let app = TestApp::spawn_with_store(TestDatabase::SqliteMemory, store, sqlite_app_options()).await;
 
     let (acknowledged, refused) = post_until_refused(&app, "full").await;

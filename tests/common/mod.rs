@@ -16,6 +16,7 @@ use webhook_inbox::http::ApiToken;
 use webhook_inbox::retention::RetentionPolicy;
 use webhook_inbox::signature::{DEFAULT_TOLERANCE, SigningKey, Verifier};
 use webhook_inbox::store::Store;
+use webhook_inbox::store::sqlite::{SqliteOptions, SqliteStore};
 use webhook_inbox::telemetry::Logger;
 use webhook_inbox::{AppState, Credentials, Limits, serve, store};
 
@@ -424,6 +425,16 @@ pub async fn json_of(response: reqwest::Response) -> (StatusCode, Value) {
 }
 
 /// A valid message body.
+/// A SQLite store opened the way the service opens one: off the async runtime, since opening
+/// migrates the file and starts the writer.
+pub async fn open_sqlite_store(options: SqliteOptions) -> Arc<dyn Store> {
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
+        .await
+        .expect("open task")
+        .expect("open the store");
+    Arc::new(store)
+}
+
 pub fn message(id: &str, from: &str, ts: &str, text: Option<&str>) -> Value {
     json!({ "message_id": id, "from": from, "to": "+14155550100", "ts": ts, "text": text })
 }

@@ -185,20 +185,29 @@ mod tests {
         Arc::new(tempfile::tempfile().expect("temp file"))
     }
 
-    /// A sync that waits until the test lets it finish, counting the syncs begun.
-    fn gated_sync(begun: Arc<AtomicUsize>, gate: Arc<Mutex<()>>) -> SyncFile {
-        Box::new(move |_| {
-            begun.fetch_add(1, Ordering::SeqCst);
-            drop(gate.lock());
+    /// A syncer whose syncs count themselves in `begun`, then wait while the test holds `gate`.
+    fn gated_syncer() -> (WalSyncer, Arc<AtomicUsize>, Arc<Mutex<()>>) {
+        let (begun, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(())));
+        let (counted, waited) = (Arc::clone(&begun), Arc::clone(&gate));
+        let syncer = WalSyncer::start(Box::new(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            drop(waited.lock());
             Ok(())
-        })
+        }))
+        .expect("start");
+        (syncer, begun, gate)
+    }
+
+    fn wait_for_first_sync(begun: &AtomicUsize) {
+        while begun.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
     }
 
     #[test]
     fn no_answer_leaves_before_the_sync_that_covers_it_has_finished() {
-        let (begun, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(())));
+        let (mut syncer, begun, gate) = gated_syncer();
         let held = gate.lock().expect("gate");
-        let mut syncer = WalSyncer::start(gated_sync(Arc::clone(&begun), Arc::clone(&gate))).expect("start");
         let wal = temp_wal();
         let (answers, mut receivers) = pending(2);
         syncer.answer_when_durable(
@@ -207,9 +216,7 @@ mod tests {
             vec![InsertOutcome::Created, InsertOutcome::Duplicate],
         );
 
-        while begun.load(Ordering::SeqCst) == 0 {
-            std::thread::yield_now();
-        }
+        wait_for_first_sync(&begun);
         std::thread::sleep(std::time::Duration::from_millis(50));
         for receiver in &mut receivers {
             assert!(
@@ -228,17 +235,16 @@ mod tests {
 
     #[test]
     fn batches_waiting_together_share_one_sync() {
-        let (begun, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(())));
+        let (mut syncer, begun, gate) = gated_syncer();
         let held = gate.lock().expect("gate");
-        let mut syncer = WalSyncer::start(gated_sync(Arc::clone(&begun), Arc::clone(&gate))).expect("start");
         let wal = temp_wal();
         let mut receivers = Vec::new();
         for batch in 0..5 {
             let (answers, batch_receivers) = pending(1);
             syncer.answer_when_durable(&wal, answers, vec![InsertOutcome::Created]);
             receivers.extend(batch_receivers);
-            while batch == 0 && begun.load(Ordering::SeqCst) == 0 {
-                std::thread::yield_now();
+            if batch == 0 {
+                wait_for_first_sync(&begun);
             }
         }
         drop(held);
