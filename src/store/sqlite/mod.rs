@@ -231,6 +231,10 @@ impl Target {
             Target::Memory(uri) => Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?,
         };
         conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Without this, SQLite recompiles a statement whenever a new value is bound to a `LIMIT ?`
+        // (its planner reads the bound limit), which every page query rebinds: a parse and plan
+        // per request. Our plans never depend on bound values, and no `ANALYZE` data exists.
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
         Ok(conn)
     }
 
@@ -396,4 +400,43 @@ fn in_read_transaction<T>(
     let result = query(&tx)?;
     tx.finish()?;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, OpenFlags, StatementStatus};
+
+    use super::{Location, Target};
+
+    /// Runs a page-shaped query with three different bound limits; how often SQLite recompiled it.
+    fn recompilations_of_a_bound_limit(conn: &Connection) -> i32 {
+        conn.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1), (2), (3);")
+            .expect("table");
+        let mut page = conn
+            .prepare("SELECT x FROM t ORDER BY x LIMIT ?")
+            .expect("prepare");
+        for limit in 1..=3 {
+            let rows: Vec<i64> = page
+                .query_map([limit], |row| row.get(0))
+                .expect("query")
+                .collect::<rusqlite::Result<_>>()
+                .expect("rows");
+            assert_eq!(rows.len(), usize::try_from(limit).expect("small"));
+        }
+        page.get_status(StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn page_queries_are_compiled_once_whatever_limit_is_bound() {
+        let plain = Connection::open_in_memory().expect("plain connection");
+        assert!(
+            recompilations_of_a_bound_limit(&plain) > 0,
+            "SQLite no longer recompiles for a new LIMIT; the setting in Target::open is moot"
+        );
+        let target = Target::resolve(&Location::Memory).expect("target");
+        let ours = target
+            .open(OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
+            .expect("our connection");
+        assert_eq!(recompilations_of_a_bound_limit(&ours), 0);
+    }
 }
