@@ -2,6 +2,7 @@
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::{MessageFilter, MessagePage, PageRequest, Position, SenderCount, Stats, TOP_SENDERS};
@@ -174,27 +175,30 @@ fn fetch_hits(conn: &Connection, phrase: &str, max_kept: usize) -> rusqlite::Res
     Ok((hits, (rowids.len() <= max_kept).then_some(rowids)))
 }
 
-/// The hits of a search as an SQL blob, for `is_search_hit(rowid, hits)`: their rowids sorted,
-/// 8 bytes each, little-endian. SQLite decodes a bound blob once per statement run (function
-/// auxiliary data), so testing a row is a binary search.
-pub struct HitSet(Vec<i64>);
+/// The hits of a search as an SQL blob, for `is_search_hit(rowid, hits)`: their rowids, 8 bytes
+/// each, little-endian. SQLite decodes a bound blob once per statement run (function auxiliary
+/// data) into a hash set, so testing a row costs one hash. The walk tests thousands of rows per
+/// page: a binary search over the sorted rowids was 15% of the service's CPU under the `q`
+/// scenario (BENCHMARKS.md). The hash is `rustc-hash`'s unkeyed one, which cannot be flooded
+/// here because SQLite assigns rowids, not clients.
+pub struct HitSet(FxHashSet<i64>);
 
 impl HitSet {
-    fn encode(mut rowids: Vec<i64>) -> Vec<u8> {
-        rowids.sort_unstable();
+    fn encode(rowids: Vec<i64>) -> Vec<u8> {
         rowids.iter().flat_map(|rowid| rowid.to_le_bytes()).collect()
     }
 
     pub fn decode(blob: &[u8]) -> HitSet {
-        HitSet(
+        let mut rowids = FxHashSet::with_capacity_and_hasher(blob.len() / 8, FxBuildHasher);
+        rowids.extend(
             blob.chunks_exact(8)
-                .map(|bytes| i64::from_le_bytes(bytes.try_into().unwrap_or_default()))
-                .collect(),
-        )
+                .map(|bytes| i64::from_le_bytes(bytes.try_into().unwrap_or_default())),
+        );
+        HitSet(rowids)
     }
 
     pub fn contains(&self, rowid: i64) -> bool {
-        self.0.binary_search(&rowid).is_ok()
+        self.0.contains(&rowid)
     }
 }
 
