@@ -8,6 +8,7 @@ mod schema;
 mod wal_sync;
 mod writer;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,6 +113,7 @@ impl SqliteStore {
             options.max_page_count,
             generation,
             options.clock,
+            Box::new(File::sync_data),
         )?;
         let (handle, receiver) = WriterHandle::channel();
         let observer = ObserverSlot::default();

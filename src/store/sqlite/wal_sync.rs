@@ -9,12 +9,18 @@
 //! WAL file and only then answers them. The writer meanwhile commits the next batch, and one
 //! fdatasync covers every batch committed before it began.
 //!
-//! What a 200 promises is unchanged: the message's frames were on disk before it was sent. If a
-//! sync fails, its batches get a 503; a duplicate of one of them, sent again, is acknowledged only
-//! after a later sync, which covers the first commit too, since a sync covers the whole file. One
+//! What a 200 promises is unchanged: the message's frames were on disk before it was sent. One
 //! thing differs: a reader may see a row during the fraction of a millisecond before its sync, so
 //! after a power loss at that moment a row once listed could be gone; its sender was never told
 //! it was stored and sends it again.
+//!
+//! A failed sync leaves the WAL in doubt, not merely unsynced: Linux may drop the pages it could
+//! not write back and report the error only once, so a later sync that succeeds proves nothing
+//! about the frames written before it (PostgreSQL's "fsyncgate", 2018). The failing round's
+//! batches get a 503, and so does every batch after it, unsynced, until the writer has settled
+//! the doubt by copying the whole WAL into the database file, syncing that, and emptying the WAL
+//! (`Writer::settle_wal_doubt`). Only then can a duplicate of a refused message, sent again, be
+//! acknowledged: its row is in the synced database file, not in frames that might be lost.
 //!
 //! Checkpoints are unaffected: SQLite syncs the WAL before copying it and the database file after,
 //! with `NORMAL` as with `FULL`, so the WAL never starts afresh over frames not yet in the file.
@@ -46,33 +52,35 @@ struct Committed {
 pub struct WalSyncer {
     committed: Option<Sender<Committed>>,
     thread: Option<JoinHandle<()>>,
-    /// Whether the latest sync failed, so that readiness can say so (see `writer`).
-    last_failed: Arc<AtomicBool>,
+    /// Set by a failed sync, cleared only by [`WalSyncer::settled`].
+    in_doubt: Arc<AtomicBool>,
 }
 
 impl WalSyncer {
     pub fn start(sync: SyncFile) -> io::Result<WalSyncer> {
         let (committed, received) = channel();
-        let last_failed = Arc::new(AtomicBool::new(false));
-        let failures = Arc::clone(&last_failed);
+        let in_doubt = Arc::new(AtomicBool::new(false));
+        let doubt = Arc::clone(&in_doubt);
         let thread = std::thread::Builder::new()
             .name("sqlite-wal-sync".into())
-            .spawn(move || run(&received, sync, &failures))?;
+            .spawn(move || run(&received, sync, &doubt))?;
         Ok(WalSyncer {
             committed: Some(committed),
             thread: Some(thread),
-            last_failed,
+            in_doubt,
         })
     }
 
-    /// Whether the latest sync of the WAL failed (and none has succeeded since).
-    pub fn last_sync_failed(&self) -> bool {
-        self.last_failed.load(Ordering::SeqCst)
+    /// Whether a sync of the WAL failed and the doubt has not been settled since: every batch
+    /// handed over meanwhile is answered 503.
+    pub fn in_doubt(&self) -> bool {
+        self.in_doubt.load(Ordering::SeqCst)
     }
 
-    /// Records a sync of the WAL made elsewhere (by a readiness probe).
-    pub fn record_sync(&self, succeeded: bool) {
-        self.last_failed.store(!succeeded, Ordering::SeqCst);
+    /// Records that every frame the WAL held is in the synced database file and the WAL is
+    /// empty. Batches handed over before this were committed before that copy, so it covers them.
+    pub fn settled(&self) {
+        self.in_doubt.store(false, Ordering::SeqCst);
     }
 
     /// Answers `answers` with `outcomes` once `wal`, which holds their commit, is on disk.
@@ -114,7 +122,7 @@ impl Drop for WalSyncer {
     }
 }
 
-fn run(received: &Receiver<Committed>, mut sync: SyncFile, last_failed: &AtomicBool) {
+fn run(received: &Receiver<Committed>, mut sync: SyncFile, in_doubt: &AtomicBool) {
     while let Ok(first) = received.recv() {
         // Every batch waiting now was committed before this sync starts, so it covers them all.
         let mut due = vec![first];
@@ -125,8 +133,7 @@ fn run(received: &Receiver<Committed>, mut sync: SyncFile, last_failed: &AtomicB
             let result = match synced.iter().find(|(wal, _)| Arc::ptr_eq(wal, &batch.wal)) {
                 Some((_, result)) => result.clone(),
                 None => {
-                    let result = sync(&batch.wal).map_err(|error| format!("cannot sync the WAL: {error}"));
-                    last_failed.store(result.is_err(), Ordering::SeqCst);
+                    let result = sync_unless_in_doubt(&mut sync, &batch.wal, in_doubt);
                     synced.push((Arc::clone(&batch.wal), result.clone()));
                     result
                 }
@@ -137,6 +144,21 @@ fn run(received: &Receiver<Committed>, mut sync: SyncFile, last_failed: &AtomicB
         }
     }
 }
+
+fn sync_unless_in_doubt(sync: &mut SyncFile, wal: &File, in_doubt: &AtomicBool) -> Result<(), String> {
+    if in_doubt.load(Ordering::SeqCst) {
+        return Err(IN_DOUBT.to_owned());
+    }
+    sync(wal).map_err(|error| {
+        in_doubt.store(true, Ordering::SeqCst);
+        tracing::error!(error = %error, "cannot sync the WAL; writes answer 503 until it is copied into the database file");
+        format!("cannot sync the WAL: {error}")
+    })
+}
+
+/// Why a batch is refused while the WAL is in doubt.
+pub const IN_DOUBT: &str =
+    "a sync of the WAL failed; writes resume once the WAL is copied into the database file";
 
 /// The WAL file of the database at `database`, opened for syncing, once `conn` (in WAL mode,
 /// just opened, so the file at that path is its WAL) stops syncing at each commit; `None`, with
@@ -259,8 +281,18 @@ mod tests {
         }
     }
 
+    /// Waits for the one answer of a batch of one.
+    fn answer_of(mut receivers: Vec<Answer>) -> Result<InsertOutcome, StoreError> {
+        loop {
+            match receivers[0].try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => std::thread::yield_now(),
+                answered => break answered.expect("answered"),
+            }
+        }
+    }
+
     #[test]
-    fn a_failed_sync_answers_503_and_the_next_one_stores_again() {
+    fn after_a_failed_sync_every_batch_is_refused_unsynced_until_the_doubt_is_settled() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
         let mut syncer = WalSyncer::start(Box::new(move |_| {
@@ -272,34 +304,34 @@ mod tests {
         }))
         .expect("start");
         let wal = temp_wal();
-        let (failed, mut failed_receivers) = pending(1);
-        syncer.answer_when_durable(&wal, failed, vec![InsertOutcome::Created]);
-        let refused = loop {
-            match failed_receivers[0].try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => std::thread::yield_now(),
-                answered => break answered.expect("answered"),
-            }
+        let hand_over = |syncer: &WalSyncer| {
+            let (answers, receivers) = pending(1);
+            syncer.answer_when_durable(&wal, answers, vec![InsertOutcome::Created]);
+            answer_of(receivers)
         };
+
+        let refused = hand_over(&syncer);
         assert!(
             matches!(&refused, Err(StoreError::Unavailable(detail)) if detail.contains("the disk went away")),
             "{refused:?}"
         );
+        assert!(syncer.in_doubt());
+
+        // The disk answers again, but a sync that succeeds now proves nothing about the frames
+        // written before it: still refused, and not even synced.
+        let still_refused = hand_over(&syncer);
         assert!(
-            syncer.last_sync_failed(),
-            "the failure is on record for readiness"
+            matches!(&still_refused, Err(StoreError::Unavailable(detail)) if detail.contains(IN_DOUBT)),
+            "{still_refused:?}"
         );
-        let (stored, mut stored_receivers) = pending(1);
-        syncer.answer_when_durable(&wal, stored, vec![InsertOutcome::Created]);
-        syncer.stop();
-        assert!(
-            !syncer.last_sync_failed(),
-            "a sync that succeeds clears the record"
-        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(syncer.in_doubt());
+
+        syncer.settled();
+        assert_eq!(hand_over(&syncer).expect("stored"), InsertOutcome::Created);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
-        assert_eq!(
-            stored_receivers[0].try_recv().expect("answered").expect("stored"),
-            InsertOutcome::Created
-        );
+        assert!(!syncer.in_doubt());
+        syncer.stop();
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! the writer compares the file at the path with the one it opened; when they differ it stops
 //! writing (503) and reopens the path once a file is back there (restored from a backup, or moved
 //! back), without a restart. A commit that fails (read-only file, full disk) is answered 503 and
-//! marks the store not ready until a write succeeds again; a failed sync of the WAL (see
-//! `wal_sync`) likewise, until a sync succeeds.
+//! marks the store not ready until a write succeeds again. A failed sync of the WAL (see
+//! `wal_sync`) stops all writing until the writer has copied the whole WAL into the database
+//! file, synced it and emptied the WAL: a later sync that succeeds would not prove that the
+//! frames before it are on disk.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
+use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
@@ -24,7 +27,7 @@ use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
 use crate::store::sqlite::checkpoint::Checkpointer;
-use crate::store::sqlite::wal_sync::{self, WalSyncer};
+use crate::store::sqlite::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer};
 use crate::store::sqlite::{INDEX_TEXT, Target, retention, schema, unavailable};
 use crate::store::writer::{Batch, Command, DeleteRequest, ObserverSlot};
 use crate::store::{InsertOutcome, StoreError};
@@ -123,7 +126,7 @@ pub struct Writer {
 
 impl Writer {
     /// Takes over a migrated connection to `target`, and starts its checkpoint and WAL sync
-    /// threads.
+    /// threads; the latter makes the WAL durable with `sync_wal` (`File::sync_data` but in tests).
     pub fn new(
         target: Target,
         mut conn: Connection,
@@ -131,6 +134,7 @@ impl Writer {
         max_page_count: Option<u64>,
         generation: Arc<AtomicU64>,
         clock: Clock,
+        sync_wal: SyncFile,
     ) -> Result<Writer, StoreError> {
         let checkpointer = match target {
             Target::File(_) => {
@@ -144,11 +148,9 @@ impl Writer {
             Target::Memory(_) => None,
         };
         let wal_syncer = match (&target, synchronous) {
-            (Target::File(_), Synchronous::Full) => {
-                Some(WalSyncer::start(Box::new(File::sync_data)).map_err(|error| {
-                    StoreError::Unavailable(format!("cannot start the WAL sync thread: {error}"))
-                })?)
-            }
+            (Target::File(_), Synchronous::Full) => Some(WalSyncer::start(sync_wal).map_err(|error| {
+                StoreError::Unavailable(format!("cannot start the WAL sync thread: {error}"))
+            })?),
             _ => None,
         };
         let wal = take_over_commit_syncs(wal_syncer.as_ref(), &conn, &target);
@@ -201,7 +203,6 @@ impl Writer {
             .last_write
             .is_some_and(|(at, committed)| committed && at.elapsed() < PROBE_FRESH);
         self.usable_connection()?;
-        self.check_wal_syncs()?;
         if fresh {
             return Ok(());
         }
@@ -211,27 +212,12 @@ impl Writer {
         written
     }
 
-    /// Not ready while the latest sync of the WAL failed: commits still succeed then, but their
-    /// answers are 503s. The probe syncs the WAL itself, so readiness returns without waiting
-    /// for messages to arrive.
-    fn check_wal_syncs(&self) -> Result<(), StoreError> {
-        let (Some(syncer), Some(wal)) = (&self.wal_syncer, &self.wal) else {
-            return Ok(());
-        };
-        if !syncer.last_sync_failed() {
-            return Ok(());
-        }
-        let synced = wal.sync_data();
-        syncer.record_sync(synced.is_ok());
-        synced.map_err(|error| StoreError::Unavailable(format!("cannot sync the WAL: {error}")))
-    }
-
     fn record_write(&mut self, committed: bool) {
         self.last_write = Some((Instant::now(), committed));
     }
 
-    /// The connection, once the file at the path is known to be the one it writes; reopens the
-    /// path when the file came back after being removed or replaced.
+    /// The connection, once the file at the path is known to be the one it writes and the WAL is
+    /// not in doubt; reopens the path when the file came back after being removed or replaced.
     fn usable_connection(&mut self) -> Result<&mut Connection, StoreError> {
         if let Some(path) = self.target.path().map(Path::to_path_buf) {
             let current = FileIdentity::of(&path);
@@ -248,9 +234,12 @@ impl Writer {
                 self.reopen(&path)?;
             }
         }
-        self.conn
+        let conn = self
+            .conn
             .as_mut()
-            .ok_or_else(|| StoreError::Unavailable("no database connection".to_owned()))
+            .ok_or_else(|| StoreError::Unavailable("no database connection".to_owned()))?;
+        settle_wal_doubt(conn, self.wal_syncer.as_ref(), self.wal.as_deref())?;
+        Ok(conn)
     }
 
     /// Stops writing to a file that the path no longer names. The connection is closed without
@@ -297,6 +286,30 @@ impl Drop for Writer {
             checkpointer.stop();
         }
     }
+}
+
+/// After a failed sync of the WAL: copies every frame of the WAL into the database file, syncs
+/// that, and empties the WAL (a TRUNCATE checkpoint, which waits for readers of older snapshots);
+/// then every committed row is in the synced file, not in frames that might be lost.
+fn settle_wal_doubt(
+    conn: &Connection,
+    syncer: Option<&WalSyncer>,
+    wal: Option<&File>,
+) -> Result<(), StoreError> {
+    let Some(syncer) = syncer.filter(|syncer| syncer.in_doubt()) else {
+        return Ok(());
+    };
+    let not_yet =
+        |error: &dyn std::fmt::Display| StoreError::Unavailable(format!("{IN_DOUBT} (not yet: {error})"));
+    conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::TRUNCATE)
+        .map_err(|error| not_yet(&error))?;
+    // The emptied WAL must outlast a crash too, or its old frames would be replayed at start-up.
+    if let Some(wal) = wal {
+        wal.sync_all().map_err(|error| not_yet(&error))?;
+    }
+    syncer.settled();
+    tracing::warn!("the WAL is copied into the database file after a failed sync; writing again");
+    Ok(())
 }
 
 /// The WAL file of `conn`, when a sync thread runs and `conn` now leaves its syncs to it.
@@ -390,4 +403,127 @@ fn count_created(tx: &Transaction<'_>, created_per_sender: &HashMap<&str, i64>) 
     )?
     .execute(params![messages, new_senders])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::message::Timestamp;
+    use crate::store::writer::WriterHandle;
+
+    fn message(id: &str) -> Message {
+        Message {
+            message_id: id.to_owned(),
+            from: "+919876543210".to_owned(),
+            to: "+14155550100".to_owned(),
+            ts: Timestamp::parse("2025-01-15T10:00:00Z").expect("timestamp"),
+            text: Some(format!("text of {id}")),
+        }
+    }
+
+    fn start_writer(path: &Path, sync_wal: SyncFile) -> WriterHandle {
+        let target = Target::File(path.to_path_buf());
+        let mut conn = target.open_writer(Synchronous::Full, true, None).expect("open");
+        schema::migrate(&mut conn).expect("migrate");
+        let writer = Writer::new(
+            target,
+            conn,
+            Synchronous::Full,
+            None,
+            Arc::new(AtomicU64::new(0)),
+            Clock::system(),
+            sync_wal,
+        )
+        .expect("writer");
+        let (handle, commands) = WriterHandle::channel();
+        std::thread::spawn(move || run(writer, commands, ObserverSlot::default()));
+        handle
+    }
+
+    fn rows_with_id(path: &Path, id: &str) -> i64 {
+        Connection::open(path)
+            .expect("open")
+            .query_row(
+                "SELECT COUNT(*) FROM messages WHERE message_id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .expect("count")
+    }
+
+    fn refused_as_in_doubt(answer: &Result<InsertOutcome, StoreError>) -> bool {
+        matches!(answer, Err(StoreError::Unavailable(detail)) if detail.contains(IN_DOUBT))
+    }
+
+    fn wal_length(folder: &Path) -> u64 {
+        std::fs::metadata(folder.join("app.db-wal")).map_or(0, |wal| wal.len())
+    }
+
+    #[tokio::test]
+    async fn after_a_failed_wal_sync_nothing_is_acknowledged_until_the_wal_is_in_the_synced_file() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = folder.path().join("app.db");
+        let fail_next_sync = Arc::new(AtomicBool::new(false));
+        let failing = Arc::clone(&fail_next_sync);
+        let writer = start_writer(
+            &path,
+            Box::new(move |wal: &File| {
+                if failing.swap(false, Ordering::SeqCst) {
+                    return Err(io::Error::other("the disk went away"));
+                }
+                wal.sync_data()
+            }),
+        );
+        for n in 0..20 {
+            let id = format!("before-{n}");
+            assert_eq!(
+                writer.insert(message(&id)).await.expect("stored"),
+                InsertOutcome::Created
+            );
+        }
+        let wal_before = wal_length(folder.path());
+
+        fail_next_sync.store(true, Ordering::SeqCst);
+        let refused = writer.insert(message("m-1")).await;
+        assert!(
+            matches!(&refused, Err(StoreError::Unavailable(detail)) if detail.contains("the disk went away")),
+            "{refused:?}"
+        );
+
+        // A reader in the WAL keeps it from being emptied (after the busy timeout): the next
+        // message is refused before it is committed, and the store is not ready.
+        let reader = Connection::open(&path).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let committed: i64 = reader
+            .query_row("SELECT COUNT(*) FROM messages", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(committed, 21, "m-1 was committed, though not acknowledged");
+        let refused = writer.insert(message("m-2")).await;
+        assert!(refused_as_in_doubt(&refused), "{refused:?}");
+        let not_ready = writer.probe().await;
+        assert!(matches!(&not_ready, Err(StoreError::Unavailable(detail)) if detail.contains(IN_DOUBT)));
+        drop(reader);
+        assert_eq!(rows_with_id(&path, "m-2"), 0);
+
+        // Readiness settles the doubt once the reader is gone: the WAL was emptied (it never
+        // shrinks otherwise; what it holds now is the probe's write), and the database file
+        // alone, copied without it, holds m-1.
+        writer.probe().await.expect("ready again");
+        assert!(wal_length(folder.path()) < wal_before / 2);
+        let file_alone = folder.path().join("copy.db");
+        std::fs::copy(&path, &file_alone).expect("copy");
+        assert_eq!(rows_with_id(&file_alone, "m-1"), 1);
+
+        assert_eq!(
+            writer.insert(message("m-3")).await.expect("stored"),
+            InsertOutcome::Created
+        );
+        assert_eq!(
+            writer.insert(message("m-1")).await.expect("stored"),
+            InsertOutcome::Duplicate
+        );
+    }
 }
