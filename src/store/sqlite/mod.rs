@@ -5,6 +5,7 @@ mod page_cache;
 mod queries;
 mod retention;
 mod schema;
+mod wal_gather;
 mod wal_sync;
 mod writer;
 
@@ -229,6 +230,9 @@ impl Target {
         page_cache::install();
         let flags = flags | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = match self {
+            Target::File(path) if wal_gather::install() => {
+                Connection::open_with_flags_and_vfs(path, flags, wal_gather::VFS_NAME)?
+            }
             Target::File(path) => Connection::open_with_flags(path, flags)?,
             Target::Memory(uri) => Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?,
         };
