@@ -544,13 +544,14 @@ mod tests {
     /// SQLite opening copies of the files: nothing of a commit is left unwritten when it returns.
     #[test]
     fn every_commit_is_in_the_wal_file_when_it_returns() {
-        assert!(install());
         let folder = tempfile::tempdir().expect("temp dir");
         let copies = tempfile::tempdir().expect("temp dir");
         let target = Target::File(folder.path().join("app.db"));
         let mut writer = target
             .open_writer(Synchronous::Normal, true, None)
             .expect("writer");
+        // Opening installed the VFS (after the page cache wrapper, which must come first).
+        assert!(install());
         writer
             .execute_batch(
                 "PRAGMA cache_size = 10;
