@@ -52,10 +52,11 @@ async fn replicas_starting_together_apply_each_migration_once() {
     for start in starts {
         start.await.expect("task").expect("every replica opens the store");
     }
-    // One row per migration (1: the tables, 2: the retention index), each applied once.
+    // One row per migration (1: the tables, 2: the retention index, 3: the totals), each applied
+    // once.
     assert_eq!(
         schema.query_i64("SELECT COUNT(*) FROM schema_migrations").await,
-        2
+        3
     );
     assert_eq!(
         schema
@@ -128,6 +129,51 @@ async fn concurrent_posts_across_three_replicas_store_each_id_once() {
         stats.iter().all(|other| *other == stats[0]),
         "replicas disagree: {stats:?}"
     );
+    // The three replicas added to three rows of the totals; their sums are a recount.
+    assert_eq!(
+        stats[0]["senders_count"],
+        json!(
+            schema
+                .query_i64("SELECT COUNT(DISTINCT from_msisdn) FROM messages")
+                .await
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_are_counted_from_the_rows_of_a_database_written_before_they_existed() {
+    let schema = PgSchema::create().await;
+    let first = replicas(&schema, 1).await;
+    for n in 0..5 {
+        let body = message(
+            &format!("old-{n}"),
+            &format!("+9100000{}", n % 3),
+            "2025-01-15T10:00:00Z",
+            None,
+        );
+        assert_eq!(
+            first[0].post_signed(body.to_string()).await.status(),
+            StatusCode::OK
+        );
+    }
+    // Back to schema version 2, as a database written by the binary before totals existed.
+    schema
+        .execute("DROP TABLE message_totals; DELETE FROM schema_migrations WHERE version = 3")
+        .await;
+
+    let upgraded = replicas(&schema, 1).await;
+    let (status, stats) = upgraded[0].get_json("/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["total_messages"], json!(5));
+    assert_eq!(stats["senders_count"], json!(3));
+    let body = message("new-0", "+91000009", "2025-01-15T10:00:01Z", None);
+    assert_eq!(
+        upgraded[0].post_signed(body.to_string()).await.status(),
+        StatusCode::OK
+    );
+    let (_, stats) = upgraded[0].get_json("/stats").await;
+    assert_eq!(stats["total_messages"], json!(6));
+    assert_eq!(stats["senders_count"], json!(4));
 }
 
 async fn stats_of_each(apps: &[TestApp]) -> Vec<Value> {

@@ -534,6 +534,22 @@ async fn two_replicas_running_retention_together_keep_sender_counts_exact() {
     assert_eq!(mismatched, 0, "sender_counts differs from a recount");
     assert_eq!(
         schema
+            .query_i64("SELECT COALESCE(SUM(messages), 0)::BIGINT FROM message_totals")
+            .await,
+        stored,
+        "the totals' rows add up to the messages"
+    );
+    assert_eq!(
+        schema
+            .query_i64("SELECT COALESCE(SUM(senders), 0)::BIGINT FROM message_totals")
+            .await,
+        schema
+            .query_i64("SELECT COUNT(DISTINCT from_msisdn) FROM messages")
+            .await,
+        "the totals' rows add up to the senders"
+    );
+    assert_eq!(
+        schema
             .query_i64("SELECT COUNT(*) FROM sender_counts WHERE message_count <= 0")
             .await,
         0

@@ -11,6 +11,7 @@ mod tls;
 mod writer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -42,6 +43,7 @@ pub struct PostgresStore {
     pool: Pool,
     writer: WriterHandle,
     observer: ObserverSlot,
+    totals_shard: i16,
 }
 
 impl PostgresStore {
@@ -53,16 +55,19 @@ impl PostgresStore {
         drop(client);
         let (writer, commands) = WriterHandle::channel();
         let observer = ObserverSlot::default();
+        let totals_shard = pick_totals_shard();
         tokio::spawn(writer::run(
             pool.clone(),
             commands,
             options.clock,
             observer.clone(),
+            totals_shard,
         ));
         Ok(PostgresStore {
             pool,
             writer,
             observer,
+            totals_shard,
         })
     }
 
@@ -101,6 +106,18 @@ fn connect_pool(options: &PostgresOptions) -> Result<Pool, StoreError> {
         .recycle_timeout(Some(POOL_TIMEOUT))
         .build()
         .map_err(|error| StoreError::Unavailable(format!("cannot build the connection pool: {error}")))
+}
+
+/// How many rows `message_totals` is split into: enough that replicas rarely share one.
+const TOTALS_SHARDS: u32 = 16;
+
+/// The row of `message_totals` (schema version 3) a store adds to: every batch its writer stores
+/// and every retention batch it runs changes that row only. Stores opened one after the other
+/// (replicas in one test process) take different rows.
+fn pick_totals_shard() -> i16 {
+    static OPENED: AtomicU32 = AtomicU32::new(0);
+    let shard = std::process::id().wrapping_add(OPENED.fetch_add(1, Ordering::Relaxed)) % TOTALS_SHARDS;
+    i16::try_from(shard).unwrap_or(0)
 }
 
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
@@ -173,7 +190,7 @@ impl Store for PostgresStore {
     /// Runs on a pooled connection of its own: PostgreSQL needs no single writer, and the
     /// statement is safe beside other replicas' retention (see `retention`).
     async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
-        retention::delete_batch(&self.pool, cutoff, limit).await
+        retention::delete_batch(&self.pool, self.totals_shard, cutoff, limit).await
     }
 
     async fn shutdown(&self) {
@@ -319,7 +336,7 @@ async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) -> R
             text_contains: None,
         } => client
             .query_one(
-                "SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM sender_counts",
+                "SELECT COALESCE(SUM(messages), 0)::BIGINT FROM message_totals",
                 &[],
             )
             .await
@@ -366,7 +383,7 @@ fn message_from_row(row: &Row) -> Message {
 async fn read_stats(client: &impl GenericClient) -> Result<Stats, StoreError> {
     let totals = client
         .query_one(
-            "SELECT COALESCE(SUM(message_count), 0)::BIGINT, COUNT(*) FROM sender_counts",
+            "SELECT COALESCE(SUM(messages), 0)::BIGINT, COALESCE(SUM(senders), 0)::BIGINT FROM message_totals",
             &[],
         )
         .await
