@@ -158,7 +158,12 @@ async fn totals_are_counted_from_the_rows_of_a_database_written_before_they_exis
     }
     // Back to schema version 2, as a database written by the binary before totals existed.
     schema
-        .execute("DROP TABLE message_totals; DELETE FROM schema_migrations WHERE version = 3")
+        .execute(
+            "DROP FUNCTION sender_counts_inserted, sender_counts_updated, sender_counts_deleted CASCADE;
+             DROP FUNCTION message_totals_add;
+             DROP TABLE message_totals;
+             DELETE FROM schema_migrations WHERE version = 3",
+        )
         .await;
 
     let upgraded = replicas(&schema, 1).await;

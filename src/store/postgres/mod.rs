@@ -11,7 +11,6 @@ mod tls;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -43,7 +42,6 @@ pub struct PostgresStore {
     pool: Pool,
     writer: WriterHandle,
     observer: ObserverSlot,
-    totals_shard: i16,
 }
 
 impl PostgresStore {
@@ -55,19 +53,16 @@ impl PostgresStore {
         drop(client);
         let (writer, commands) = WriterHandle::channel();
         let observer = ObserverSlot::default();
-        let totals_shard = pick_totals_shard();
         tokio::spawn(writer::run(
             pool.clone(),
             commands,
             options.clock,
             observer.clone(),
-            totals_shard,
         ));
         Ok(PostgresStore {
             pool,
             writer,
             observer,
-            totals_shard,
         })
     }
 
@@ -106,18 +101,6 @@ fn connect_pool(options: &PostgresOptions) -> Result<Pool, StoreError> {
         .recycle_timeout(Some(POOL_TIMEOUT))
         .build()
         .map_err(|error| StoreError::Unavailable(format!("cannot build the connection pool: {error}")))
-}
-
-/// How many rows `message_totals` is split into: enough that replicas rarely share one.
-const TOTALS_SHARDS: u32 = 16;
-
-/// The row of `message_totals` (schema version 3) a store adds to: every batch its writer stores
-/// and every retention batch it runs changes that row only. Stores opened one after the other
-/// (replicas in one test process) take different rows.
-fn pick_totals_shard() -> i16 {
-    static OPENED: AtomicU32 = AtomicU32::new(0);
-    let shard = std::process::id().wrapping_add(OPENED.fetch_add(1, Ordering::Relaxed)) % TOTALS_SHARDS;
-    i16::try_from(shard).unwrap_or(0)
 }
 
 fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
@@ -190,7 +173,7 @@ impl Store for PostgresStore {
     /// Runs on a pooled connection of its own: PostgreSQL needs no single writer, and the
     /// statement is safe beside other replicas' retention (see `retention`).
     async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
-        retention::delete_batch(&self.pool, self.totals_shard, cutoff, limit).await
+        retention::delete_batch(&self.pool, cutoff, limit).await
     }
 
     async fn shutdown(&self) {

@@ -36,37 +36,23 @@ const LOCK_SENDERS: &str = "SELECT from_msisdn FROM sender_counts WHERE from_msi
 
 /// Takes each sender's deleted rows off its count; a sender left with none is removed. The two
 /// parts touch different rows (count above or at most what was deleted), as one statement must.
-/// The deleted rows and removed senders come off this process's totals shard (`$3`), locked
-/// last, as the insert statement locks it.
 const UNCOUNT: &str = "
 WITH gone AS (
     SELECT * FROM unnest($1::text[], $2::bigint[]) AS g (from_msisdn, deleted)
 ), emptied AS (
     DELETE FROM sender_counts AS s USING gone
     WHERE s.from_msisdn = gone.from_msisdn AND s.message_count <= gone.deleted
-    RETURNING s.from_msisdn
-), decremented AS (
-    UPDATE sender_counts AS s SET message_count = s.message_count - gone.deleted
-    FROM gone
-    WHERE s.from_msisdn = gone.from_msisdn AND s.message_count > gone.deleted
 )
-INSERT INTO message_totals (shard, messages, senders)
-SELECT $3, -(SELECT SUM(deleted) FROM gone)::BIGINT, -(SELECT COUNT(*) FROM emptied)
-ON CONFLICT (shard) DO UPDATE SET messages = message_totals.messages + excluded.messages,
-                                  senders = message_totals.senders + excluded.senders
+UPDATE sender_counts AS s SET message_count = s.message_count - gone.deleted
+FROM gone
+WHERE s.from_msisdn = gone.from_msisdn AND s.message_count > gone.deleted
 ";
 
-/// Deletes up to `limit` messages stored before `cutoff`, taking them off the totals in
-/// `totals_shard`; returns how many.
-pub async fn delete_batch(
-    pool: &Pool,
-    totals_shard: i16,
-    cutoff: &str,
-    limit: u32,
-) -> Result<u64, StoreError> {
+/// Deletes up to `limit` messages stored before `cutoff`; returns how many.
+pub async fn delete_batch(pool: &Pool, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
     let mut attempt = 1;
     loop {
-        match delete_once(pool, totals_shard, cutoff, limit).await {
+        match delete_once(pool, cutoff, limit).await {
             Err(Failure::Retryable(_)) if attempt < ATTEMPTS => attempt += 1,
             Err(Failure::Retryable(error) | Failure::Fatal(error)) => return Err(error),
             Ok(deleted) => return Ok(deleted),
@@ -74,7 +60,7 @@ pub async fn delete_batch(
     }
 }
 
-async fn delete_once(pool: &Pool, totals_shard: i16, cutoff: &str, limit: u32) -> Result<u64, Failure> {
+async fn delete_once(pool: &Pool, cutoff: &str, limit: u32) -> Result<u64, Failure> {
     let mut client = pool
         .get()
         .await
@@ -91,7 +77,7 @@ async fn delete_once(pool: &Pool, totals_shard: i16, cutoff: &str, limit: u32) -
     let senders: Vec<&str> = per_sender.iter().map(|row| row.get(0)).collect();
     let deleted: Vec<i64> = per_sender.iter().map(|row| row.get(1)).collect();
     tx.query(LOCK_SENDERS, &[&senders]).await.map_err(classify)?;
-    tx.execute(UNCOUNT, &[&senders, &deleted, &totals_shard])
+    tx.execute(UNCOUNT, &[&senders, &deleted])
         .await
         .map_err(classify)?;
     tx.commit().await.map_err(classify)?;

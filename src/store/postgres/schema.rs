@@ -46,10 +46,15 @@ CREATE INDEX messages_by_created_at ON messages ((created_at COLLATE "C"));
 "#;
 
 /// The number of messages and of senders, so that `/stats` and unfiltered totals read a few rows
-/// instead of summing `sender_counts` (one row per sender: 5 ms a request at 10,000 senders,
-/// BENCHMARKS.md). The totals are split into shards, one per process (`super::totals_shard`), so
-/// that batches committed at once by several replicas do not queue on one row's lock; a total is
-/// the sum of its shards.
+/// instead of summing `sender_counts`, one row per sender (5 ms a request at 10,000 senders,
+/// BENCHMARKS.md).
+///
+/// Statement-level triggers on `sender_counts` keep them, from the rows each statement inserted,
+/// updated or deleted (transition tables), so they hold whatever writes the counts: this binary,
+/// its retention, or a replica of an older version still running during a rolling upgrade. The
+/// totals are split into 16 shards, picked by the server process of the connection, so that
+/// batches committed at once by several replicas do not queue on one row's lock; a total is the
+/// sum of its shards. A statement that changed no row changes no shard.
 const V3_TOTALS: &str = r#"
 CREATE TABLE message_totals (
     shard    SMALLINT PRIMARY KEY,
@@ -58,6 +63,48 @@ CREATE TABLE message_totals (
 );
 INSERT INTO message_totals (shard, messages, senders)
     SELECT 0, COALESCE(SUM(message_count), 0), COUNT(*) FROM sender_counts;
+
+CREATE FUNCTION message_totals_add(messages_added BIGINT, senders_added BIGINT) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO message_totals (shard, messages, senders)
+    VALUES ((pg_backend_pid() % 16)::SMALLINT, messages_added, senders_added)
+    ON CONFLICT (shard) DO UPDATE SET messages = message_totals.messages + excluded.messages,
+                                      senders = message_totals.senders + excluded.senders
+$$;
+
+CREATE FUNCTION sender_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM message_totals_add(SUM(message_count)::BIGINT, COUNT(*)) FROM inserted HAVING COUNT(*) > 0;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION sender_counts_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM message_totals_add(
+        ((SELECT SUM(message_count) FROM after_update) - (SELECT SUM(message_count) FROM before_update))::BIGINT,
+        0::BIGINT
+    ) WHERE EXISTS (SELECT 1 FROM after_update);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION sender_counts_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM message_totals_add((-SUM(message_count))::BIGINT, -COUNT(*)) FROM deleted HAVING COUNT(*) > 0;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER sender_counts_insert_totals AFTER INSERT ON sender_counts
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION sender_counts_inserted();
+CREATE TRIGGER sender_counts_update_totals AFTER UPDATE ON sender_counts
+    REFERENCING OLD TABLE AS before_update NEW TABLE AS after_update
+    FOR EACH STATEMENT EXECUTE FUNCTION sender_counts_updated();
+CREATE TRIGGER sender_counts_delete_totals AFTER DELETE ON sender_counts
+    REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION sender_counts_deleted();
 "#;
 
 const BOOKKEEPING: &str = "

@@ -18,11 +18,9 @@ pub const MAX_BATCH: usize = 512;
 /// A batch that lost a deadlock or serialization race with another replica is tried again.
 const ATTEMPTS: usize = 3;
 
-/// Inserts the batch, counts per sender only the rows really inserted, adds them and the new
-/// senders (those whose count is now what this batch added) to this process's totals shard
-/// (`$9`), and returns the inserted ids. Rows arrive sorted by `message_id` and counts by
-/// `from_msisdn`, and the shard is locked last, so concurrent batches from several replicas take
-/// their row locks in one order and cannot deadlock each other.
+/// Inserts the batch, counts per sender only the rows really inserted, and returns their ids.
+/// Rows arrive sorted by `message_id` and counts by `from_msisdn`, so concurrent batches from
+/// several replicas take their row locks in one order and cannot deadlock each other.
 const INSERT_BATCH: &str = r#"
 WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
@@ -32,40 +30,21 @@ WITH batch AS (
     SELECT message_id, from_msisdn, to_msisdn, ts, text, $8, ts_key, text_folded FROM batch
     ON CONFLICT (message_id) DO NOTHING
     RETURNING message_id, from_msisdn
-), per_sender AS (
-    SELECT from_msisdn, COUNT(*) AS created FROM inserted GROUP BY from_msisdn
 ), counted AS (
     INSERT INTO sender_counts (from_msisdn, message_count)
-    SELECT from_msisdn, created FROM per_sender ORDER BY from_msisdn
+    SELECT from_msisdn, COUNT(*) FROM inserted GROUP BY from_msisdn ORDER BY from_msisdn
     ON CONFLICT (from_msisdn) DO UPDATE SET message_count = sender_counts.message_count + excluded.message_count
-    RETURNING from_msisdn, message_count
-), totalled AS (
-    INSERT INTO message_totals (shard, messages, senders)
-    SELECT $9,
-           (SELECT COUNT(*) FROM inserted),
-           (SELECT COUNT(*) FROM counted JOIN per_sender USING (from_msisdn)
-            WHERE counted.message_count = per_sender.created)
-    WHERE EXISTS (SELECT 1 FROM inserted)
-    ON CONFLICT (shard) DO UPDATE SET messages = message_totals.messages + excluded.messages,
-                                      senders = message_totals.senders + excluded.senders
 )
 SELECT message_id FROM inserted
 "#;
 
-/// `totals_shard`: the row of `message_totals` this writer adds to (see `schema`).
-pub async fn run(
-    pool: Pool,
-    mut commands: mpsc::Receiver<Command>,
-    clock: Clock,
-    observer: ObserverSlot,
-    totals_shard: i16,
-) {
+pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>, clock: Clock, observer: ObserverSlot) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.recv().await {
         batch.gather(first, &mut commands);
         if !batch.messages().is_empty() {
             let started = Instant::now();
-            let committed = commit_with_retry(&pool, batch.messages(), &clock, totals_shard).await;
+            let committed = commit_with_retry(&pool, batch.messages(), &clock).await;
             if committed.is_ok() {
                 observer.batch_committed(batch.messages().len(), started.elapsed());
             }
@@ -73,8 +52,7 @@ pub async fn run(
         }
         // The store deletes on a connection of its own; a delete sent here is run all the same.
         for (request, reply) in batch.take_deletes() {
-            let deleted =
-                super::retention::delete_batch(&pool, totals_shard, &request.cutoff, request.limit).await;
+            let deleted = super::retention::delete_batch(&pool, &request.cutoff, request.limit).await;
             let _ = reply.send(deleted);
         }
         // Readiness asks the pool directly; nothing sends probes here, but answer any.
@@ -89,11 +67,10 @@ async fn commit_with_retry(
     pool: &Pool,
     messages: &[Message],
     clock: &Clock,
-    totals_shard: i16,
 ) -> Result<Vec<InsertOutcome>, StoreError> {
     let mut attempt = 1;
     loop {
-        match commit(pool, messages, clock, totals_shard).await {
+        match commit(pool, messages, clock).await {
             Err(Failure::Retryable(_)) if attempt < ATTEMPTS => attempt += 1,
             Err(Failure::Retryable(error) | Failure::Fatal(error)) => return Err(error),
             Ok(outcomes) => return Ok(outcomes),
@@ -106,12 +83,7 @@ pub(super) enum Failure {
     Fatal(StoreError),
 }
 
-async fn commit(
-    pool: &Pool,
-    messages: &[Message],
-    clock: &Clock,
-    totals_shard: i16,
-) -> Result<Vec<InsertOutcome>, Failure> {
+async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<InsertOutcome>, Failure> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
@@ -135,7 +107,6 @@ async fn commit(
                 &columns.ts_key,
                 &columns.text_folded,
                 &created_at,
-                &totals_shard,
             ],
         )
         .await
