@@ -179,6 +179,14 @@ async fn totals_are_counted_from_the_rows_of_a_database_written_before_they_exis
     let (_, stats) = upgraded[0].get_json("/stats").await;
     assert_eq!(stats["total_messages"], json!(6));
     assert_eq!(stats["senders_count"], json!(4));
+
+    // An operator's correction from a session whose search path does not name the schema.
+    schema
+        .execute_elsewhere("DELETE FROM {schema}.sender_counts WHERE from_msisdn = '+91000009'")
+        .await;
+    let (_, stats) = upgraded[0].get_json("/stats").await;
+    assert_eq!(stats["total_messages"], json!(5));
+    assert_eq!(stats["senders_count"], json!(3));
 }
 
 async fn stats_of_each(apps: &[TestApp]) -> Vec<Value> {

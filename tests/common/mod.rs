@@ -128,6 +128,12 @@ impl PgSchema {
         format!("{host}:{port}")
     }
 
+    /// Runs `statement` over a connection of the test's own with the server's default search
+    /// path, as an operator's `psql` would; `{schema}` in it stands for this schema's name.
+    pub async fn execute_elsewhere(&self, statement: &str) {
+        admin_execute(&statement.replace("{schema}", &self.name)).await;
+    }
+
     /// Runs `statement` in this schema over a connection of the test's own.
     pub async fn execute(&self, statement: &str) {
         admin_execute(&format!("SET search_path TO {}, public; {statement}", self.name)).await;

@@ -54,7 +54,9 @@ CREATE INDEX messages_by_created_at ON messages ((created_at COLLATE "C"));
 /// its retention, or a replica of an older version still running during a rolling upgrade. The
 /// totals are split into 16 shards, picked by the server process of the connection, so that
 /// batches committed at once by several replicas do not queue on one row's lock; a total is the
-/// sum of its shards. A statement that changed no row changes no shard.
+/// sum of its shards. A statement that changed no row changes no shard. The trigger functions keep
+/// the search path they were created with, so that a statement from a session with another one
+/// (an operator's `psql`) still finds this schema's totals.
 const V3_TOTALS: &str = r#"
 CREATE TABLE message_totals (
     shard    SMALLINT PRIMARY KEY,
@@ -72,14 +74,16 @@ LANGUAGE sql AS $$
                                       senders = message_totals.senders + excluded.senders
 $$;
 
-CREATE FUNCTION sender_counts_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION sender_counts_inserted() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     PERFORM message_totals_add(SUM(message_count)::BIGINT, COUNT(*)) FROM inserted HAVING COUNT(*) > 0;
     RETURN NULL;
 END
 $$;
 
-CREATE FUNCTION sender_counts_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION sender_counts_updated() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     PERFORM message_totals_add(
         ((SELECT SUM(message_count) FROM after_update) - (SELECT SUM(message_count) FROM before_update))::BIGINT,
@@ -89,7 +93,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION sender_counts_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION sender_counts_deleted() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 BEGIN
     PERFORM message_totals_add((-SUM(message_count))::BIGINT, -COUNT(*)) FROM deleted HAVING COUNT(*) > 0;
     RETURN NULL;
