@@ -140,6 +140,60 @@ async fn concurrent_posts_across_three_replicas_store_each_id_once() {
     );
 }
 
+/// Takes the schema back to version 2, as a database written by the binary before totals existed.
+async fn back_to_version_2(schema: &PgSchema) {
+    schema
+        .execute(
+            "DROP FUNCTION sender_counts_inserted, sender_counts_updated, sender_counts_deleted CASCADE;
+             DROP FUNCTION message_totals_add;
+             DROP TABLE message_totals;
+             DELETE FROM schema_migrations WHERE version = 3",
+        )
+        .await;
+}
+
+/// A replica of the previous version commits a change to the counts while a new one migrates:
+/// the migration waits for it, so the totals it fills include it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_committed_during_the_totals_migration_is_in_the_totals() {
+    let schema = PgSchema::create().await;
+    drop(replicas(&schema, 1).await);
+    back_to_version_2(&schema).await;
+
+    let (old_replica, connection) = tokio_postgres::connect(&schema.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let connection = tokio::spawn(connection);
+    old_replica
+        .batch_execute(
+            "BEGIN; INSERT INTO sender_counts (from_msisdn, message_count) VALUES ('+910000001', 7)",
+        )
+        .await
+        .expect("the old replica's uncommitted batch");
+    let upgrading = tokio::spawn({
+        let url = schema.url();
+        async move { webhook_inbox::store::open(&storage(url)).await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    old_replica.batch_execute("COMMIT").await.expect("commit");
+    upgrading.await.expect("task").expect("the migration");
+    drop(old_replica);
+    let _ = connection.await;
+
+    assert_eq!(
+        schema
+            .query_i64("SELECT COALESCE(SUM(messages), 0)::BIGINT FROM message_totals")
+            .await,
+        7
+    );
+    assert_eq!(
+        schema
+            .query_i64("SELECT COALESCE(SUM(senders), 0)::BIGINT FROM message_totals")
+            .await,
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn totals_are_counted_from_the_rows_of_a_database_written_before_they_existed() {
     let schema = PgSchema::create().await;
@@ -156,15 +210,7 @@ async fn totals_are_counted_from_the_rows_of_a_database_written_before_they_exis
             StatusCode::OK
         );
     }
-    // Back to schema version 2, as a database written by the binary before totals existed.
-    schema
-        .execute(
-            "DROP FUNCTION sender_counts_inserted, sender_counts_updated, sender_counts_deleted CASCADE;
-             DROP FUNCTION message_totals_add;
-             DROP TABLE message_totals;
-             DELETE FROM schema_migrations WHERE version = 3",
-        )
-        .await;
+    back_to_version_2(&schema).await;
 
     let upgraded = replicas(&schema, 1).await;
     let (status, stats) = upgraded[0].get_json("/stats").await;

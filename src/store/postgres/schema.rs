@@ -58,6 +58,10 @@ CREATE INDEX messages_by_created_at ON messages ((created_at COLLATE "C"));
 /// the search path they were created with, so that a statement from a session with another one
 /// (an operator's `psql`) still finds this schema's totals.
 const V3_TOTALS: &str = r#"
+-- Replicas of the previous version may be writing: hold their changes to the counts back until
+-- the triggers exist, or a change committed between the backfill and the triggers would be lost
+-- to the totals. (CREATE TRIGGER takes this lock too, but only after the backfill.)
+LOCK TABLE sender_counts IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE message_totals (
     shard    SMALLINT PRIMARY KEY,
     messages BIGINT NOT NULL,
