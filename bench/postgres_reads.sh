@@ -11,6 +11,8 @@
 #        BENCH_READ_SECONDS=10  BENCH_MESSAGES=1000000  BENCH_SENDERS=10000
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/read_scenarios.sh
+source "$root/bench/read_scenarios.sh"
 admin=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432}
 read_seconds=${BENCH_READ_SECONDS:-10}
 messages=${BENCH_MESSAGES:-1000000}
@@ -44,13 +46,7 @@ read_scenario() {
     --duration "${read_seconds}s" --senders "$senders" --seeded-messages "$messages" \
     --offset "$deep_offset" --format markdown --label "$1")")
 }
-read_scenario "GET /messages (first page)" messages
-read_scenario "GET /messages?from= (a random seeded sender)" from
-read_scenario "GET /messages?since= (the newest 100 rows)" since
-read_scenario "GET /messages?q=zebra (0.5% of rows)" q
-read_scenario "GET /messages?offset=$deep_offset" offset
-read_scenario "GET /messages?cursor= (pages from offset $deep_offset on)" cursor
-read_scenario "GET /stats" stats
+run_read_scenarios
 
 echo
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, commit $(git -C "$root" rev-parse --short HEAD), PostgreSQL $(psql "$admin/postgres" -Atc 'SHOW server_version')"

@@ -22,6 +22,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/read_scenarios.sh
+source "$here/read_scenarios.sh"
 ingest_seconds=${BENCH_SECONDS:-30}
 read_seconds=${BENCH_READ_SECONDS:-10}
 messages=${BENCH_MESSAGES:-1000000}
@@ -181,13 +183,7 @@ start_service read "$work/read.db"
 wait_ready $port
 notes+=("start-up to ready on the seeded database: $((($(date +%s%N) - started) / 1000000)) ms (polled every 10 ms)")
 
-read_scenario "GET /messages (first page)" messages
-read_scenario "GET /messages?from= (a random seeded sender)" from
-read_scenario "GET /messages?since= (the newest 100 rows)" since
-read_scenario "GET /messages?q=zebra (0.5% of rows)" q
-read_scenario "GET /messages?offset=$deep_offset" offset
-read_scenario "GET /messages?cursor= (pages from offset $deep_offset on)" cursor
-read_scenario "GET /stats" stats
+run_read_scenarios
 compare_clients /messages
 ingest "ingest, unique ids, 64 connections, on the seeded database" $port
 stop_service "seeded database, every read scenario, then ingest"
