@@ -174,7 +174,18 @@ async fn a_count_committed_during_the_totals_migration_is_in_the_totals() {
         let url = schema.url();
         async move { webhook_inbox::store::open(&storage(url)).await.map(|_| ()) }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Commit only once the migration waits for the old replica's lock on the counts.
+    for _ in 0..500 {
+        let waiting = schema
+            .query_i64(
+                "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND relation = 'sender_counts'::regclass",
+            )
+            .await;
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     old_replica.batch_execute("COMMIT").await.expect("commit");
     upgrading.await.expect("task").expect("the migration");
     drop(old_replica);
