@@ -5,6 +5,7 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY src ./src
+COPY crates ./crates
 # The web page's files are built into the binary (include_bytes!).
 COPY assets ./assets
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `sign`, `send`, `migrate` and `bench` (SPEC B5).
+//! The command line: `serve` (the default), `sign`, `send`, `migrate` and `bench`.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -7,18 +7,14 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 
+use crate::app::{AppState, StartError};
 use crate::bench::{self, BenchArgs, BenchError};
 use crate::clock::Clock;
 use crate::config::{ServeArgs, StorageArgs};
-use crate::http::ApiToken;
-use crate::retention::RetentionPolicy;
-use crate::signature::{SecretError, SigningKey, Verifier};
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::store::{self, Store, StoreError};
+use crate::server::serve;
+use crate::signature::SigningKey;
+use crate::store::{self, StoreError};
 use crate::telemetry::{self, Logger};
-use crate::{AppState, Credentials, Limits, serve};
 
 #[derive(Debug, Parser)]
 #[command(name = "webhook-inbox", version, about)]
@@ -83,14 +79,14 @@ pub struct SendArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    #[error("{0}")]
+    Start(#[from] StartError),
     #[error("cannot open {database}: {source}")]
     OpenStore { database: String, source: StoreError },
     #[error("cannot listen on {address}: {source}")]
     Listen { address: String, source: std::io::Error },
     #[error("cannot read the body: {0}")]
     ReadBody(std::io::Error),
-    #[error("{0}")]
-    Secret(#[from] SecretError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
     #[error("request failed: {0}")]
@@ -122,14 +118,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn run_service(args: ServeArgs) -> Result<(), CliError> {
     telemetry::init_tracing(args.log_level);
-    let credentials = credentials(&args)?;
-    let clock = Clock::system();
-    let store = open_store(&args.storage, clock.clone()).await?;
-    if credentials.verifier.is_none() {
+    let state = AppState::from_settings(&args, Logger::stdout(args.log_level)).await?;
+    if state.credentials.verifier.is_none() {
         tracing::warn!("WEBHOOK_SECRET is not set: /webhook answers 503 and /health/ready 503 until it is");
     }
-    let retention = RetentionPolicy::from_args(&args.retention);
-    if let Some(policy) = &retention {
+    if let Some(policy) = &state.retention {
         tracing::info!(
             days = policy.max_age.whole_days(),
             interval_secs = policy.interval.as_secs(),
@@ -137,14 +130,6 @@ async fn run_service(args: ServeArgs) -> Result<(), CliError> {
             "retention on: older messages are deleted in the background"
         );
     }
-    let state = AppState::with_retention(
-        store,
-        credentials,
-        limits(&args),
-        Logger::stdout(args.log_level),
-        clock,
-        retention,
-    );
     let address = format!("{}:{}", args.host, args.port);
     let listener = TcpListener::bind(&address)
         .await
@@ -160,47 +145,13 @@ async fn run_service(args: ServeArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The signature verifier and the read token; an empty setting counts as unset.
-fn credentials(args: &ServeArgs) -> Result<Credentials, CliError> {
-    let previous = args
-        .webhook_secret_previous
-        .as_deref()
-        .map(Verifier::split_previous)
-        .unwrap_or_default();
-    let tolerance = Duration::from_secs(args.webhook_tolerance_secs);
-    let verifier = args
-        .webhook_secret
-        .as_deref()
-        .filter(|secret| !secret.is_empty())
-        .map(|secret| Verifier::new(secret, &previous, tolerance))
-        .transpose()?;
-    Ok(Credentials {
-        verifier,
-        api_token: args.api_token.as_deref().and_then(ApiToken::new),
-    })
-}
-
-fn limits(args: &ServeArgs) -> Limits {
-    Limits {
-        max_body_bytes: args.max_body_bytes,
-        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
-        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
-        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
-    }
-}
-
-async fn open_store(storage: &StorageArgs, clock: Clock) -> Result<Arc<dyn Store>, CliError> {
-    store::open_with_clock(storage, clock)
+async fn migrate(storage: StorageArgs) -> Result<(), CliError> {
+    let store = store::open(&storage, Clock::system(), store::unobserved())
         .await
         .map_err(|source| CliError::OpenStore {
             database: storage.database_url.to_string(),
             source,
-        })
-}
-
-async fn migrate(storage: StorageArgs) -> Result<(), CliError> {
-    let store = open_store(&storage, Clock::system()).await?;
+        })?;
     store.shutdown().await;
     println!(
         "{}",

@@ -1,10 +1,32 @@
-//! Configuration: every setting is an environment variable and a command-line flag (SPEC A1).
+//! Configuration: every setting is an environment variable and a command-line flag, each
+//! default is written once (in [`defaults`]), and the typed settings the service runs on
+//! ([`Limits`]) are built here from what was parsed.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+/// Every default of the service's settings: clap shows these, and the typed settings start
+/// from them, so a default is changed in one place.
+pub mod defaults {
+    pub const DATABASE_URL: &str = "sqlite:///data/app.db";
+    pub const LOG_LEVEL: &str = "INFO";
+    pub const HOST: &str = "0.0.0.0";
+    pub const PORT: u16 = 8000;
+    pub const WEBHOOK_TOLERANCE_SECS: u64 = 300;
+    pub const MAX_BODY_BYTES: usize = 65_536;
+    pub const MAX_CONNECTIONS: u32 = 1024;
+    pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+    pub const BODY_READ_TIMEOUT_MS: u64 = 15_000;
+    pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+    pub const RETENTION_INTERVAL_SECS: u64 = 3_600;
+    pub const RETENTION_BATCH_SIZE: u32 = 1_000;
+    pub const PG_POOL_SIZE: u16 = 16;
+    pub const PG_STATEMENT_TIMEOUT_MS: u32 = 5_000;
+}
 
 /// Settings of `serve` (and of `migrate`, which shares the storage ones).
 #[derive(Debug, Clone, Args)]
@@ -17,15 +39,15 @@ pub struct ServeArgs {
     pub storage: StorageArgs,
 
     /// Least severe log level written to stdout.
-    #[arg(long, env = "LOG_LEVEL", default_value = "INFO", value_parser = parse_log_level)]
+    #[arg(long, env = "LOG_LEVEL", default_value = defaults::LOG_LEVEL, value_parser = parse_log_level)]
     pub log_level: LogLevel,
 
     /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    #[arg(long, env = "HOST", default_value = defaults::HOST)]
     pub host: String,
 
     /// Port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 8000)]
+    #[arg(long, env = "PORT", default_value_t = defaults::PORT)]
     pub port: u16,
 
     /// Older HMAC keys still accepted while senders move to the new one (comma-separated).
@@ -33,7 +55,7 @@ pub struct ServeArgs {
     pub webhook_secret_previous: Option<String>,
 
     /// Standard Webhooks: how far `webhook-timestamp` may be from now, in seconds.
-    #[arg(long, env = "WEBHOOK_TOLERANCE_SECS", default_value_t = 300)]
+    #[arg(long, env = "WEBHOOK_TOLERANCE_SECS", default_value_t = defaults::WEBHOOK_TOLERANCE_SECS)]
     pub webhook_tolerance_secs: u64,
 
     /// Bearer token required on the read endpoints (`/messages*`, `/stats`). Unset: they are open.
@@ -41,25 +63,25 @@ pub struct ServeArgs {
     pub api_token: Option<String>,
 
     /// Largest accepted request body; larger ones get 413 without being read.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 65_536)]
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
 
     /// Most client connections served at once; more wait to be accepted.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
     /// Longest a client may take to send a request's headers (and longest an idle keep-alive
     /// connection stays open), in milliseconds.
-    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = defaults::HEADER_READ_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout_ms: u64,
 
     /// Longest a client may take to send a request's body, in milliseconds; then 408.
-    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "BODY_READ_TIMEOUT_MS", default_value_t = defaults::BODY_READ_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_read_timeout_ms: u64,
 
     /// A connection that moves no byte either way for this long is closed, in milliseconds
     /// (a client that stops reading its answer, an idle HTTP/2 connection).
-    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "IDLE_TIMEOUT_MS", default_value_t = defaults::IDLE_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_ms: u64,
 
     #[command(flatten)]
@@ -69,7 +91,7 @@ pub struct ServeArgs {
 /// Longest `RETENTION_DAYS` accepted: a hundred years, which keeps the cutoff a four-digit year.
 pub const MAX_RETENTION_DAYS: i64 = 36_500;
 
-/// How long messages are kept (SPEC B5).
+/// How long messages are kept.
 #[derive(Debug, Clone, Args)]
 pub struct RetentionArgs {
     /// Delete messages stored more than this many days ago (1 to 36500). Unset: keep them forever.
@@ -77,12 +99,12 @@ pub struct RetentionArgs {
     pub retention_days: Option<u32>,
 
     /// Seconds between two retention passes (each deletes everything that is due, then sleeps).
-    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = 3_600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "RETENTION_INTERVAL_SECS", default_value_t = defaults::RETENTION_INTERVAL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_interval_secs: u64,
 
     /// Messages deleted per transaction by a retention pass; smaller keeps each pause of the
     /// writer shorter.
-    #[arg(long, env = "RETENTION_BATCH_SIZE", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "RETENTION_BATCH_SIZE", default_value_t = defaults::RETENTION_BATCH_SIZE, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub retention_batch_size: u32,
 }
 
@@ -90,7 +112,7 @@ pub struct RetentionArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
     /// `sqlite:////abs/path.db`, `sqlite:///rel/path.db` or `sqlite::memory:`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite:///data/app.db", value_parser = StoreUrlParser)]
+    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL, value_parser = StoreUrlParser)]
     pub database_url: StoreUrl,
 
     /// SQLite durability: `full` survives power loss, `normal` survives a process crash.
@@ -98,15 +120,15 @@ pub struct StorageArgs {
     pub sqlite_synchronous: Synchronous,
 
     /// PostgreSQL: most connections this process opens.
-    #[arg(long, env = "PG_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u16).range(2..))]
+    #[arg(long, env = "PG_POOL_SIZE", default_value_t = defaults::PG_POOL_SIZE, value_parser = clap::value_parser!(u16).range(2..))]
     pub pg_pool_size: u16,
 
     /// PostgreSQL: longest a statement may run before the server cancels it, in milliseconds.
-    #[arg(long, env = "PG_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(long, env = "PG_STATEMENT_TIMEOUT_MS", default_value_t = defaults::PG_STATEMENT_TIMEOUT_MS)]
     pub pg_statement_timeout_ms: u32,
 }
 
-/// The SQLite `synchronous` pragma in WAL mode (see the README's durability section).
+/// The SQLite `synchronous` pragma in WAL mode (docs/operations.md, durability).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Synchronous {
     /// fsync on every commit: an acknowledged message survives power loss.
@@ -122,6 +144,50 @@ impl Synchronous {
             Synchronous::Normal => "NORMAL",
         }
     }
+}
+
+/// What one client may take of the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body; more is refused with 413 before it is read.
+    pub max_body_bytes: usize,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest a client may take to send a request's headers; also how long an idle HTTP/1.1
+    /// keep-alive connection is kept.
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request's body; then 408.
+    pub body_read_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_connections: connections(defaults::MAX_CONNECTIONS),
+            header_read_timeout: Duration::from_millis(defaults::HEADER_READ_TIMEOUT_MS),
+            body_read_timeout: Duration::from_millis(defaults::BODY_READ_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(defaults::IDLE_TIMEOUT_MS),
+        }
+    }
+}
+
+impl Limits {
+    pub fn from_args(args: &ServeArgs) -> Limits {
+        Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_connections: connections(args.max_connections),
+            header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        }
+    }
+}
+
+fn connections(max: u32) -> usize {
+    usize::try_from(max).unwrap_or(usize::MAX)
 }
 
 /// A parsed `DATABASE_URL`.
@@ -299,6 +365,13 @@ mod tests {
         assert_eq!(retention.retention_days, None);
         assert_eq!(retention.retention_interval_secs, 3_600);
         assert_eq!(retention.retention_batch_size, 1_000);
+    }
+
+    #[test]
+    fn the_limits_of_no_settings_are_the_default_limits() {
+        use clap::Parser;
+        let parsed = Serve::try_parse_from(["webhook-inbox"]).unwrap();
+        assert_eq!(Limits::from_args(&parsed.args), Limits::default());
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use webhook_inbox::cli::{self, Cli};
-use webhook_inbox::memory;
+use webhook_inbox::store::sqlite::tune_allocator;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse_with_default() {
@@ -12,7 +12,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            // One clear line, as SPEC A1 asks, rather than clap's usage block.
+            // One clear line rather than clap's usage block.
             let rendered = error.render().to_string();
             eprintln!(
                 "{}",
@@ -21,7 +21,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    memory::keep_freed_memory();
+    tune_allocator();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

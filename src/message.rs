@@ -1,4 +1,4 @@
-//! The message model and its validation (SPEC A2), with FastAPI-style error entries.
+//! The message model and its validation, with FastAPI-style error entries.
 
 use std::fmt;
 
@@ -23,7 +23,7 @@ pub const TIMESTAMP_PATTERN: &str = concat!(
 /// Text without U+0000, which neither store can hold (for the OpenAPI document).
 pub const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
 
-/// A message that passed every rule of SPEC A2.
+/// A message that passed every rule of `POST /webhook`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Message {
     pub message_id: String,

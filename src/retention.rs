@@ -1,4 +1,4 @@
-//! Retention (SPEC B5): with `RETENTION_DAYS` set, a background task deletes the messages
+//! Retention: with `RETENTION_DAYS` set, a background task deletes the messages
 //! stored (`created_at`) more than that many days ago. A pass deletes one small batch per
 //! transaction until a batch finds nothing due, then the task sleeps until the next pass. Each
 //! batch keeps the counts and the search index consistent in its own transaction (see the
@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::Counter;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::clock::format_rfc3339;
-use crate::config::RetentionArgs;
-use crate::http::AppState;
-use crate::store::StoreError;
+use crate::clock::{Clock, format_rfc3339};
+use crate::config::{RetentionArgs, defaults};
+use crate::store::{Store, StoreError};
 
 /// How long a shutdown waits for a batch in progress before abandoning it (its transaction is
 /// then rolled back or committed whole, never half).
@@ -36,8 +36,8 @@ impl RetentionPolicy {
     pub fn days(days: u32) -> RetentionPolicy {
         RetentionPolicy {
             max_age: time::Duration::days(i64::from(days)),
-            interval: Duration::from_secs(3_600),
-            batch_size: 1_000,
+            interval: Duration::from_secs(defaults::RETENTION_INTERVAL_SECS),
+            batch_size: defaults::RETENTION_BATCH_SIZE,
         }
     }
 
@@ -68,53 +68,64 @@ pub struct PassReport {
     pub duration: Duration,
 }
 
-/// Runs one whole pass now, at `state.clock`'s time: batch after batch until nothing due is
-/// left. For tests and tools; the service runs passes through [`RetentionTask`].
-pub async fn run_once(state: &AppState, policy: &RetentionPolicy) -> Result<PassReport, StoreError> {
-    let (_keep_open, never_stopped) = watch::channel(false);
-    run_pass(state, policy, &never_stopped).await
+/// What retention works on: the store it deletes from, the clock that says what is due, and
+/// the counter of deleted messages.
+#[derive(Clone)]
+pub struct Retainer {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    pub deleted: Counter,
 }
 
-async fn run_pass(
-    state: &AppState,
-    policy: &RetentionPolicy,
-    stop: &watch::Receiver<bool>,
-) -> Result<PassReport, StoreError> {
-    let started = Instant::now();
-    let mut report = PassReport {
-        cutoff: String::new(),
-        deleted: 0,
-        batches: 0,
-        duration: Duration::ZERO,
-    };
-    let Some(cutoff) = policy.cutoff(state.clock.now()) else {
-        // Nothing can have been stored that long ago.
-        return Ok(report);
-    };
-    report.cutoff = cutoff;
-    while !*stop.borrow() {
-        let deleted = state
-            .store
-            .delete_created_before(&report.cutoff, policy.batch_size)
-            .await?;
-        report.batches += 1;
-        report.deleted += deleted;
-        state.metrics.record_retention_deleted(deleted);
-        if deleted == 0 {
-            break;
+impl Retainer {
+    /// Runs one whole pass now, at the clock's time: batch after batch until nothing due is
+    /// left. For tests and tools; the service runs passes through [`RetentionTask`].
+    pub async fn run_once(&self, policy: &RetentionPolicy) -> Result<PassReport, StoreError> {
+        let (_keep_open, never_stopped) = watch::channel(false);
+        self.run_pass(policy, &never_stopped).await
+    }
+
+    async fn run_pass(
+        &self,
+        policy: &RetentionPolicy,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<PassReport, StoreError> {
+        let started = Instant::now();
+        let mut report = PassReport {
+            cutoff: String::new(),
+            deleted: 0,
+            batches: 0,
+            duration: Duration::ZERO,
+        };
+        let Some(cutoff) = policy.cutoff(self.clock.now()) else {
+            // Nothing can have been stored that long ago.
+            return Ok(report);
+        };
+        report.cutoff = cutoff;
+        while !*stop.borrow() {
+            let deleted = self
+                .store
+                .delete_created_before(&report.cutoff, policy.batch_size)
+                .await?;
+            report.batches += 1;
+            report.deleted += deleted;
+            self.deleted.increment(deleted);
+            if deleted == 0 {
+                break;
+            }
         }
+        report.duration = started.elapsed();
+        if report.deleted > 0 {
+            tracing::info!(
+                deleted = report.deleted,
+                cutoff = %report.cutoff,
+                batches = report.batches,
+                duration_ms = report.duration.as_secs_f64() * 1_000.0,
+                "retention pass deleted old messages"
+            );
+        }
+        Ok(report)
     }
-    report.duration = started.elapsed();
-    if report.deleted > 0 {
-        tracing::info!(
-            deleted = report.deleted,
-            cutoff = %report.cutoff,
-            batches = report.batches,
-            duration_ms = report.duration.as_secs_f64() * 1_000.0,
-            "retention pass deleted old messages"
-        );
-    }
-    Ok(report)
 }
 
 /// The background task: a pass at start-up, then one every `interval`, until stopped.
@@ -124,9 +135,9 @@ pub struct RetentionTask {
 }
 
 impl RetentionTask {
-    pub fn spawn(state: Arc<AppState>, policy: RetentionPolicy) -> RetentionTask {
+    pub fn spawn(retainer: Retainer, policy: RetentionPolicy) -> RetentionTask {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_passes(state, policy, stopped));
+        let task = tokio::spawn(run_passes(retainer, policy, stopped));
         RetentionTask { stop, task }
     }
 
@@ -146,9 +157,9 @@ impl RetentionTask {
     }
 }
 
-async fn run_passes(state: Arc<AppState>, policy: RetentionPolicy, mut stop: watch::Receiver<bool>) {
+async fn run_passes(retainer: Retainer, policy: RetentionPolicy, mut stop: watch::Receiver<bool>) {
     loop {
-        match run_pass(&state, &policy, &stop).await {
+        match retainer.run_pass(&policy, &stop).await {
             Ok(_) => {}
             Err(StoreError::ShuttingDown) => return,
             Err(error) => {

@@ -1,6 +1,6 @@
 //! The HTTP server under the API: takes connections up to a limit, serves each with hyper
 //! (HTTP/1.1, and HTTP/2 with prior knowledge), cuts slow and idle clients off, and shuts down
-//! gracefully (SPEC B3, B5).
+//! gracefully.
 //!
 //! `axum::serve` hides hyper's connection builder, where the header read timeout lives, and has
 //! no connection limit, hence this accept loop.
@@ -19,12 +19,13 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::http::AppState;
+use crate::app::AppState;
+use crate::http::router;
 use crate::retention::RetentionTask;
 use idle::IdleTimeout;
 
 /// How long requests in flight may take to finish once a shutdown begins. What is queued for
-/// the writer is committed after this either way; SPEC B5 allows 10 s in all.
+/// the writer is committed after this either way; the whole shutdown must end within 10 s.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// How often, at most, the log says that the connection limit is holding clients back.
@@ -33,34 +34,6 @@ const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// After an accept error that is not one client's (out of file descriptors, say), wait this long
 /// before trying again rather than spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
-
-/// What one client may take of the service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest request body; more is refused with 413 before it is read.
-    pub max_body_bytes: usize,
-    /// Connections served at once; further clients wait in the listen backlog.
-    pub max_connections: usize,
-    /// Longest a client may take to send a request's headers; also how long an idle HTTP/1.1
-    /// keep-alive connection is kept.
-    pub header_read_timeout: Duration,
-    /// Longest a client may take to send a request's body; then 408.
-    pub body_read_timeout: Duration,
-    /// A connection that moves no byte either way for this long is closed.
-    pub idle_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_body_bytes: 65_536,
-            max_connections: 1024,
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(15),
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
 
 /// Serves `state` on `listener` until `shutdown` resolves, running retention beside it when
 /// `state` has a policy; then readiness turns 503, retention stops, the listener closes,
@@ -74,7 +47,7 @@ pub async fn serve(
     let retention = state
         .retention
         .clone()
-        .map(|policy| RetentionTask::spawn(Arc::clone(&state), policy));
+        .map(|policy| RetentionTask::spawn(state.retainer(), policy));
     let connections = Connections::new(Arc::clone(&state));
     let mut acceptor = Acceptor::new(listener, state.limits.max_connections);
     let mut shutdown = pin!(shutdown);
@@ -176,7 +149,7 @@ impl Connections {
             .header_read_timeout(state.limits.header_read_timeout);
         builder.http2().timer(TokioTimer::new());
         Connections {
-            app: crate::app(Arc::clone(&state)),
+            app: router(Arc::clone(&state)),
             state,
             builder,
             open: GracefulShutdown::new(),

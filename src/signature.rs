@@ -1,4 +1,4 @@
-//! Request signatures (SPEC A2, B2): one [`Verifier`] that checks whichever schemes a request
+//! Request signatures: one [`Verifier`] that checks whichever schemes a request
 //! carries, against the current secret and every previous one still accepted.
 //!
 //! - `X-Signature: <hex>`: HMAC-SHA256 of the raw body (the original scheme);
@@ -36,7 +36,7 @@ const STANDARD_SECRET_PREFIX: &str = "whsec_";
 /// The Standard Webhooks version tag of an HMAC-SHA256 signature.
 const STANDARD_VERSION: &[u8] = b"v1";
 /// The default `WEBHOOK_TOLERANCE_SECS`.
-pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(crate::config::defaults::WEBHOOK_TOLERANCE_SECS);
 
 const MAC_LEN: usize = 32;
 type MacBytes = [u8; MAC_LEN];

@@ -1,4 +1,4 @@
-//! `webhook-inbox bench`: the load generator behind BENCHMARKS.md (SPEC B5).
+//! `webhook-inbox bench`: the load generator behind BENCHMARKS.md.
 //!
 //! - `ingest` POSTs correctly signed messages, some re-sending earlier ids;
 //! - `read` runs one read scenario (`/messages` with each filter, a deep offset, cursors, `/stats`);
@@ -6,8 +6,10 @@
 //!
 //! Each HTTP run reports requests per second, latency percentiles and the answers by status.
 
+mod args;
 mod client;
 pub mod data;
+mod error;
 pub mod ingest;
 pub mod read;
 pub mod report;
@@ -15,19 +17,16 @@ pub mod seed;
 mod workers;
 
 use std::io::Write;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use crate::store::StoreError;
+pub use args::{DEFAULT_DURATION, RunArgs, parse_duration};
+pub use error::BenchError;
 pub use ingest::IngestArgs;
 pub use read::{ReadArgs, Scenario};
 pub use report::{Format, Report};
 pub use seed::{SeedArgs, SeedSummary};
 pub use workers::Budget;
-
-/// How long a run lasts when neither `--duration` nor `--requests` is given.
-const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -45,73 +44,6 @@ pub enum BenchCommand {
     Seed(SeedArgs),
 }
 
-/// What every HTTP run takes: where, how much, and how to print the report.
-#[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// The service's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    pub url: String,
-
-    /// How long to send: `30s`, `500ms`, `2m`, or plain seconds (default 10s).
-    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
-    pub duration: Option<Duration>,
-
-    /// Send exactly this many timed requests instead of running for a duration.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    pub requests: Option<u64>,
-
-    /// How to print the report on stdout.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
-
-    /// Name of the run in the report (default: the scenario's name).
-    #[arg(long)]
-    pub label: Option<String>,
-}
-
-impl RunArgs {
-    pub fn budget(&self) -> Budget {
-        match (self.requests, self.duration) {
-            (Some(count), _) => Budget::Count(count),
-            (None, duration) => Budget::For(duration.unwrap_or(DEFAULT_DURATION)),
-        }
-    }
-
-    fn label_or(&self, scenario: &str) -> String {
-        self.label.clone().unwrap_or_else(|| scenario.to_owned())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error("--url {url:?}: {reason}")]
-    BadUrl { url: String, reason: &'static str },
-    #[error("cannot build the request for {0:?}")]
-    BadRequest(String),
-    #[error("cannot connect to {address}: {source}")]
-    Connect { address: String, source: std::io::Error },
-    #[error("HTTP handshake with {address} failed: {source}")]
-    Handshake { address: String, source: hyper::Error },
-    #[error("cursor scenario: {0}")]
-    Cursor(String),
-    #[error("latency histogram: {0}")]
-    Histogram(#[from] hdrhistogram::CreationError),
-    #[error("latency histogram: {0}")]
-    HistogramMerge(#[from] hdrhistogram::AdditionError),
-    #[error("a worker task failed: {0}")]
-    Task(tokio::task::JoinError),
-    #[error("cannot open {database}: {source}")]
-    OpenStore { database: String, source: StoreError },
-    #[error("seed fills an empty database, and {database} holds {messages} messages")]
-    NotEmpty { database: String, messages: u64 },
-    #[error("insert failed: {0}")]
-    Store(StoreError),
-    #[error("generated an invalid timestamp {0:?}")]
-    GeneratedTimestamp(String),
-    #[error("cannot write the report: {0}")]
-    Output(std::io::Error),
-}
-
 /// Runs a `bench` subcommand and prints its report on stdout (seed progress goes to stderr).
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let output = match args.command {
@@ -123,28 +55,10 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     writeln!(std::io::stdout().lock(), "{output}").map_err(BenchError::Output)
 }
 
-/// `30s`, `500ms`, `2m`, `1.5s`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 30s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::cli::{Cli, Command};
     use clap::Parser;

@@ -172,7 +172,7 @@ impl Workload for Reader {
     }
 }
 
-/// Walks `/messages` by `next_cursor` (SPEC B4): first, untimed, the page at the start offset;
+/// Walks `/messages` by `next_cursor`: first, untimed, the page at the start offset;
 /// then page after page, timed; back to the first cursor after the last page.
 struct CursorWalk {
     target: Target,
@@ -261,8 +261,7 @@ pub fn next_cursor(body: &[u8]) -> Result<Option<String>, BenchError> {
     })?;
     page.next_cursor.ok_or_else(|| {
         BenchError::Cursor(
-            "the /messages answer has no next_cursor field: this service does not offer cursors (SPEC B4)"
-                .to_owned(),
+            "the /messages answer has no next_cursor field: this service does not offer cursors".to_owned(),
         )
     })
 }

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::BenchError;
 use super::data::{self, RECIPIENT};
+use crate::clock::Clock;
 use crate::config::StorageArgs;
 use crate::message::{Message, Timestamp};
 use crate::store::{self, InsertOutcome, Store};
@@ -58,7 +59,7 @@ pub struct SeedSummary {
 
 /// Opens the store, fills it, and closes it (committing everything) whatever happened.
 pub async fn run(args: &SeedArgs) -> Result<SeedSummary, BenchError> {
-    let store = store::open(&args.storage)
+    let store = store::open(&args.storage, Clock::system(), store::unobserved())
         .await
         .map_err(|source| BenchError::OpenStore {
             database: args.storage.database_url.to_string(),

@@ -1,4 +1,4 @@
-//! Every error answer of the API, turned into a response in this one place (SPEC A2, A8).
+//! Every error answer of the API, turned into a response in this one place.
 
 use axum::Json;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};

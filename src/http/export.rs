@@ -1,4 +1,4 @@
-//! `GET /messages/export?format=ndjson|csv` (SPEC B4): every message that matches the
+//! `GET /messages/export?format=ndjson|csv`: every message that matches the
 //! `/messages` filters, in the `/messages` order, streamed in constant memory.
 //!
 //! The first page is read before the answer starts, so a database that fails at once gets the
@@ -28,9 +28,10 @@ use utoipa::IntoParams;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 
+use super::ApiError;
 use super::error::{ErrorDetail, ValidationErrors};
 use super::query::{FilterParams, RawParams, query_parameter};
-use super::{ApiError, AppState};
+use crate::app::AppState;
 use crate::message::{FieldError, Message};
 use crate::store::{ExportPages, MessageFilter, StoreError};
 
@@ -110,7 +111,7 @@ impl IntoParams for FormatParam {
     }
 }
 
-/// Every message that matches the filters, in the `/messages` order, streamed (SPEC B4).
+/// Every message that matches the filters, in the `/messages` order, streamed.
 /// `limit`, `offset` and `cursor` are refused (422 `extra_forbidden`). A database failure after
 /// the first rows cuts the body short (the transfer ends without its last chunk).
 #[utoipa::path(

@@ -1,4 +1,4 @@
-//! `GET /health/live` and `GET /health/ready` (SPEC A5).
+//! `GET /health/live` and `GET /health/ready`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
+use crate::app::AppState;
 use crate::store::StoreError;
 
 pub const LIVE_PATH: &str = "/health/live";
@@ -64,7 +64,7 @@ enum NotReadyStatus {
     NotReady,
 }
 
-/// Whether the process serves HTTP (SPEC A5).
+/// Whether the process serves HTTP.
 #[utoipa::path(
     get,
     path = LIVE_PATH,
@@ -78,7 +78,7 @@ pub(super) async fn live() -> Json<Live> {
 }
 
 /// Whether to send traffic here: the secret is set, the database answers and its schema is
-/// applied, and the server is not shutting down (SPEC A5).
+/// applied, and the server is not shutting down.
 #[utoipa::path(
     get,
     path = READY_PATH,

@@ -1,4 +1,4 @@
-//! `GET /messages`: filters, ordering, pagination (SPEC A3).
+//! `GET /messages`: filters, ordering, pagination.
 
 use std::sync::Arc;
 
@@ -12,9 +12,10 @@ use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
+use super::ApiError;
 use super::error::{ErrorDetail, ValidationErrors};
 use super::query::{FilterParams, RawParams, query_parameter};
-use super::{ApiError, AppState};
+use crate::app::AppState;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -81,7 +82,7 @@ pub struct MessagesPage {
     next_cursor: Option<String>,
 }
 
-/// Stored messages, filtered and paged (SPEC A3, B4).
+/// Stored messages, filtered and paged.
 #[utoipa::path(
     get,
     path = PATH,

@@ -1,4 +1,4 @@
-//! `GET /metrics`: the Prometheus text format (SPEC A6).
+//! `GET /metrics`: the Prometheus text format.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use super::AppState;
+use crate::app::AppState;
 
 pub const PATH: &str = "/metrics";
 
@@ -23,7 +23,7 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new().route(PATH, get(metrics))
 }
 
-/// Prometheus text format (SPEC A6); the names are listed in the README.
+/// Prometheus text format; the names are listed in docs/operations.md.
 #[utoipa::path(
     get,
     path = PATH,

@@ -10,8 +10,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Level;
 
-use super::AppState;
 use super::error::{ApiError, ErrorCause};
+use crate::app::AppState;
 use crate::telemetry::{AccessLine, WebhookLog, WebhookResult};
 
 const REQUEST_ID: &str = "x-request-id";
@@ -69,7 +69,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned)
 }
 
-/// ERROR for 5xx and refused signatures, WARN for other 4xx, INFO otherwise (SPEC A7).
+/// ERROR for 5xx and refused signatures, WARN for other 4xx, INFO otherwise.
 fn level_for(status: StatusCode, webhook: Option<&WebhookLog>) -> Level {
     let refused_signature = webhook.is_some_and(|log| log.result == WebhookResult::InvalidSignature);
     if status.is_server_error() || refused_signature {

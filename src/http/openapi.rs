@@ -1,4 +1,4 @@
-//! `GET /openapi.json` (SPEC B5): the OpenAPI 3.1 document of the API, built from the handlers'
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the API, built from the handlers'
 //! `#[utoipa::path]` attributes, the answer types' schemas and the validation constants, so a
 //! change to any of them changes the document. `tests/openapi.rs` checks that every route the
 //! router serves is documented with its methods, and `tests/schemathesis/run.sh` checks the
@@ -12,25 +12,24 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, OpenApi as Document, Ref, RefOr, Response, ResponseBuilder,
 };
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::error::{ErrorDetail, ValidationErrors};
 use super::middleware::MAX_REQUEST_ID_LEN;
-use super::{AppState, export, health, messages, page, stats, webhook};
-use crate::message::{
-    FieldError, MAX_MESSAGE_ID_CHARS, MAX_TEXT_CHARS, MSISDN_PATTERN, Message, NO_NUL_PATTERN,
-    TIMESTAMP_PATTERN,
-};
+use super::schemas::WebhookBody;
+use super::{export, health, messages, page, stats, webhook};
+use crate::app::AppState;
+use crate::message::{FieldError, Message};
 use crate::store::{SenderCount, Stats};
 
 pub const PATH: &str = "/openapi.json";
 
-/// The name of the bearer scheme that guards the reads when `API_TOKEN` is set (SPEC B3).
+/// The name of the bearer scheme that guards the reads when `API_TOKEN` is set.
 pub const API_TOKEN_SCHEME: &str = "api_token";
 
 const REQUEST_ID_HEADER: &str = "X-Request-Id";
@@ -210,70 +209,3 @@ fn add_request_id_header(response: &mut Response) {
         .build();
     response.headers.insert(REQUEST_ID_HEADER.to_owned(), header);
 }
-
-/// A string schema with `pattern`.
-fn patterned(pattern: &str) -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some(pattern))
-}
-
-/// The fields of a message, with the rules of SPEC A2; `text` may be left out of a request,
-/// while an answer always has it (null when none was sent).
-fn message_schema(text_required: bool) -> Schema {
-    let text = ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-        .max_length(Some(MAX_TEXT_CHARS))
-        .pattern(Some(NO_NUL_PATTERN));
-    let mut object = ObjectBuilder::new()
-        .schema_type(Type::Object)
-        .property(
-            "message_id",
-            patterned(NO_NUL_PATTERN)
-                .min_length(Some(1))
-                .max_length(Some(MAX_MESSAGE_ID_CHARS))
-                .examples([json!("m1")]),
-        )
-        .property(
-            "from",
-            patterned(MSISDN_PATTERN).examples([json!("+919876543210")]),
-        )
-        .property("to", patterned(MSISDN_PATTERN).examples([json!("+14155550100")]))
-        .property(
-            "ts",
-            patterned(TIMESTAMP_PATTERN)
-                .description(Some(
-                    "UTC, `Z` only, up to 9 fraction digits, a real calendar instant; returned \
-                     verbatim, ordered as an instant.",
-                ))
-                .examples([json!("2025-01-15T10:00:00Z")]),
-        )
-        .property("text", text.examples([json!("Hello")]))
-        .required("message_id")
-        .required("from")
-        .required("to")
-        .required("ts");
-    if text_required {
-        object = object.required("text");
-    }
-    object.into()
-}
-
-impl PartialSchema for Message {
-    fn schema() -> RefOr<Schema> {
-        RefOr::T(message_schema(true))
-    }
-}
-
-impl ToSchema for Message {}
-
-/// The body of `POST /webhook`; unknown fields are ignored.
-pub enum WebhookBody {}
-
-impl PartialSchema for WebhookBody {
-    fn schema() -> RefOr<Schema> {
-        RefOr::T(message_schema(false))
-    }
-}
-
-impl ToSchema for WebhookBody {}

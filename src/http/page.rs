@@ -1,4 +1,4 @@
-//! `GET /`: the web inbox page (SPEC B5) and its script, stylesheet and icon, all built into the
+//! `GET /`: the web inbox page and its script, stylesheet and icon, all built into the
 //! binary from `assets/`. The page holds no data: it reads `/stats` and `/messages` (behind
 //! `API_TOKEN` when it is set), so these routes are open.
 //!

@@ -1,4 +1,4 @@
-//! `GET /stats` (SPEC A4).
+//! `GET /stats`.
 
 use std::sync::Arc;
 
@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::ApiError;
 use super::error::ErrorDetail;
-use super::{ApiError, AppState};
+use crate::app::AppState;
 use crate::store::Stats;
 
 pub const PATH: &str = "/stats";
@@ -16,7 +17,7 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new().route(PATH, get(stats))
 }
 
-/// Counts kept at insert time (SPEC A4).
+/// Counts kept at insert time.
 #[utoipa::path(
     get,
     path = PATH,

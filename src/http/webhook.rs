@@ -1,4 +1,4 @@
-//! `POST /webhook`: signature, then validation, then an idempotent insert (SPEC A2).
+//! `POST /webhook`: signature, then validation, then an idempotent insert.
 
 use std::sync::Arc;
 
@@ -12,11 +12,12 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::ApiError;
 use super::error::{ErrorDetail, ValidationErrors};
-use super::openapi::WebhookBody;
-use super::{ApiError, AppState};
+use super::schemas::WebhookBody;
+use crate::app::AppState;
+use crate::config::Limits;
 use crate::message::parse_message;
-use crate::server::Limits;
 use crate::signature::{Refusal, Scheme};
 use crate::store::InsertOutcome;
 use crate::telemetry::{WebhookLog, WebhookResult};
@@ -27,7 +28,7 @@ pub fn router() -> Router<Arc<AppState>> {
     Router::new().route(PATH, post(receive))
 }
 
-/// Stores one signed message (SPEC A2, B2). At least one signature scheme must be present,
+/// Stores one signed message. At least one signature scheme must be present,
 /// and one of those present must verify: `X-Signature`, `X-Hub-Signature-256`, or the three
 /// Standard Webhooks headers. The `Content-Type` is not checked: the body is read as JSON whatever it says.
 #[utoipa::path(
@@ -131,7 +132,7 @@ impl Rejection {
     }
 }
 
-/// The checks of SPEC A2 in their order; the first that fails decides the answer.
+/// The checks in their order; the first that fails decides the answer.
 async fn ingest(
     state: &AppState,
     headers: &HeaderMap,

@@ -56,7 +56,7 @@ impl Logger {
     }
 }
 
-/// The access log line of one request (SPEC A7).
+/// The access log line of one request.
 #[derive(Debug, Serialize)]
 pub struct AccessLine<'a> {
     pub ts: String,

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC A6), held per application state so tests in one process stay apart.
+//! Prometheus metrics, held per application state so tests in one process stay apart.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -32,8 +32,7 @@ const COMMIT_BUCKETS_MS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
 ];
 
-pub(super) const METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// The outcome of one `/webhook` request, as counted in `webhook_requests_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,11 +100,17 @@ pub struct Metrics {
     process: ProcessMetrics,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
     /// A registry with every family present from the start: the webhook outcomes at 0, the
-    /// latency histogram empty, `http_requests_total` at 0 for `routes` answering 200, and
-    /// `retention_deleted_total` at 0 (whether retention is on or not).
-    pub fn new(routes: &[&'static str]) -> Self {
+    /// latency histogram empty, and `retention_deleted_total` at 0 (whether retention is on or
+    /// not). The HTTP layer adds its routes with [`Metrics::register_routes`].
+    pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS_MS)
             .and_then(|builder| {
@@ -123,7 +128,8 @@ impl Metrics {
             commit_ms: recorder.register_histogram(&Key::from_name(WRITER_COMMIT), &METADATA),
         });
         let messages_stored = recorder.register_gauge(&Key::from_name(MESSAGES_STORED), &METADATA);
-        let process = ProcessMetrics::register(&recorder);
+        let process =
+            ProcessMetrics::register(|name| recorder.register_gauge(&Key::from_name(name), &METADATA));
         let webhook_results = WebhookResult::ALL.map(|result| {
             let counter = recorder.register_counter(
                 &Key::from_parts(WEBHOOK_REQUESTS, vec![Label::new("result", result.as_str())]),
@@ -134,7 +140,7 @@ impl Metrics {
         });
         let retention_deleted = recorder.register_counter(&Key::from_name(RETENTION_DELETED), &METADATA);
         retention_deleted.increment(0);
-        let metrics = Metrics {
+        Metrics {
             recorder,
             handle,
             latency,
@@ -144,11 +150,15 @@ impl Metrics {
             writer,
             messages_stored,
             process,
-        };
-        for route in routes {
-            metrics.http_counter(route, 200).increment(0);
         }
-        metrics
+    }
+
+    /// `http_requests_total` at 0 for each of `routes` answering 200, so every route's series
+    /// exists before its first request.
+    pub fn register_routes(&self, routes: &[&str]) {
+        for route in routes {
+            self.http_counter(route, 200).increment(0);
+        }
     }
 
     /// Counts a finished request under its route template and records its latency.
@@ -177,9 +187,9 @@ impl Metrics {
         self.process.refresh();
     }
 
-    /// Counts messages deleted by retention.
-    pub fn record_retention_deleted(&self, deleted: u64) {
-        self.retention_deleted.increment(deleted);
+    /// The counter of messages deleted by retention, for the retention task.
+    pub fn retention_deleted(&self) -> Counter {
+        self.retention_deleted.clone()
     }
 
     /// The text exposition format, version 0.0.4.

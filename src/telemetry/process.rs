@@ -1,10 +1,7 @@
 //! The standard `process_*` gauges, read from the operating system when `/metrics` is scraped.
 
-use metrics::{Gauge, Key, Recorder};
-use metrics_exporter_prometheus::PrometheusRecorder;
+use metrics::Gauge;
 use metrics_process::collector;
-
-use super::metrics::METADATA;
 
 /// The names every Prometheus client library uses, so existing dashboards and alerts apply.
 pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
@@ -30,8 +27,8 @@ pub struct ProcessMetrics {
 }
 
 impl ProcessMetrics {
-    pub fn register(recorder: &PrometheusRecorder) -> Self {
-        let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &METADATA);
+    /// The gauges, each registered by `gauge` under its name.
+    pub fn register(gauge: impl Fn(&'static str) -> Gauge) -> Self {
         ProcessMetrics {
             cpu_seconds: gauge(CPU_SECONDS),
             open_fds: gauge(OPEN_FDS),

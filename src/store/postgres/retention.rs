@@ -10,11 +10,8 @@
 
 use deadpool_postgres::Pool;
 
-use super::writer::{Failure, classify};
+use super::connection::{Failure, classify, retrying};
 use crate::store::StoreError;
-
-/// A batch that lost a deadlock or serialization race is tried again.
-const ATTEMPTS: usize = 3;
 
 /// Deletes the oldest due rows (through `messages_by_created_at`) and counts them per sender.
 const DELETE_OLDEST: &str = r#"
@@ -50,21 +47,11 @@ WHERE s.from_msisdn = gone.from_msisdn AND s.message_count > gone.deleted
 
 /// Deletes up to `limit` messages stored before `cutoff`; returns how many.
 pub async fn delete_batch(pool: &Pool, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
-    let mut attempt = 1;
-    loop {
-        match delete_once(pool, cutoff, limit).await {
-            Err(Failure::Retryable(_)) if attempt < ATTEMPTS => attempt += 1,
-            Err(Failure::Retryable(error) | Failure::Fatal(error)) => return Err(error),
-            Ok(deleted) => return Ok(deleted),
-        }
-    }
+    retrying(|| delete_once(pool, cutoff, limit)).await
 }
 
 async fn delete_once(pool: &Pool, cutoff: &str, limit: u32) -> Result<u64, Failure> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|error| Failure::Fatal(super::pool_error(error)))?;
+    let mut client = pool.get().await?;
     let tx = client.transaction().await.map_err(classify)?;
     let per_sender = tx
         .query(DELETE_OLDEST, &[&cutoff, &i64::from(limit)])

@@ -3,6 +3,7 @@
 
 use deadpool_postgres::Client;
 
+use super::connection::describe;
 use crate::store::StoreError;
 
 /// The schema version this binary writes and expects.
@@ -177,11 +178,11 @@ async fn ensure_trigram_extension(client: &impl deadpool_postgres::GenericClient
         .map_err(|error| {
             StoreError::SchemaMismatch(format!(
                 "the pg_trgm extension is missing and cannot be created ({}); run CREATE EXTENSION pg_trgm as a superuser",
-                super::describe(&error)
+                describe(&error)
             ))
         })
 }
 
 fn unavailable(error: tokio_postgres::Error) -> StoreError {
-    StoreError::Unavailable(super::describe(&error))
+    StoreError::Unavailable(describe(&error))
 }

@@ -1,22 +1,21 @@
 //! The PostgreSQL writer: one task per process stores each batch with one statement.
 
 use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Instant;
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
-use tokio_postgres::error::SqlState;
 
+use super::connection::{Failure, classify, retrying};
 use crate::clock::Clock;
 use crate::message::{Message, fold_case};
-use crate::store::writer::{Batch, Command, ObserverSlot};
-use crate::store::{InsertOutcome, StoreError};
+use crate::store::InsertOutcome;
+use crate::store::batch::{Batch, Command, WriteObserver, WriterHandle};
 
 /// The most inserts stored by one statement.
 pub const MAX_BATCH: usize = 512;
-
-/// A batch that lost a deadlock or serialization race with another replica is tried again.
-const ATTEMPTS: usize = 3;
 
 /// Inserts the batch, counts per sender only the rows really inserted, and returns their ids.
 /// Rows arrive sorted by `message_id` and counts by `from_msisdn`, so concurrent batches from
@@ -38,49 +37,35 @@ WITH batch AS (
 SELECT message_id FROM inserted
 "#;
 
-pub async fn run(pool: Pool, mut commands: mpsc::Receiver<Command>, clock: Clock, observer: ObserverSlot) {
+/// The PostgreSQL writer takes inserts only: retention and readiness use pooled connections.
+pub type NoJobs = Infallible;
+
+/// Starts the writer task; the handle sends it inserts.
+pub fn start(pool: Pool, clock: Clock, observer: Arc<dyn WriteObserver>) -> WriterHandle<NoJobs> {
+    let (handle, commands) = WriterHandle::channel();
+    tokio::spawn(run(pool, commands, clock, observer));
+    handle
+}
+
+async fn run(
+    pool: Pool,
+    mut commands: mpsc::Receiver<Command<NoJobs>>,
+    clock: Clock,
+    observer: Arc<dyn WriteObserver>,
+) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.recv().await {
         batch.gather(first, &mut commands);
         if !batch.messages().is_empty() {
             let started = Instant::now();
-            let committed = commit_with_retry(&pool, batch.messages(), &clock).await;
+            let committed = retrying(|| commit(&pool, batch.messages(), &clock)).await;
             if committed.is_ok() {
                 observer.batch_committed(batch.messages().len(), started.elapsed());
             }
             batch.answer(committed);
         }
-        // The store deletes on a connection of its own; a delete sent here is run all the same.
-        for (request, reply) in batch.take_deletes() {
-            let deleted = super::retention::delete_batch(&pool, &request.cutoff, request.limit).await;
-            let _ = reply.send(deleted);
-        }
-        // Readiness asks the pool directly; nothing sends probes here, but answer any.
-        for probe in batch.take_probes() {
-            let _ = probe.send(Ok(()));
-        }
     }
     batch.finish();
-}
-
-async fn commit_with_retry(
-    pool: &Pool,
-    messages: &[Message],
-    clock: &Clock,
-) -> Result<Vec<InsertOutcome>, StoreError> {
-    let mut attempt = 1;
-    loop {
-        match commit(pool, messages, clock).await {
-            Err(Failure::Retryable(_)) if attempt < ATTEMPTS => attempt += 1,
-            Err(Failure::Retryable(error) | Failure::Fatal(error)) => return Err(error),
-            Ok(outcomes) => return Ok(outcomes),
-        }
-    }
-}
-
-pub(super) enum Failure {
-    Retryable(StoreError),
-    Fatal(StoreError),
 }
 
 async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<InsertOutcome>, Failure> {
@@ -89,10 +74,7 @@ async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<
     }
     let unique = first_of_each_id(messages);
     let columns = Columns::of(unique.values().copied());
-    let client = pool
-        .get()
-        .await
-        .map_err(|error| Failure::Fatal(super::pool_error(error)))?;
+    let client = pool.get().await?;
     let statement = client.prepare_cached(INSERT_BATCH).await.map_err(classify)?;
     let created_at = clock.now_rfc3339();
     let rows = client
@@ -171,18 +153,5 @@ impl<'a> Columns<'a> {
             columns.text_folded.push(message.text.as_deref().map(fold_case));
         }
         columns
-    }
-}
-
-pub(super) fn classify(error: tokio_postgres::Error) -> Failure {
-    let retryable = matches!(
-        error.code(),
-        Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
-    );
-    let error = StoreError::Unavailable(super::describe(&error));
-    if retryable {
-        Failure::Retryable(error)
-    } else {
-        Failure::Fatal(error)
     }
 }

@@ -30,8 +30,8 @@ use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, OpenFlags};
 
+use super::connection::{JOURNAL_SIZE_LIMIT, Target};
 use crate::config::Synchronous;
-use crate::store::sqlite::Target;
 
 /// WAL frames (pages) written between two wake-ups of the checkpoint thread: SQLite's own
 /// default for its automatic checkpoint.
@@ -42,9 +42,6 @@ const CATCH_UP_AFTER_FRAMES: c_int = 4_096;
 
 /// WAL frames past which a RESTART checkpoint is forced: 64 MiB of 4 KiB pages.
 const RESTART_AFTER_FRAMES: c_int = 16_384;
-
-/// Bytes the WAL file is cut back to after a restart.
-pub const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// When the writer's WAL hook acts, in WAL frames.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +187,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::store::sqlite::Target;
 
     /// Frames in the WAL, as a PASSIVE checkpoint reports them.
     fn wal_frames(conn: &Connection) -> c_int {

@@ -406,7 +406,8 @@ mod tests {
 
     use super::{HitSet, fts_phrase, list_messages_keeping};
     use crate::message::{Timestamp, fold_case};
-    use crate::store::sqlite::{register_contains_ci, register_is_search_hit, schema};
+    use crate::store::sqlite::connection::{register_contains_ci, register_is_search_hit};
+    use crate::store::sqlite::schema;
     use crate::store::{MessageFilter, PageRequest, Position};
 
     /// 400 messages, every third one with "Zebra" in its text, at scattered times.

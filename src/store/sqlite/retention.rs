@@ -12,7 +12,12 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
-use crate::store::writer::DeleteRequest;
+/// One retention batch: the messages whose `created_at` sorts before `cutoff`, at most `limit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteRequest {
+    pub cutoff: String,
+    pub limit: u32,
+}
 
 /// How many rows a batch reads, per row it may delete.
 const SCAN_FACTOR: i64 = 2;

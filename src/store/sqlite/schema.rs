@@ -11,6 +11,9 @@ use crate::message::{Timestamp, fold_case};
 /// The schema version this binary writes and expects.
 pub const CURRENT_VERSION: i64 = 4;
 
+/// Adds a stored message's case-folded text to the search index under the message's rowid.
+pub const INDEX_TEXT: &str = "INSERT INTO message_search (rowid, text_folded) VALUES (?1, ?2)";
+
 const V1_TABLE: &str = "
 CREATE TABLE IF NOT EXISTS messages (
     message_id  TEXT PRIMARY KEY,
@@ -133,7 +136,7 @@ fn backfill_sort_keys(conn: &Connection) -> rusqlite::Result<()> {
 /// Indexes the text of rows written before the search index existed.
 fn backfill_search_index(conn: &Connection) -> rusqlite::Result<()> {
     let mut select = conn.prepare("SELECT rowid, text FROM messages WHERE text IS NOT NULL")?;
-    let mut insert = conn.prepare(super::INDEX_TEXT)?;
+    let mut insert = conn.prepare(INDEX_TEXT)?;
     let rows = select
         .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
-use crate::store::writer::PendingAnswers;
+use crate::store::batch::PendingAnswers;
 use crate::store::{InsertOutcome, StoreError};
 
 /// How the thread makes a WAL file durable: `File::sync_data` (fdatasync) but in tests.

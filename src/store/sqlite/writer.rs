@@ -23,13 +23,15 @@ use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::mpsc;
 
+use super::checkpoint::Checkpointer;
+use super::connection::{Target, unavailable};
+use super::retention::{self, DeleteRequest};
+use super::schema::{self, INDEX_TEXT};
+use super::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer};
 use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
-use crate::store::sqlite::checkpoint::Checkpointer;
-use crate::store::sqlite::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer};
-use crate::store::sqlite::{INDEX_TEXT, Target, retention, schema, unavailable};
-use crate::store::writer::{Batch, Command, DeleteRequest, ObserverSlot};
+use crate::store::batch::{Batch, Command, JobReply, WriteObserver, WriterHandle};
 use crate::store::{InsertOutcome, StoreError};
 
 /// The most inserts committed in one transaction.
@@ -47,8 +49,29 @@ INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, 
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (message_id) DO NOTHING";
 
+/// What the SQLite store asks of its writer besides inserts.
+pub enum WriterJob {
+    /// Report whether the database takes writes now (readiness).
+    Probe(JobReply<()>),
+    /// One retention batch, in a transaction of its own between two insert batches.
+    Delete(DeleteRequest, JobReply<u64>),
+}
+
+/// Starts the writer thread; the handle sends it inserts and jobs.
+pub fn start(
+    writer: Writer,
+    observer: Arc<dyn WriteObserver>,
+) -> Result<WriterHandle<WriterJob>, StoreError> {
+    let (handle, commands) = WriterHandle::channel();
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || run(writer, commands, observer.as_ref()))
+        .map_err(|error| StoreError::Unavailable(format!("cannot start the writer thread: {error}")))?;
+    Ok(handle)
+}
+
 /// Runs on its own thread until every sender is gone or a shutdown has drained the queue.
-pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>, observer: ObserverSlot) {
+fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command<WriterJob>>, observer: &dyn WriteObserver) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.blocking_recv() {
         batch.gather(first, &mut commands);
@@ -60,16 +83,7 @@ pub fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command>, observer: 
             }
             writer.answer(&mut batch, committed);
         }
-        for (request, reply) in batch.take_deletes() {
-            let _ = reply.send(writer.delete(&request));
-        }
-        let probes = batch.take_probes();
-        if !probes.is_empty() {
-            let ready = writer.probe();
-            for probe in probes {
-                let _ = probe.send(ready.clone());
-            }
-        }
+        writer.run_jobs(batch.take_jobs());
     }
     // Answers what waits for a WAL sync and stops the checkpoint thread, then closes the
     // connection, which as the last one copies the WAL into the main file.
@@ -103,11 +117,17 @@ impl FileIdentity {
     }
 }
 
+/// How the write connection is opened, and where `created_at` comes from.
+pub struct WriterSettings {
+    pub synchronous: Synchronous,
+    pub max_page_count: Option<u64>,
+    pub clock: Clock,
+}
+
 /// The write connection, the file it writes, and how the last write went.
 pub struct Writer {
     target: Target,
-    synchronous: Synchronous,
-    max_page_count: Option<u64>,
+    settings: WriterSettings,
     conn: Option<Connection>,
     opened: Option<FileIdentity>,
     /// Bumped whenever the connection is dropped or reopened, so readers reopen too.
@@ -120,8 +140,6 @@ pub struct Writer {
     wal_syncer: Option<WalSyncer>,
     /// The connection's WAL file, when the connection leaves its syncs to `wal_syncer`.
     wal: Option<Arc<File>>,
-    /// Where `created_at` comes from.
-    clock: Clock,
 }
 
 impl Writer {
@@ -130,12 +148,11 @@ impl Writer {
     pub fn new(
         target: Target,
         mut conn: Connection,
-        synchronous: Synchronous,
-        max_page_count: Option<u64>,
+        settings: WriterSettings,
         generation: Arc<AtomicU64>,
-        clock: Clock,
         sync_wal: SyncFile,
     ) -> Result<Writer, StoreError> {
+        let synchronous = settings.synchronous;
         let checkpointer = match target {
             Target::File(_) => {
                 let checkpointer = Checkpointer::start(target.clone(), synchronous, Arc::clone(&generation))
@@ -157,21 +174,19 @@ impl Writer {
         Ok(Writer {
             opened: target.path().and_then(FileIdentity::of),
             target,
-            synchronous,
-            max_page_count,
+            settings,
             conn: Some(conn),
             generation,
             last_write: None,
             checkpointer,
             wal_syncer,
             wal,
-            clock,
         })
     }
 
     /// Commits one batch; any failure answers the whole batch with the error.
     fn commit(&mut self, messages: &[Message]) -> Result<Vec<InsertOutcome>, StoreError> {
-        let created_at = self.clock.now_rfc3339();
+        let created_at = self.settings.clock.now_rfc3339();
         let conn = self.usable_connection()?;
         let committed = commit(conn, messages, &created_at).map_err(unavailable);
         self.record_write(committed.is_ok());
@@ -180,12 +195,31 @@ impl Writer {
 
     /// Answers a batch that `commit` committed (or failed to): at once, or once the WAL sync
     /// thread has synced the WAL file that holds it.
-    fn answer(&self, batch: &mut Batch, committed: Result<Vec<InsertOutcome>, StoreError>) {
+    fn answer(&self, batch: &mut Batch<WriterJob>, committed: Result<Vec<InsertOutcome>, StoreError>) {
         match (committed, &self.wal_syncer, &self.wal) {
             (Ok(outcomes), Some(syncer), Some(wal)) => {
                 syncer.answer_when_durable(wal, batch.answer_later(), outcomes);
             }
             (committed, ..) => batch.answer(committed),
+        }
+    }
+
+    /// Runs the jobs that arrived with a batch: deletes in order, and one probe for all probes.
+    fn run_jobs(&mut self, jobs: Vec<WriterJob>) {
+        let mut probes = Vec::new();
+        for job in jobs {
+            match job {
+                WriterJob::Delete(request, reply) => {
+                    let _ = reply.send(self.delete(&request));
+                }
+                WriterJob::Probe(reply) => probes.push(reply),
+            }
+        }
+        if !probes.is_empty() {
+            let ready = self.probe();
+            for probe in probes {
+                let _ = probe.send(ready.clone());
+            }
         }
     }
 
@@ -259,7 +293,7 @@ impl Writer {
     fn reopen(&mut self, path: &Path) -> Result<(), StoreError> {
         let mut conn = self
             .target
-            .open_writer(self.synchronous, false, self.max_page_count)
+            .open_writer(self.settings.synchronous, false, self.settings.max_page_count)
             .map_err(unavailable)?;
         schema::migrate(&mut conn).map_err(|error| StoreError::Unavailable(error.to_string()))?;
         if let Some(checkpointer) = &self.checkpointer {
@@ -412,7 +446,7 @@ mod tests {
 
     use super::*;
     use crate::message::Timestamp;
-    use crate::store::writer::WriterHandle;
+    use crate::store::batch::unobserved;
 
     fn message(id: &str) -> Message {
         Message {
@@ -424,23 +458,23 @@ mod tests {
         }
     }
 
-    fn start_writer(path: &Path, sync_wal: SyncFile) -> WriterHandle {
+    fn start_writer(path: &Path, sync_wal: SyncFile) -> WriterHandle<WriterJob> {
         let target = Target::File(path.to_path_buf());
         let mut conn = target.open_writer(Synchronous::Full, true, None).expect("open");
         schema::migrate(&mut conn).expect("migrate");
         let writer = Writer::new(
             target,
             conn,
-            Synchronous::Full,
-            None,
+            WriterSettings {
+                synchronous: Synchronous::Full,
+                max_page_count: None,
+                clock: Clock::system(),
+            },
             Arc::new(AtomicU64::new(0)),
-            Clock::system(),
             sync_wal,
         )
         .expect("writer");
-        let (handle, commands) = WriterHandle::channel();
-        std::thread::spawn(move || run(writer, commands, ObserverSlot::default()));
-        handle
+        start(writer, unobserved()).expect("writer thread")
     }
 
     fn rows_with_id(path: &Path, id: &str) -> i64 {
@@ -503,7 +537,7 @@ mod tests {
         assert_eq!(committed, 21, "m-1 was committed, though not acknowledged");
         let refused = writer.insert(message("m-2")).await;
         assert!(refused_as_in_doubt(&refused), "{refused:?}");
-        let not_ready = writer.probe().await;
+        let not_ready = writer.ask(WriterJob::Probe).await;
         assert!(matches!(&not_ready, Err(StoreError::Unavailable(detail)) if detail.contains(IN_DOUBT)));
         drop(reader);
         assert_eq!(rows_with_id(&path, "m-2"), 0);
@@ -511,7 +545,7 @@ mod tests {
         // Readiness settles the doubt once the reader is gone: the WAL was emptied (it never
         // shrinks otherwise; what it holds now is the probe's write), and the database file
         // alone, copied without it, holds m-1.
-        writer.probe().await.expect("ready again");
+        writer.ask(WriterJob::Probe).await.expect("ready again");
         assert!(wal_length(folder.path()) < wal_before / 2);
         let file_alone = folder.path().join("copy.db");
         std::fs::copy(&path, &file_alone).expect("copy");

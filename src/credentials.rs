@@ -1,0 +1,146 @@
+//! Who may write and who may read: the signature verifier of `/webhook` and the bearer token of
+//! the read endpoints.
+//!
+//! The token is kept only as its SHA-256 digest, and a presented token is hashed and compared
+//! with it in constant time: the time taken tells neither how much of a guess was right nor how
+//! long the token is.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::ServeArgs;
+use crate::signature::{SecretError, Verifier};
+
+/// Who may write and who may read.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Checks `/webhook` signatures; `None` when `WEBHOOK_SECRET` is unset (`/webhook` then
+    /// answers 503).
+    pub verifier: Option<Verifier>,
+    /// Required on the read endpoints; `None` when `API_TOKEN` is unset (reads are open).
+    pub api_token: Option<ApiToken>,
+}
+
+impl Credentials {
+    /// The verifier and the token the settings ask for; an empty setting counts as unset.
+    pub fn from_args(args: &ServeArgs) -> Result<Credentials, SecretError> {
+        let previous = args
+            .webhook_secret_previous
+            .as_deref()
+            .map(Verifier::split_previous)
+            .unwrap_or_default();
+        let tolerance = Duration::from_secs(args.webhook_tolerance_secs);
+        let verifier = args
+            .webhook_secret
+            .as_deref()
+            .filter(|secret| !secret.is_empty())
+            .map(|secret| Verifier::new(secret, &previous, tolerance))
+            .transpose()?;
+        Ok(Credentials {
+            verifier,
+            api_token: args.api_token.as_deref().and_then(ApiToken::new),
+        })
+    }
+}
+
+const BEARER: &[u8] = b"bearer";
+
+/// The token that read endpoints require.
+#[derive(Clone)]
+pub struct ApiToken {
+    digest: [u8; 32],
+}
+
+impl ApiToken {
+    /// `None` for an empty token, which (like an unset one) leaves reads open.
+    pub fn new(token: &str) -> Option<ApiToken> {
+        (!token.is_empty()).then(|| ApiToken {
+            digest: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// Whether `headers` carry exactly one `Authorization: Bearer <this token>`.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        bearer_token(headers).is_some_and(|presented| {
+            let digest: [u8; 32] = Sha256::digest(presented).into();
+            bool::from(digest.ct_eq(&self.digest))
+        })
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(..)")
+    }
+}
+
+/// The token of the only `Authorization` header, when its scheme is `Bearer` (in any case,
+/// RFC 9110 §11.1) followed by one or more spaces.
+fn bearer_token(headers: &HeaderMap) -> Option<&[u8]> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() {
+        return None;
+    }
+    let scheme = value.get(..BEARER.len())?;
+    let rest = value.get(BEARER.len()..)?;
+    if !scheme.eq_ignore_ascii_case(BEARER) || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_authorization(values: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(header::AUTHORIZATION, HeaderValue::from_bytes(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn only_the_bearer_token_is_admitted() {
+        let token = ApiToken::new("s3cr3t-token").unwrap();
+        for good in [
+            &b"Bearer s3cr3t-token"[..],
+            b"bearer s3cr3t-token",
+            b"BEARER   s3cr3t-token",
+        ] {
+            assert!(token.admits(&with_authorization(&[good])), "{good:?}");
+        }
+        for bad in [
+            &b"Bearer s3cr3t-toke"[..],
+            b"Bearer s3cr3t-token2",
+            b"Bearer S3CR3T-TOKEN",
+            b"Bearers3cr3t-token",
+            b"Bearer",
+            b"Bearer ",
+            b"Basic s3cr3t-token",
+            b"Token s3cr3t-token",
+            b"s3cr3t-token",
+            b"",
+            b"Bearer s3cr3t-token\xff",
+        ] {
+            assert!(!token.admits(&with_authorization(&[bad])), "{bad:?}");
+        }
+        assert!(!token.admits(&HeaderMap::new()));
+        let twice = with_authorization(&[b"Bearer s3cr3t-token", b"Bearer s3cr3t-token"]);
+        assert!(!token.admits(&twice), "a repeated header is refused");
+    }
+
+    #[test]
+    fn an_empty_token_protects_nothing_and_is_never_shown() {
+        assert!(ApiToken::new("").is_none());
+        let shown = format!("{:?}", ApiToken::new("hunter2").unwrap());
+        assert!(!shown.contains("hunter2"));
+    }
+}

@@ -1,0 +1,158 @@
+//! What every backend answers: the [`Store`] trait, the requests it takes and the answers it
+//! gives. The HTTP layer sees only these; the backends never see HTTP.
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::message::{Message, Timestamp};
+
+/// What storing a message did: the first write of an id wins, later ones change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Created,
+    Duplicate,
+}
+
+/// Which messages `/messages` asks for; `None` means no constraint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    pub from: Option<String>,
+    pub since: Option<Timestamp>,
+    pub text_contains: Option<String>,
+}
+
+/// A window into the filtered, ordered messages: `limit` rows from `offset`, counted from just
+/// after `after` when it is given (keyset pagination: the same cost at any depth).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub offset: u64,
+    pub after: Option<Position>,
+}
+
+/// A place in the `/messages` order (`ts` as an instant, then `message_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub ts_key: String,
+    pub message_id: String,
+}
+
+impl Position {
+    pub fn of(message: &Message) -> Position {
+        Position {
+            ts_key: message.ts.sort_key().to_owned(),
+            message_id: message.message_id.clone(),
+        }
+    }
+}
+
+/// One page of messages, how many match the filter in all, and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    pub total: u64,
+    /// `None` on the last page.
+    pub next: Option<Position>,
+}
+
+impl MessagePage {
+    /// Builds a page from up to `limit + 1` rows: a row past the limit only proves that a next
+    /// page exists, and the last row kept is where it starts.
+    pub fn from_rows(mut rows: Vec<Message>, limit: u32, total: u64) -> MessagePage {
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if has_more {
+            rows.last().map(Position::of)
+        } else {
+            None
+        };
+        MessagePage {
+            messages: rows,
+            total,
+            next,
+        }
+    }
+}
+
+/// The figures of `/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    pub total_messages: u64,
+    pub senders_count: u64,
+    /// The top senders by count (at most `TOP_SENDERS`), descending, ties by `from`.
+    pub messages_per_sender: Vec<SenderCount>,
+    /// The earliest `ts`, verbatim; null when nothing is stored.
+    #[schema(required = true)]
+    pub first_message_ts: Option<String>,
+    /// The latest `ts`, verbatim; null when nothing is stored.
+    #[schema(required = true)]
+    pub last_message_ts: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SenderCount {
+    pub from: String,
+    pub count: u64,
+}
+
+/// How many senders `/stats` lists.
+pub const TOP_SENDERS: u32 = 10;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot take or answer requests right now (full disk, read-only file, gone).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The database answers but its schema is not the one this binary expects.
+    #[error("schema not applied: {0}")]
+    SchemaMismatch(String),
+    /// The store is shutting down and takes no more writes.
+    #[error("storage is shutting down")]
+    ShuttingDown,
+}
+
+/// Ok when the database's schema version is the one this binary writes.
+pub(super) fn expect_schema_version(found: i64, expected: i64) -> Result<(), StoreError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaMismatch(format!(
+            "database is at version {found}, expected {expected}"
+        )))
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores `message` unless its id exists; returns only once the outcome is committed.
+    async fn insert(&self, message: Message) -> Result<InsertOutcome, StoreError>;
+
+    /// The page of matching messages ordered by `ts` (as instants), then `message_id`.
+    async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError>;
+
+    /// Up to `limit` matching messages that come after `after` (from the start when `None`) in
+    /// the `/messages` order, without counting the rest: one page of an export.
+    async fn export_page(
+        &self,
+        filter: &MessageFilter,
+        after: Option<&Position>,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError>;
+
+    async fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// How many messages are stored, read from the counts kept at insert time (no scan).
+    async fn count_messages(&self) -> Result<u64, StoreError>;
+
+    /// Ok when the database answers and its schema is current.
+    async fn check_ready(&self) -> Result<(), StoreError>;
+
+    /// Deletes up to `limit` of the messages whose `created_at` is before `cutoff` (a time as
+    /// [`crate::clock::format_rfc3339`] writes it; a message stored exactly at `cutoff` stays),
+    /// with the counts and the search index in the same transaction. Returns how many it
+    /// deleted; 0 means nothing before `cutoff` is left to find.
+    async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError>;
+
+    /// Stops taking writes, commits everything already accepted, and waits for that to finish.
+    async fn shutdown(&self);
+}

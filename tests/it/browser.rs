@@ -1,0 +1,159 @@
+//! The web inbox page (`GET /`, SPEC B5) in a real browser: the release or debug binary on fresh
+//! SQLite files, filled with its own `send` subcommand, and the page driven in headless Chromium
+//! by `tests/browser/inbox.test.mjs` (playwright-core). Screenshots go to `target/artifacts/`.
+//!
+//! Needs Chromium (`apt-get install chromium`) and the script's one npm package
+//! (`npm ci --prefix tests/browser`). Without Chromium the test says so and passes; with Chromium
+//! but without node or the package it fails, so CI (which installs both) cannot skip it quietly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::child::{Launch, SECRET, run_bin};
+use serde_json::json;
+
+const TOKEN: &str = "browser-test-token-7d1e";
+const A: &str = "+919876543210";
+const B: &str = "+14155550111";
+const C: &str = "+447700900123";
+const TO: &str = "+14155550100";
+const XSS_TEXT: &str = r#"<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">"#;
+
+/// `CHROMIUM` when set, else Debian's `/usr/bin/chromium`: `Err` with the path when it is not there.
+fn chromium() -> Result<PathBuf, PathBuf> {
+    let path = std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    if path.is_file() { Ok(path) } else { Err(path) }
+}
+
+/// What the script expects to find (the counts and orders it checks follow from these).
+///
+/// m01..m24, one a minute from 09:01: even numbers from A (12), 1 mod 4 from B (6), 3 mod 4 from
+/// C (6); "invoice" in any case in m05, m07, m10, m15, m20; m09 without text. Besides: markup
+/// from +15550001 between m05 and m06, and the oldest, a long unbroken text with a 205-character
+/// id, from +15550002.
+fn seed_messages() -> Vec<serde_json::Value> {
+    let mut messages: Vec<_> = (1..=24)
+        .map(|i| {
+            let from = match i % 4 {
+                0 | 2 => A,
+                1 => B,
+                _ => C,
+            };
+            let text = match i {
+                9 => None,
+                7 => Some("Please send the INVOICE again".to_owned()),
+                _ if i % 5 == 0 => Some(format!("Invoice #{i} is ready")),
+                _ => Some(format!("Hello number {i}")),
+            };
+            json!({
+                "message_id": format!("m{i:02}"),
+                "from": from,
+                "to": TO,
+                "ts": format!("2025-01-15T09:{i:02}:00Z"),
+                "text": text,
+            })
+        })
+        .collect();
+    messages.push(json!({
+        "message_id": "x-xss", "from": "+15550001", "to": TO, "ts": "2025-01-15T09:05:30Z", "text": XSS_TEXT,
+    }));
+    messages.push(json!({
+        "message_id": format!("long-{}", "y".repeat(200)),
+        "from": "+15550002",
+        "to": TO,
+        "ts": "2025-01-15T08:00:00Z",
+        "text": format!("Wide{}", "x".repeat(600)),
+    }));
+    messages
+}
+
+/// POSTs `message` with the binary's own `send` subcommand.
+fn send(webhook_url: &str, message: &serde_json::Value) {
+    let body = serde_json::to_vec(message).expect("JSON");
+    let sent = run_bin(
+        &["send", "--url", webhook_url],
+        &[("WEBHOOK_SECRET", SECRET)],
+        Some(&body),
+    );
+    assert!(
+        sent.status.success() && sent.stdout.trim() == r#"{"status":"ok"}"#,
+        "send {message}: {:?} {} {}",
+        sent.status,
+        sent.stdout,
+        sent.stderr
+    );
+}
+
+fn artifacts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_page_works_in_headless_chromium() {
+    let chromium = match chromium() {
+        Ok(path) => path,
+        Err(missing) => {
+            let note = format!(
+                "SKIPPED the browser test: no Chromium at {} (set CHROMIUM to use another). \
+                 Install it with `apt-get install -y chromium` and run `npm ci --prefix tests/browser`.",
+                missing.display()
+            );
+            // Straight to stderr: the test harness captures `println!`, and a skip must be seen.
+            let _ = writeln!(std::io::stderr(), "{note}");
+            return;
+        }
+    };
+    let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        script_dir
+            .join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "Chromium is installed, so the browser test runs, but its npm package is missing: \
+         run `npm ci --prefix tests/browser`"
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let open = Launch::new(dir.path().join("open.db")).start().await;
+    let protected = Launch::new(dir.path().join("protected.db"))
+        .env("API_TOKEN", TOKEN)
+        .start()
+        .await;
+    for message in seed_messages() {
+        send(&open.url("/webhook"), &message);
+    }
+    send(
+        &protected.url("/webhook"),
+        &json!({"message_id": "secret-1", "from": A, "to": TO, "ts": "2025-01-15T09:00:00Z", "text": "For token holders"}),
+    );
+
+    let artifacts = artifacts_dir();
+    for screenshot in ["inbox.png", "inbox-phone.png", "inbox-token.png"] {
+        let _ = std::fs::remove_file(artifacts.join(screenshot));
+    }
+    let outcome = Command::new("node")
+        .arg("inbox.test.mjs")
+        .current_dir(&script_dir)
+        .env("INBOX_URL", &open.base)
+        .env("TOKEN_URL", &protected.base)
+        .env("API_TOKEN", TOKEN)
+        .env("WEBHOOK_INBOX", crate::child::BIN)
+        .env("WEBHOOK_SECRET", SECRET)
+        .env("ARTIFACTS", &artifacts)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("run node (Chromium is installed, so node is needed too)");
+    let stdout = String::from_utf8_lossy(&outcome.stdout);
+    let stderr = String::from_utf8_lossy(&outcome.stderr);
+    println!("{stdout}");
+    assert!(
+        outcome.status.success(),
+        "the browser script failed ({}):\n{stdout}\n{stderr}",
+        outcome.status
+    );
+    assert!(stdout.contains("checks passed"), "{stdout}");
+    for screenshot in ["inbox.png", "inbox-phone.png", "inbox-token.png"] {
+        let size = std::fs::metadata(artifacts.join(screenshot)).map_or(0, |meta| meta.len());
+        assert!(size > 10_000, "{screenshot}: {size} bytes");
+    }
+}

@@ -1,0 +1,37 @@
+//! The integration tests: one binary, a module per subject.
+//!
+//! `common` starts the service in-process over a real database on every backend (the
+//! `conformance!` macro runs a case once per backend); `child` runs the real binary as a child
+//! process. `cargo test --test it -- NAME` runs the tests whose path contains NAME, such as
+//! `webhook::` or `postgres`.
+
+#[macro_use]
+mod common;
+mod child;
+
+mod bench_tool;
+mod browser;
+mod checkpoint;
+mod crash;
+mod dashboard;
+mod export;
+mod faults;
+mod hardening_properties;
+mod health_metrics_errors;
+mod hostile;
+mod limits;
+mod messages;
+mod observability;
+mod openapi;
+mod page;
+mod postgres;
+mod process;
+mod process_security;
+mod properties;
+mod read_access;
+mod retention;
+mod signatures;
+mod smoke;
+mod stats;
+mod structure;
+mod webhook;

@@ -1,0 +1,404 @@
+//! What only PostgreSQL has (SPEC B1): replicas sharing one database, migrations racing at
+//! start-up, TLS, and the database going away and coming back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::common::{Options, PgSchema, TestApp, TestDatabase, message, metric, metrics_text};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use webhook_inbox::clock::Clock;
+use webhook_inbox::config::{StorageArgs, StoreUrl, Synchronous};
+use webhook_inbox::store::unobserved;
+
+fn storage(url: String) -> StorageArgs {
+    StorageArgs {
+        database_url: StoreUrl::Postgres(url),
+        sqlite_synchronous: Synchronous::Full,
+        pg_pool_size: 4,
+        pg_statement_timeout_ms: 5_000,
+    }
+}
+
+/// `count` replicas of the service over one schema, as separate apps on separate ports.
+async fn replicas(schema: &PgSchema, count: usize) -> Vec<TestApp> {
+    let mut apps = Vec::with_capacity(count);
+    for _ in 0..count {
+        // Each replica owns no schema: the one passed in outlives them all.
+        let app = TestApp::spawn_at(
+            TestDatabase::SqliteMemory,
+            StoreUrl::Postgres(schema.url()),
+            Options::new(crate::common::Backend::Postgres),
+        )
+        .await;
+        apps.push(app);
+    }
+    apps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_apply_each_migration_once() {
+    let schema = PgSchema::create().await;
+    let starts: Vec<_> = (0..6)
+        .map(|_| {
+            let storage = storage(schema.url());
+            tokio::spawn(async move {
+                webhook_inbox::store::open(&storage, Clock::system(), unobserved())
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    for start in starts {
+        start.await.expect("task").expect("every replica opens the store");
+    }
+    // One row per migration (1: the tables, 2: the retention index, 3: the totals), each applied
+    // once.
+    assert_eq!(
+        schema.query_i64("SELECT COUNT(*) FROM schema_migrations").await,
+        3
+    );
+    assert_eq!(
+        schema
+            .query_i64("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'messages' AND schemaname = current_schema()")
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_posts_across_three_replicas_store_each_id_once() {
+    const DISTINCT_IDS: usize = 60;
+    const POSTS: usize = 360;
+    let schema = PgSchema::create().await;
+    let apps = Arc::new(replicas(&schema, 3).await);
+
+    // Every id is posted six times, to all three replicas, all at once.
+    let posts: Vec<_> = (0..POSTS)
+        .map(|n| {
+            let apps = Arc::clone(&apps);
+            tokio::spawn(async move {
+                let id = format!("shared-{}", n % DISTINCT_IDS);
+                let sender = format!("+9100000{}", n % 7);
+                let body = message(&id, &sender, "2025-01-15T10:00:00Z", Some("fan-out")).to_string();
+                let app = &apps[n % apps.len()];
+                app.post_signed(body).await.status()
+            })
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.await.expect("task"), StatusCode::OK);
+    }
+
+    let mut created = 0.0;
+    let mut duplicates = 0.0;
+    for app in apps.iter() {
+        let text = metrics_text(app).await;
+        created += metric(&text, "webhook_requests_total", &[("result", "created")]).expect("created");
+        duplicates += metric(&text, "webhook_requests_total", &[("result", "duplicate")]).expect("duplicate");
+    }
+    assert_eq!(
+        created, DISTINCT_IDS as f64,
+        "created is counted once per id across replicas"
+    );
+    assert_eq!(duplicates, (POSTS - DISTINCT_IDS) as f64);
+
+    assert_eq!(
+        schema.query_i64("SELECT COUNT(*) FROM messages").await,
+        DISTINCT_IDS as i64
+    );
+    assert_eq!(
+        schema
+            .query_i64("SELECT COUNT(DISTINCT message_id) FROM messages")
+            .await,
+        DISTINCT_IDS as i64
+    );
+    let stats: Vec<Value> = stats_of_each(&apps).await;
+    assert_eq!(stats[0]["total_messages"], json!(DISTINCT_IDS));
+    let per_sender_sum: u64 = stats[0]["messages_per_sender"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|row| row["count"].as_u64().expect("count"))
+        .sum();
+    assert_eq!(
+        per_sender_sum, DISTINCT_IDS as u64,
+        "per-sender counts agree with the rows"
+    );
+    assert!(
+        stats.iter().all(|other| *other == stats[0]),
+        "replicas disagree: {stats:?}"
+    );
+    // The three replicas added to three rows of the totals; their sums are a recount.
+    assert_eq!(
+        stats[0]["senders_count"],
+        json!(
+            schema
+                .query_i64("SELECT COUNT(DISTINCT from_msisdn) FROM messages")
+                .await
+        )
+    );
+}
+
+/// Takes the schema back to version 2, as a database written by the binary before totals existed.
+async fn back_to_version_2(schema: &PgSchema) {
+    schema
+        .execute(
+            "DROP FUNCTION sender_counts_inserted, sender_counts_updated, sender_counts_deleted CASCADE;
+             DROP FUNCTION message_totals_add;
+             DROP TABLE message_totals;
+             DELETE FROM schema_migrations WHERE version = 3",
+        )
+        .await;
+}
+
+/// A replica of the previous version commits a change to the counts while a new one migrates:
+/// the migration waits for it, so the totals it fills include it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_committed_during_the_totals_migration_is_in_the_totals() {
+    let schema = PgSchema::create().await;
+    drop(replicas(&schema, 1).await);
+    back_to_version_2(&schema).await;
+
+    let (old_replica, connection) = tokio_postgres::connect(&schema.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let connection = tokio::spawn(connection);
+    old_replica
+        .batch_execute(
+            "BEGIN; INSERT INTO sender_counts (from_msisdn, message_count) VALUES ('+910000001', 7)",
+        )
+        .await
+        .expect("the old replica's uncommitted batch");
+    let upgrading = tokio::spawn({
+        let url = schema.url();
+        async move {
+            webhook_inbox::store::open(&storage(url), Clock::system(), unobserved())
+                .await
+                .map(|_| ())
+        }
+    });
+    // Commit only once the migration waits for the old replica's lock on the counts.
+    for _ in 0..500 {
+        let waiting = schema
+            .query_i64(
+                "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND relation = 'sender_counts'::regclass",
+            )
+            .await;
+        if waiting > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    old_replica.batch_execute("COMMIT").await.expect("commit");
+    upgrading.await.expect("task").expect("the migration");
+    drop(old_replica);
+    let _ = connection.await;
+
+    assert_eq!(
+        schema
+            .query_i64("SELECT COALESCE(SUM(messages), 0)::BIGINT FROM message_totals")
+            .await,
+        7
+    );
+    assert_eq!(
+        schema
+            .query_i64("SELECT COALESCE(SUM(senders), 0)::BIGINT FROM message_totals")
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn totals_are_counted_from_the_rows_of_a_database_written_before_they_existed() {
+    let schema = PgSchema::create().await;
+    let first = replicas(&schema, 1).await;
+    for n in 0..5 {
+        let body = message(
+            &format!("old-{n}"),
+            &format!("+9100000{}", n % 3),
+            "2025-01-15T10:00:00Z",
+            None,
+        );
+        assert_eq!(
+            first[0].post_signed(body.to_string()).await.status(),
+            StatusCode::OK
+        );
+    }
+    back_to_version_2(&schema).await;
+
+    let upgraded = replicas(&schema, 1).await;
+    let (status, stats) = upgraded[0].get_json("/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats["total_messages"], json!(5));
+    assert_eq!(stats["senders_count"], json!(3));
+    let body = message("new-0", "+91000009", "2025-01-15T10:00:01Z", None);
+    assert_eq!(
+        upgraded[0].post_signed(body.to_string()).await.status(),
+        StatusCode::OK
+    );
+    let (_, stats) = upgraded[0].get_json("/stats").await;
+    assert_eq!(stats["total_messages"], json!(6));
+    assert_eq!(stats["senders_count"], json!(4));
+
+    // An operator's correction from a session whose search path does not name the schema.
+    schema
+        .execute_elsewhere("DELETE FROM {schema}.sender_counts WHERE from_msisdn = '+91000009'")
+        .await;
+    let (_, stats) = upgraded[0].get_json("/stats").await;
+    assert_eq!(stats["total_messages"], json!(5));
+    assert_eq!(stats["senders_count"], json!(3));
+}
+
+async fn stats_of_each(apps: &[TestApp]) -> Vec<Value> {
+    let mut all = Vec::new();
+    for app in apps {
+        let (status, stats) = app.get_json("/stats").await;
+        assert_eq!(status, StatusCode::OK);
+        all.push(stats);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_encrypts_every_connection() {
+    let schema = PgSchema::create().await;
+    let application = format!("wi-tls-{}", uuid::Uuid::new_v4().simple());
+    let url = schema.url_with(&format!("&sslmode=require&application_name={application}"));
+    let app = TestApp::spawn_at(
+        TestDatabase::SqliteMemory,
+        StoreUrl::Postgres(url),
+        Options::new(crate::common::Backend::Postgres),
+    )
+    .await;
+    app.store(&message("tls", "+14155550100", "2025-01-15T10:00:00Z", None))
+        .await;
+    let connections = format!(
+        "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = '{application}'"
+    );
+    let encrypted = format!("{connections} AND s.ssl");
+    let all = schema.query_i64(&connections).await;
+    assert!(all >= 1, "the service holds no connection");
+    assert_eq!(
+        schema.query_i64(&encrypted).await,
+        all,
+        "a connection is in the clear"
+    );
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut and restore, as an outage would.
+struct Proxy {
+    address: String,
+    open: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let open = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = tokio::spawn({
+            let open = Arc::clone(&open);
+            let links = Arc::clone(&links);
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropping the socket refuses the connection
+                    }
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    links.lock().await.push(tokio::spawn(async move {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }));
+                }
+            }
+        });
+        Proxy {
+            address,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    /// Severs every connection and refuses new ones, like a database that went down.
+    async fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for link in self.links.lock().await.drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Polls `path` until it answers `status`, for at most 10 s.
+async fn eventually(app: &TestApp, path: &str, status: StatusCode) {
+    for _ in 0..100 {
+        if app.get(path).await.status() == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never answered {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_answers_503_and_the_service_recovers_by_itself() {
+    let schema = PgSchema::create().await;
+    let proxy = Proxy::start(PgSchema::server_address()).await;
+    let app = TestApp::spawn_at(
+        TestDatabase::SqliteMemory,
+        StoreUrl::Postgres(schema.url_at(&proxy.address)),
+        Options::new(crate::common::Backend::Postgres),
+    )
+    .await;
+    app.store(&message("before", "+14155550100", "2025-01-15T10:00:00Z", None))
+        .await;
+
+    proxy.cut().await;
+    let during = message("during", "+14155550100", "2025-01-15T10:00:01Z", None).to_string();
+    let (status, body) = crate::common::json_of(app.post_signed(&during).await).await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"detail": "storage unavailable"})
+        )
+    );
+    let (status, body) = app.get_json("/health/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], json!("not_ready"));
+    assert_eq!(
+        app.get("/messages").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(app.get("/health/live").await.status(), StatusCode::OK);
+
+    proxy.restore();
+    eventually(&app, "/health/ready", StatusCode::OK).await;
+    app.store(&message("after", "+14155550100", "2025-01-15T10:00:02Z", None))
+        .await;
+    // The post answered 503 was not stored; posting it again now stores it.
+    app.store(&serde_json::from_str(&during).expect("json")).await;
+    let (_, page) = app.get_json("/messages").await;
+    assert_eq!(crate::common::ids(&page), ["before", "during", "after"]);
+    assert_eq!(app.get_json("/stats").await.1["total_messages"], json!(3));
+}
