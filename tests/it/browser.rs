@@ -1,10 +1,10 @@
-//! The web inbox page (`GET /`, SPEC B5) in a real browser: the release or debug binary on fresh
-//! SQLite files, filled with its own `send` subcommand, and the page driven in headless Chromium
-//! by `tests/browser/inbox.test.mjs` (playwright-core). Screenshots go to `target/artifacts/`.
+//! The web inbox page (`GET /`) in a real browser: the release or debug binary on fresh SQLite
+//! files, filled with its own `send` subcommand, and the page driven in headless Chromium by
+//! `tests/browser/inbox.test.mjs` (playwright-core). Screenshots go to `target/artifacts/`.
 //!
-//! Needs Chromium (`apt-get install chromium`) and the script's one npm package
-//! (`npm ci --prefix tests/browser`). Without Chromium the test says so and passes; with Chromium
-//! but without node or the package it fails, so CI (which installs both) cannot skip it quietly.
+//! Needs Chromium (`apt-get install chromium`), Node.js with npm, and the script's one npm
+//! package, which the test installs itself from the lock file (`npm ci`) when it is missing.
+//! Without Chromium or Node.js the test skips aloud (a failure under `TEST_NO_SKIP`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -89,29 +89,61 @@ fn artifacts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/artifacts")
 }
 
+/// Whether `program --version` runs.
+fn installed(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Installs the script's npm package from its lock file unless it is there already.
+fn install_the_script_package(script_dir: &Path) {
+    if script_dir
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        return;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "note: installing the browser test's npm package (npm ci in tests/browser)"
+    );
+    let installed = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(script_dir)
+        .output()
+        .expect("run npm");
+    assert!(
+        installed.status.success(),
+        "npm ci in tests/browser failed ({}): {}",
+        installed.status,
+        String::from_utf8_lossy(&installed.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_page_works_in_headless_chromium() {
     let chromium = match chromium() {
         Ok(path) => path,
         Err(missing) => {
-            let note = format!(
-                "SKIPPED the browser test: no Chromium at {} (set CHROMIUM to use another). \
-                 Install it with `apt-get install -y chromium` and run `npm ci --prefix tests/browser`.",
+            let why = format!(
+                "no Chromium at {} (install it with `apt-get install -y chromium`, or set CHROMIUM)",
                 missing.display()
             );
-            // Straight to stderr: the test harness captures `println!`, and a skip must be seen.
-            let _ = writeln!(std::io::stderr(), "{note}");
+            crate::common::skip::skip("the browser test", &why);
             return;
         }
     };
+    if !installed("node") || !installed("npm") {
+        crate::common::skip::skip(
+            "the browser test",
+            "Node.js and npm are not both installed (`apt-get install -y nodejs npm`)",
+        );
+        return;
+    }
     let script_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
-    assert!(
-        script_dir
-            .join("node_modules/playwright-core/package.json")
-            .is_file(),
-        "Chromium is installed, so the browser test runs, but its npm package is missing: \
-         run `npm ci --prefix tests/browser`"
-    );
+    install_the_script_package(&script_dir);
 
     let dir = tempfile::tempdir().expect("temp dir");
     let open = Launch::new(dir.path().join("open.db")).start().await;

@@ -401,6 +401,7 @@ async fn the_export_wants_the_api_token_when_one_is_set() {
 /// drops the table while the service is still writing the first page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_failure_mid_stream_breaks_the_body_and_before_it_answers_503() {
+    require_postgres!();
     const ROWS: usize = 2_500;
     let app = TestApp::spawn(Backend::Postgres).await;
     // About 12 KB a line, so the first page (12 MB) is more than the socket buffers hold: the

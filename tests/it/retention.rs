@@ -472,6 +472,7 @@ mod background {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_running_retention_together_keep_sender_counts_exact() {
+    require_postgres!();
     let schema = PgSchema::create().await;
     let clock = Clock::manual(T0);
     let mut replicas = Vec::new();

@@ -1,6 +1,9 @@
 //! The test harness: a real server on an ephemeral port over a real database, driven over HTTP.
 #![allow(dead_code)]
 
+pub mod pg;
+pub mod skip;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,12 +38,34 @@ pub enum Backend {
 
 impl Backend {
     pub const ALL: [Backend; 3] = [Backend::SqliteFile, Backend::SqliteMemory, Backend::Postgres];
+
+    /// Every backend this machine has (PostgreSQL skips aloud when it is missing).
+    pub fn available() -> Vec<Backend> {
+        Backend::ALL
+            .into_iter()
+            .filter(|backend| *backend != Backend::Postgres || pg::available())
+            .collect()
+    }
 }
 
-/// The PostgreSQL server the tests use; each test app gets a fresh schema in it.
+/// The PostgreSQL server the tests use (see `pg`); each test app gets a fresh schema in it.
+/// Only for tests that checked [`pg::available`] (the `conformance!` cases and
+/// `require_postgres!` do).
 pub fn postgres_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    match pg::server() {
+        Ok(url) => url.to_owned(),
+        Err(why) => panic!("this test needs PostgreSQL and did not check for it first: {why}"),
+    }
+}
+
+/// Returns from the test (a skip, said aloud) when no PostgreSQL server is available.
+#[macro_export]
+macro_rules! require_postgres {
+    () => {
+        if !$crate::common::pg::available() {
+            return;
+        }
+    };
 }
 
 /// Where a test app keeps its data. It outlives a restart of the app and is removed on drop.
@@ -140,6 +165,18 @@ impl PgSchema {
         admin_execute(&format!("SET search_path TO {}, public; {statement}", self.name)).await;
     }
 
+    /// The single text value that `query` (in this schema) returns.
+    pub async fn query_text(&self, query: &str) -> String {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let connection = tokio::spawn(connection);
+        let value = client.query_one(query, &[]).await.expect(query).get(0);
+        drop(client);
+        let _ = connection.await;
+        value
+    }
+
     /// The single value that `query` (in this schema) returns.
     pub async fn query_i64(&self, query: &str) -> i64 {
         let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
@@ -204,6 +241,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
+                    $crate::require_postgres!();
                     let options = super::$options($crate::common::Backend::Postgres);
                     super::$case($crate::common::TestApp::spawn_with(options).await).await;
                 }
@@ -231,6 +269,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
+                    $crate::require_postgres!();
                     super::$case($crate::common::TestApp::spawn($crate::common::Backend::Postgres).await).await;
                 }
             )+
