@@ -118,6 +118,68 @@ fn apply(mutation: &Mutation, signature: &str) -> Vec<u8> {
     bytes
 }
 
+/// One change to what a signature covers or is made with; any of them must break it.
+#[derive(Debug, Clone)]
+enum Change {
+    /// Flip bit `bit` of the body's byte at `at`.
+    BodyBit { at: Index, bit: u8 },
+    /// Replace the hex digit at `at` with another, in upper or lower case.
+    HexDigit { at: Index, replacement: u8, upper: bool },
+    /// Flip bit `bit` of the secret's byte at `at`.
+    SecretBit { at: Index, bit: u8 },
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        (any::<Index>(), 0u8..8).prop_map(|(at, bit)| Change::BodyBit { at, bit }),
+        (any::<Index>(), 0u8..16, any::<bool>()).prop_map(|(at, replacement, upper)| Change::HexDigit {
+            at,
+            replacement,
+            upper
+        }),
+        (any::<Index>(), 0u8..8).prop_map(|(at, bit)| Change::SecretBit { at, bit }),
+    ]
+}
+
+impl Change {
+    /// The secret, signature and body after the change.
+    fn apply(
+        &self,
+        mut secret: Vec<u8>,
+        mut signature: Vec<u8>,
+        mut body: Vec<u8>,
+    ) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        match *self {
+            Change::BodyBit { at, bit } => {
+                let at = at.index(body.len());
+                body[at] ^= 1 << bit;
+            }
+            Change::SecretBit { at, bit } => {
+                let at = at.index(secret.len());
+                secret[at] ^= 1 << bit;
+            }
+            Change::HexDigit {
+                at,
+                replacement,
+                upper,
+            } => {
+                if upper {
+                    signature.make_ascii_uppercase();
+                }
+                let at = at.index(signature.len());
+                let original = hex_value(signature[at]);
+                let replacement = if replacement == original {
+                    (replacement + 1) % 16
+                } else {
+                    replacement
+                };
+                signature[at] = hex_digit(replacement, upper);
+            }
+        }
+        (secret, signature, body)
+    }
+}
+
 /// `Some(true)` for the signature in lower or upper case, `Some(false)` for anything that is not
 /// the signature in any case; `None` (no claim) for a mixed-case spelling.
 fn should_pass(header: &[u8], signature: &str) -> Option<bool> {
@@ -150,54 +212,15 @@ proptest! {
     }
 
     #[test]
-    fn flipping_one_bit_of_the_body_breaks_the_signature(
-        secret in secret(),
-        body in vec(any::<u8>(), 1..1024),
-        at in any::<Index>(),
-        bit in 0u8..8,
-    ) {
-        let key = SigningKey::new(&secret);
-        let signature = key.sign(&body);
-        let mut tampered = body.clone();
-        tampered[at.index(body.len())] ^= 1 << bit;
-        prop_assert_eq!(key.verify_hex(signature.as_bytes(), &tampered), Err(SignatureError::NoMatch));
-        prop_assert_ne!(key.sign(&tampered), signature);
-    }
-
-    #[test]
-    fn changing_one_hex_digit_breaks_the_signature(
-        secret in secret(),
-        body in body(),
-        at in any::<Index>(),
-        replacement in 0u8..16,
-        upper in any::<bool>(),
-    ) {
-        let key = SigningKey::new(&secret);
-        let mut signature = key.sign(&body).into_bytes();
-        if upper {
-            signature.make_ascii_uppercase();
-        }
-        let at = at.index(signature.len());
-        let original = hex_value(signature[at]);
-        let replacement = if replacement == original { (replacement + 1) % 16 } else { replacement };
-        signature[at] = hex_digit(replacement, upper);
-        prop_assert_eq!(key.verify_hex(&signature, &body), Err(SignatureError::NoMatch));
-    }
-
-    #[test]
-    fn flipping_one_bit_of_the_secret_breaks_the_signature(
+    fn any_one_change_to_body_signature_or_secret_breaks_the_signature(
         secret in vec(any::<u8>(), 1..160),
-        body in body(),
-        at in any::<Index>(),
-        bit in 0u8..8,
+        body in vec(any::<u8>(), 1..1024),
+        change in change(),
     ) {
         let signature = SigningKey::new(&secret).sign(&body);
-        let mut other = secret.clone();
-        other[at.index(secret.len())] ^= 1 << bit;
-        prop_assert_eq!(
-            SigningKey::new(&other).verify_hex(signature.as_bytes(), &body),
-            Err(SignatureError::NoMatch)
-        );
+        let (secret, signature, body) = change.apply(secret, signature.into_bytes(), body);
+        let key = SigningKey::new(&secret);
+        prop_assert_eq!(key.verify_hex(&signature, &body), Err(SignatureError::NoMatch), "{:?}", change);
     }
 
     #[test]
@@ -735,28 +758,19 @@ proptest! {
     }
 
     #[test]
-    fn an_overlong_message_id_is_rejected_at_its_loc(
+    fn an_overlong_string_is_rejected_at_its_loc_as_too_long(
         valid in valid_message(),
-        message_id in chars_without_nul(MAX_MESSAGE_ID_CHARS + 1..=MAX_MESSAGE_ID_CHARS + 300),
+        (field, value) in prop_oneof![
+            chars_without_nul(MAX_MESSAGE_ID_CHARS + 1..=MAX_MESSAGE_ID_CHARS + 300)
+                .prop_map(|id| ("message_id", id)),
+            chars_without_nul(MAX_TEXT_CHARS + 1..=MAX_TEXT_CHARS + 200).prop_map(|text| ("text", text)),
+        ],
     ) {
         let mut object = valid.object();
-        object.insert("message_id".into(), json!(message_id));
+        object.insert(field.into(), json!(value));
         let errors = parse_message(&serde_json::to_vec(&object).unwrap()).unwrap_err();
         prop_assert_eq!(errors.len(), 1, "{:?}", errors);
-        prop_assert_eq!(&errors[0].loc, &vec!["body", "message_id"]);
-        prop_assert_eq!(errors[0].kind, "string_too_long");
-    }
-
-    #[test]
-    fn an_overlong_text_is_rejected_at_its_loc(
-        valid in valid_message(),
-        text in chars_without_nul(MAX_TEXT_CHARS + 1..=MAX_TEXT_CHARS + 200),
-    ) {
-        let mut object = valid.object();
-        object.insert("text".into(), json!(text));
-        let errors = parse_message(&serde_json::to_vec(&object).unwrap()).unwrap_err();
-        prop_assert_eq!(errors.len(), 1, "{:?}", errors);
-        prop_assert_eq!(&errors[0].loc, &vec!["body", "text"]);
+        prop_assert_eq!(&errors[0].loc, &vec!["body", field]);
         prop_assert_eq!(errors[0].kind, "string_too_long");
     }
 

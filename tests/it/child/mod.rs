@@ -478,3 +478,46 @@ impl Rng {
         &items[self.between(0..items.len() as u64) as usize]
     }
 }
+
+/// Starts the service with `overrides` on top of a valid configuration and expects it to stop
+/// at once with one clear line on stderr that holds each of `mentions`, never the secret.
+pub fn assert_refuses_to_start(overrides: &[(&str, &str)], mentions: &[&str]) -> Finished {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_url(&dir.path().join("app.db"));
+    let port = free_port().to_string();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("WEBHOOK_SECRET", SECRET),
+        ("DATABASE_URL", &db),
+        ("HOST", "127.0.0.1"),
+        ("PORT", &port),
+    ];
+    for (name, value) in overrides {
+        env.retain(|(existing, _)| existing != name);
+        env.push((name, value));
+    }
+    let run = run_bin(&[], &env, None);
+    let context = format!(
+        "{overrides:?}: status {}, stderr {:?}, stdout {:?}",
+        run.status, run.stderr, run.stdout
+    );
+    assert!(!run.status.success(), "started anyway: {context}");
+    assert!(run.status.code().is_some(), "killed by a signal: {context}");
+    let stderr_lines: Vec<_> = run
+        .stderr
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
+    assert_eq!(stderr_lines.len(), 1, "exactly one line on stderr: {context}");
+    assert!(!run.stderr.contains("panicked"), "{context}");
+    assert!(!run.stderr.contains("RUST_BACKTRACE"), "{context}");
+    for mention in mentions {
+        assert!(
+            stderr_lines[0].contains(mention),
+            "the line should name {mention:?}: {context}"
+        );
+    }
+    assert!(!run.stderr.contains(SECRET), "{context}");
+    // Whatever reached stdout is still JSON lines only.
+    json_lines(&run.stdout);
+    run
+}
