@@ -131,7 +131,7 @@ impl Connection {
                     source,
                 })?;
         // The connection's I/O runs in a task of its own; its failures show up on the next send.
-        // (Polling it from the worker's task instead was measured: it took about 30% more CPU.)
+        // (Polling it from the worker's task instead was measured to cost more CPU.)
         tokio::spawn(async move {
             let _ = driver.await;
         });

@@ -1,4 +1,4 @@
-//! Crash safety of the real binary (issue 5, point 1; SPEC A2 "a 200 means committed", B5).
+//! Crash safety of the real binary (issue 5, point 1): a 200 means committed, and SIGTERM ends cleanly.
 //!
 //! Concurrent clients post new messages (and resend some earlier ones) while the service is killed
 //! with SIGKILL at a random moment, cycle after cycle, on the same SQLite file. After every restart
@@ -372,7 +372,7 @@ async fn sigterm_under_load_exits_zero_in_time_and_keeps_every_acknowledged_mess
     ));
     tokio::time::sleep(Duration::from_millis(rng.between(200..800))).await;
     send_signal(server.pid(), "TERM");
-    // SPEC B5 allows 10 s; the bound has a little slack for a loaded machine.
+    // A shutdown must end within 10 s; the bound has a little slack for a loaded machine.
     let (status, stdout) = server.wait_exit(SHUTDOWN_DEADLINE);
     stop.store(true, Ordering::SeqCst);
     assert_eq!(status.code(), Some(0), "{status}");

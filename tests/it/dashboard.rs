@@ -154,7 +154,7 @@ fn metric_names_are_read_out_of_promql() {
 }
 
 #[test]
-fn the_dashboard_has_the_panels_the_readme_lists() {
+fn the_dashboard_has_the_panels_the_operations_guide_lists() {
     let dashboard = dashboard();
     let titles: Vec<&str> = dashboard["panels"]
         .as_array()
@@ -162,11 +162,12 @@ fn the_dashboard_has_the_panels_the_readme_lists() {
         .iter()
         .map(|panel| panel["title"].as_str().expect("title"))
         .collect();
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+        .expect("docs/operations.md");
     for title in &titles {
         assert!(
-            readme.contains(&format!("**{title}**")),
-            "panel {title:?} is not listed in the README"
+            guide.contains(&format!("**{title}**")),
+            "panel {title:?} is not listed in docs/operations.md"
         );
     }
     assert!(titles.len() >= 10, "{titles:?}");

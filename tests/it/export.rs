@@ -1,4 +1,4 @@
-//! `GET /messages/export` (SPEC B4): every matching row in the `/messages` order, as NDJSON or
+//! `GET /messages/export`: every matching row in the `/messages` order, as NDJSON or
 //! CSV, streamed in constant memory, on every backend.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Storage faults (issue 5, SPEC A2: "a 200 means committed"): a full database or disk, a
+//! Storage faults (issue 5): a 200 means committed: a full database or disk, a
 //! read-only database, a database file deleted or moved away. In each, `/webhook` answers 503 and
 //! never 200 for a message it did not store, `/health/ready` answers 503, and once the fault is
 //! removed the service writes again without a restart. And a duplicate storm: 200 concurrent

@@ -1,4 +1,4 @@
-//! Health (SPEC A5), metrics (A6), request ids (A7) and every other error answer (A8).
+//! Health, metrics, request ids and every other error answer.
 
 use crate::common::{Backend, Options, TestApp, json_of, message, metric, metrics_text};
 use reqwest::{Method, StatusCode};

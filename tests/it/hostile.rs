@@ -1,4 +1,4 @@
-//! Hostile input over real HTTP (issue 5, point 2; SPEC A8): a generator of malformed and
+//! Hostile input over real HTTP (issue 5, point 2): a generator of malformed and
 //! adversarial requests is run against the real binary, and every answer is judged.
 //!
 //! Asserted for every request: no 5xx, no hang (each request has a bound), every answer of the

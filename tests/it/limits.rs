@@ -1,4 +1,4 @@
-//! Limits against slow, idle, greedy and oversized clients (SPEC B3), over raw TCP so that the
+//! Limits against slow, idle, greedy and oversized clients, over raw TCP so that the
 //! test controls every byte and every pause: the body limit is enforced before the body is read,
 //! headers and bodies have deadlines, idle connections are closed, and the number of connections
 //! is bounded.

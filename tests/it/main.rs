@@ -14,6 +14,7 @@ mod browser;
 mod checkpoint;
 mod crash;
 mod dashboard;
+mod docs;
 mod export;
 mod faults;
 mod hardening_properties;

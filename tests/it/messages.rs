@@ -1,4 +1,4 @@
-//! `GET /messages` (SPEC A3): ordering, pagination, filters and query validation.
+//! `GET /messages`: ordering, pagination, filters and query validation.
 
 use crate::common::{TestApp, ids, message};
 use reqwest::StatusCode;

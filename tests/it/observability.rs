@@ -1,4 +1,4 @@
-//! The metrics beyond SPEC A6's minimum: the writer's batches and commit time, the stored
+//! The metrics beyond the original service's minimum: the writer's batches and commit time, the stored
 //! message count, and the process figures; and that the README documents every metric.
 
 use std::collections::BTreeSet;
@@ -227,7 +227,7 @@ async fn open_fds_follow_the_files_opened() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Documentation (SPEC A6: the names are documented in the README)
+// Documentation: the README names every metric
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! `GET /openapi.json` (SPEC B5): the document names every route the router serves, with exactly
+//! `GET /openapi.json`: the document names every route the router serves, with exactly
 //! the methods it serves, and says what the answers really are. (`tests/schemathesis/run.sh`
 //! checks generated requests' answers against it at length.)
 

@@ -1,4 +1,4 @@
-//! `GET /`, the web inbox page (SPEC B5), and its files over HTTP: types, the security headers,
+//! `GET /`, the web inbox page, and its files over HTTP: types, the security headers,
 //! caching, HEAD, 404 and 405, and that they stay open when `API_TOKEN` protects the data.
 //! What the page does in a browser is tests/browser.rs.
 

@@ -1,4 +1,4 @@
-//! What only PostgreSQL has (SPEC B1): replicas sharing one database, migrations racing at
+//! What only PostgreSQL has: replicas sharing one database, migrations racing at
 //! start-up, TLS, and the database going away and coming back.
 
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! The real binary as a child process: logs (SPEC A7), configuration errors (A1), graceful
+//! The real binary as a child process: logs, configuration errors, graceful
 //! shutdown and subcommands (B5), durability across restarts and crashes (A2), and an older
 //! database opened by this binary (A9).
 //!
@@ -19,7 +19,7 @@ use webhook_inbox::signature::SigningKey;
 use crate::child::*;
 
 // ---------------------------------------------------------------------------------------------
-// Logs (SPEC A7)
+// Logs
 // ---------------------------------------------------------------------------------------------
 
 /// One step of the logged sequence and what its log line must say.
@@ -32,7 +32,7 @@ struct Expected {
     webhook: Option<(Value, bool, &'static str)>,
 }
 
-/// Runs the fixed sequence of SPEC A7 checks against `server`; returns what each line must say
+/// Runs the fixed sequence of log checks against `server`; returns what each line must say
 /// and the signature hexes that must never be logged.
 async fn run_logged_sequence(server: &Server) -> (Vec<Expected>, Vec<String>) {
     let client = &server.client;
@@ -420,7 +420,7 @@ async fn an_empty_secret_is_no_secret() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Graceful shutdown (SPEC B5)
+// Graceful shutdown
 // ---------------------------------------------------------------------------------------------
 
 fn has_shutdown_line(stdout: &str) -> bool {
@@ -528,7 +528,7 @@ async fn a_request_in_flight_at_sigterm_finishes_and_its_message_is_kept() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Durability (SPEC A2: a 200 means committed)
+// Durability: a 200 means committed
 // ---------------------------------------------------------------------------------------------
 
 /// POSTs `count` distinct messages from `tasks` concurrent tasks; every answer must be 200.
@@ -609,7 +609,7 @@ async fn every_acknowledged_message_survives_sigkill() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Subcommands (SPEC B5)
+// Subcommands
 // ---------------------------------------------------------------------------------------------
 
 /// HMAC-SHA256 hex of a file computed by Python, independently of this crate.
@@ -875,7 +875,7 @@ async fn migrate_creates_the_database_and_can_run_twice() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// An older database (SPEC A9)
+// An older database
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

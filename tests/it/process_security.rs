@@ -1,4 +1,4 @@
-//! The security settings of the real binary (SPEC B2, B3): what a refused signature writes to the
+//! The security settings of the real binary: what a refused signature writes to the
 //! log (the scheme and the failed check, never a secret or a signature), and the settings'
 //! parsing at start-up.
 

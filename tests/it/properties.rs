@@ -1,4 +1,4 @@
-//! Properties of the pure parts of SPEC A2: signatures, message validation and timestamps.
+//! Properties of the pure parts of `POST /webhook`: signatures, message validation and timestamps.
 //!
 //! Each property runs 256 cases by default; `PROPTEST_CASES=N` changes that.
 
@@ -378,7 +378,7 @@ fn some_parts() -> impl Strategy<Value = Parts> {
     prop_oneof![valid_parts(), close_parts()]
 }
 
-/// An independent judge of SPEC A2's `ts` rule.
+/// An independent judge of the `ts` rule.
 fn oracle_accepts(text: &str) -> bool {
     fn number(part: &str, width: usize) -> Option<u32> {
         (part.len() == width && part.bytes().all(|b| b.is_ascii_digit())).then(|| part.parse().unwrap())
@@ -616,7 +616,7 @@ fn string_value(strategy: impl Strategy<Value = String> + 'static) -> BoxedStrat
     strategy.prop_map(Value::String).boxed()
 }
 
-/// An independent judge of SPEC A2 for one field (`None` when absent).
+/// An independent judge of the validation rules for one field (`None` when absent).
 fn field_is_valid(name: &str, value: Option<&Value>) -> bool {
     let text = |value: Option<&Value>| match value {
         Some(Value::String(text)) => Some(text.clone()),

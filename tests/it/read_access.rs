@@ -1,4 +1,4 @@
-//! Read access (SPEC B3): with `API_TOKEN` set, every read endpoint wants
+//! Read access: with `API_TOKEN` set, every read endpoint wants
 //! `Authorization: Bearer <token>` and answers 401 `{"detail":"not authenticated"}` without it;
 //! health, metrics and the (signed) webhook stay open.
 

@@ -1,4 +1,4 @@
-//! Retention (SPEC B5): messages stored more than `RETENTION_DAYS` ago are deleted in batches,
+//! Retention: messages stored more than `RETENTION_DAYS` ago are deleted in batches,
 //! with every count, the search index and `/stats` kept right. The store and retention share a
 //! manual clock, so messages are stored "in the past" and time moves on without sleeping.
 

@@ -1,4 +1,4 @@
-//! Signatures beyond `X-Signature` (SPEC B2), over HTTP: GitHub's `X-Hub-Signature-256`,
+//! Signatures beyond `X-Signature`, over HTTP: GitHub's `X-Hub-Signature-256`,
 //! Standard Webhooks, previous secrets for rotation, and the tolerance window. Signatures are made
 //! by Python's `hmac` (an implementation independent of this crate) as well as by the crate's own
 //! signer, and the published Standard Webhooks test vector is checked end to end.

@@ -1,4 +1,4 @@
-//! `GET /stats` (SPEC A4).
+//! `GET /stats`.
 
 use crate::common::{TestApp, message};
 use reqwest::StatusCode;

@@ -47,8 +47,8 @@ CREATE INDEX messages_by_created_at ON messages ((created_at COLLATE "C"));
 "#;
 
 /// The number of messages and of senders, so that `/stats` and unfiltered totals read a few rows
-/// instead of summing `sender_counts`, one row per sender (5 ms a request at 10,000 senders,
-/// BENCHMARKS.md).
+/// instead of summing `sender_counts`, one row per sender, which grows with the senders
+/// (BENCHMARKS.md).
 ///
 /// Statement-level triggers on `sender_counts` keep them, from the rows each statement inserted,
 /// updated or deleted (transition tables), so they hold whatever writes the counts: this binary,

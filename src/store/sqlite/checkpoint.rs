@@ -2,8 +2,8 @@
 //!
 //! SQLite's automatic checkpoint runs inside the commit that takes the WAL past 1,000 pages, on
 //! the thread that committed: it copies the WAL's pages into the database file and fsyncs both,
-//! while every request of the next batch waits. Under ingest that was a sixth of the writer
-//! thread's time (`perf`, 2026-11-29). The writer's connection instead reports the WAL's length
+//! while every request of the next batch waits (BENCHMARKS.md has what that cost the writer).
+//! The writer's connection instead reports the WAL's length
 //! after each commit through a WAL hook (which turns the automatic checkpoint off), and:
 //!
 //! - every [`WAKE_EVERY_FRAMES`] frames it wakes this module's thread, whose own connection runs
@@ -12,7 +12,8 @@
 //!   counters and the upper levels of the indexes, so copying more often costs more in all);
 //! - past [`CATCH_UP_AFTER_FRAMES`] the writer runs a PASSIVE checkpoint itself. The WAL starts
 //!   afresh only at a commit that finds all of it copied, which a checkpoint running beside a
-//!   busy writer never achieves (a 10 s ingest left an 816 MB WAL); the thread has copied nearly
+//!   busy writer never achieves (a WAL of hundreds of megabytes after seconds of ingest); the
+//!   thread has copied nearly
 //!   all of it by then, so the writer copies only the last pages;
 //! - past [`RESTART_AFTER_FRAMES`] the writer runs a RESTART checkpoint. A PASSIVE one copies only
 //!   what no reader still needs: under a steady stream of reads some reader always holds an

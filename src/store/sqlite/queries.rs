@@ -35,11 +35,10 @@ enum Search {
 const HIT_SET_MAX: usize = 100_000;
 
 impl Search {
-    /// Picks the cheaper plan from the number of hits. Sorting costs about 2 µs a hit; walking
-    /// about 0.06 µs an index entry, and a page at density `hits / rows` needs
-    /// `window * rows / hits` entries; the two meet where `hits² ≈ window * rows / 32`
-    /// (measured on 1,000,000 rows: 5,000 hits walk in 1.4 ms but sort in 9.2 ms, 60 hits sort in
-    /// 0.3 ms but walk in 30 ms).
+    /// Picks the cheaper plan from the number of hits. Sorting costs a fixed amount per hit, and
+    /// walking a fixed, about 32 times smaller, amount per index entry; a page at density
+    /// `hits / rows` needs `window * rows / hits` entries, so the two meet where
+    /// `hits² ≈ window * rows / 32` (the measurements behind the ratio are in BENCHMARKS.md).
     fn plan(
         conn: &Connection,
         filter: &MessageFilter,
@@ -178,8 +177,7 @@ fn fetch_hits(conn: &Connection, phrase: &str, max_kept: usize) -> rusqlite::Res
 /// The hits of a search as an SQL blob, for `is_search_hit(rowid, hits)`: their rowids, 8 bytes
 /// each, little-endian. SQLite decodes a bound blob once per statement run (function auxiliary
 /// data) into a hash set, so testing a row costs one hash. The walk tests thousands of rows per
-/// page: a binary search over the sorted rowids was 15% of the service's CPU under the `q`
-/// scenario (BENCHMARKS.md). The hash is `rustc-hash`'s unkeyed one, which cannot be flooded
+/// page, where a binary search over the sorted rowids cost more (BENCHMARKS.md). The hash is `rustc-hash`'s unkeyed one, which cannot be flooded
 /// here because SQLite assigns rowids, not clients.
 pub struct HitSet(FxHashSet<i64>);
 

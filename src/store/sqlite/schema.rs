@@ -69,10 +69,9 @@ CREATE TABLE write_probe (
 ";
 
 /// FTS5 merges a level's segments once 8 of them wait, not 4 (its default). Every commit adds a
-/// segment, and merging them was about a fifth of the writer's time under ingest; with 8 each
-/// entry is rewritten on fewer levels. Measured on 2026-11-29 (BENCHMARKS.md): writer CPU per
-/// message 10% lower, ingest p99 30 ms instead of 42 ms, and no change to the `q` scenario on
-/// 1,000,000 rows. The setting is stored in the index's own configuration.
+/// segment, and merging them was a large share of the writer's time under ingest; with 8 each
+/// entry is rewritten on fewer levels, at no measured cost to `q` (BENCHMARKS.md). The setting
+/// is stored in the index's own configuration.
 const V4_FEWER_SEARCH_MERGES: &str = "
 INSERT INTO message_search (message_search, rank) VALUES ('automerge', 8);
 ";

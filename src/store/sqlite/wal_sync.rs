@@ -2,8 +2,8 @@
 //! the disk.
 //!
 //! With `synchronous = FULL`, SQLite fsyncs the WAL inside every commit, and the writer, the one
-//! thread every insert goes through, sits idle until the disk answers: under ingest its commits
-//! took 2.6 ms on average, of which about 0.7 ms was spent off the CPU (BENCHMARKS.md). Instead,
+//! thread every insert goes through, sits idle until the disk answers (BENCHMARKS.md has how
+//! long). Instead,
 //! the writer's connection commits with `synchronous = NORMAL` (the frames are written, not
 //! synced) and hands the batch's waiting requests to this module's thread, which fdatasyncs the
 //! WAL file and only then answers them. The writer meanwhile commits the next batch, and one

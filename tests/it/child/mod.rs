@@ -19,7 +19,7 @@ pub const SECRET: &str = "testsecret";
 /// How often, and how many times, start-up is polled before the test gives up.
 pub const READY_POLL_EVERY: Duration = Duration::from_millis(50);
 pub const READY_POLL_TRIES: usize = 200;
-/// SPEC B5: exit within 10 s of SIGTERM. A little slack for a loaded test machine.
+/// Exit within 10 s of SIGTERM. A little slack for a loaded test machine.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(12);
 /// A command that should finish at once (bad configuration, `sign`, `migrate`).
 pub const QUICK_DEADLINE: Duration = Duration::from_secs(10);
