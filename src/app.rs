@@ -15,7 +15,9 @@ use crate::signature::SecretError;
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::{Logger, Metrics};
 
-/// Everything a request handler, the server and retention may use.
+/// Everything a request handler, the server and retention may use. [`AppState::from_settings`]
+/// builds the service's; a caller that opened the store itself (tests, tools) fills the fields,
+/// with a store that reports its writes to `metrics` ([`Metrics::writer_observer`]).
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub credentials: Credentials,
@@ -26,19 +28,22 @@ pub struct AppState {
     pub clock: Clock,
     /// `None`: messages are kept forever.
     pub retention: Option<RetentionPolicy>,
-    shutting_down: AtomicBool,
+    pub shutdown: ShutdownFlag,
 }
 
-/// The parts of a state, for a caller that opened the store itself (tests, tools). The store
-/// must report its writes to `metrics` ([`Metrics::writer_observer`]).
-pub struct Parts {
-    pub store: Arc<dyn Store>,
-    pub credentials: Credentials,
-    pub limits: Limits,
-    pub metrics: Metrics,
-    pub logger: Logger,
-    pub clock: Clock,
-    pub retention: Option<RetentionPolicy>,
+/// Set once a shutdown has begun: `/health/ready` answers 503 from then on, so load balancers
+/// stop sending traffic.
+#[derive(Debug, Default)]
+pub struct ShutdownFlag(AtomicBool);
+
+impl ShutdownFlag {
+    pub fn begin(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn has_begun(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Why the service cannot start.
@@ -63,7 +68,7 @@ impl AppState {
                 database: args.storage.database_url.to_string(),
                 source,
             })?;
-        Ok(AppState::new(Parts {
+        Ok(Arc::new(AppState {
             store,
             credentials,
             limits: Limits::from_args(args),
@@ -71,20 +76,8 @@ impl AppState {
             logger,
             clock,
             retention: RetentionPolicy::from_args(&args.retention),
+            shutdown: ShutdownFlag::default(),
         }))
-    }
-
-    pub fn new(parts: Parts) -> Arc<AppState> {
-        Arc::new(AppState {
-            store: parts.store,
-            credentials: parts.credentials,
-            limits: parts.limits,
-            metrics: parts.metrics,
-            logger: parts.logger,
-            clock: parts.clock,
-            retention: parts.retention,
-            shutting_down: AtomicBool::new(false),
-        })
     }
 
     /// What retention needs of the state: the store, the clock and its counter.
@@ -94,14 +87,5 @@ impl AppState {
             clock: self.clock.clone(),
             deleted: self.metrics.retention_deleted(),
         }
-    }
-
-    /// From now on `/health/ready` answers 503, so load balancers stop sending traffic.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
     }
 }

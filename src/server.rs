@@ -61,7 +61,7 @@ pub async fn serve(
             None => break,
         }
     }
-    state.begin_shutdown();
+    state.shutdown.begin();
     if let Some(retention) = &retention {
         // No new batch from now on; the one in progress (if any) ends during the drain.
         retention.request_stop();

@@ -106,7 +106,7 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn not_ready_reason(state: &AppState) -> Option<&'static str> {
-    if state.is_shutting_down() {
+    if state.shutdown.has_begun() {
         return Some("shutting down");
     }
     if state.credentials.verifier.is_none() {

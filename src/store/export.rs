@@ -45,10 +45,10 @@ impl ExportPages {
             .store
             .export_page(&self.filter, after.as_ref(), self.page_rows)
             .await;
-        if let Ok(rows) = &page {
-            if rows.len() >= self.page_rows as usize {
-                self.next = NextPage::From(rows.last().map(Position::of));
-            }
+        if let Ok(rows) = &page
+            && rows.len() >= self.page_rows as usize
+        {
+            self.next = NextPage::From(rows.last().map(Position::of));
         }
         Some(page)
     }

@@ -31,7 +31,7 @@ async fn ready_is_200_ready_with_a_secret_and_a_database(app: TestApp) {
 }
 
 async fn ready_is_503_once_shutdown_begins_while_live_stays_200(app: TestApp) {
-    app.state.begin_shutdown();
+    app.state.shutdown.begin();
     assert_eq!(
         app.get_json("/health/ready").await,
         (

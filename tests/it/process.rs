@@ -337,8 +337,14 @@ async fn log_level_debug_still_writes_only_json_lines() {
 /// code 2 (a usage error).
 #[test]
 fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
-    let cases: [(&str, &str, &[&str]); 8] = [
+    let cases: [(&str, &str, &[&str]); 14] = [
         ("PORT", "abc", &["abc"]),
+        ("MAX_CONNECTIONS", "0", &["0"]),
+        ("MAX_CONNECTIONS", "many", &["many"]),
+        ("HEADER_READ_TIMEOUT_MS", "0", &["0"]),
+        ("BODY_READ_TIMEOUT_MS", "-5", &["-5"]),
+        ("IDLE_TIMEOUT_MS", "1s", &["1s"]),
+        ("WEBHOOK_TOLERANCE_SECS", "five", &["five"]),
         ("PORT", "70000", &["70000"]),
         ("DATABASE_URL", "mysql://x", &["mysql://x"]),
         ("LOG_LEVEL", "verbose", &["verbose"]),

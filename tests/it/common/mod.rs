@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use webhook_inbox::app::{AppState, Parts};
+use webhook_inbox::app::{AppState, ShutdownFlag};
 use webhook_inbox::clock::Clock;
 use webhook_inbox::config::{Limits, StorageArgs, StoreUrl, Synchronous};
 use webhook_inbox::credentials::{ApiToken, Credentials};
@@ -167,18 +167,15 @@ impl PgSchema {
 
     /// The single text value that `query` (in this schema) returns.
     pub async fn query_text(&self, query: &str) -> String {
-        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        let connection = tokio::spawn(connection);
-        let value = client.query_one(query, &[]).await.expect(query).get(0);
-        drop(client);
-        let _ = connection.await;
-        value
+        self.query_value(query).await
     }
 
     /// The single value that `query` (in this schema) returns.
     pub async fn query_i64(&self, query: &str) -> i64 {
+        self.query_value(query).await
+    }
+
+    async fn query_value<T: for<'row> tokio_postgres::types::FromSql<'row>>(&self, query: &str) -> T {
         let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
             .await
             .expect("connect");
@@ -371,7 +368,7 @@ impl TestApp {
         metrics: Metrics,
         options: Options,
     ) -> TestApp {
-        let state = AppState::new(Parts {
+        let state = Arc::new(AppState {
             store,
             credentials: options.credentials(),
             limits: options.limits,
@@ -379,6 +376,7 @@ impl TestApp {
             logger: Logger::disabled(),
             clock: options.clock.clone(),
             retention: options.retention.clone(),
+            shutdown: ShutdownFlag::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));
