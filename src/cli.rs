@@ -122,6 +122,11 @@ async fn run_service(args: ServeArgs) -> Result<(), CliError> {
     if state.credentials.verifier.is_none() {
         tracing::warn!("WEBHOOK_SECRET is not set: /webhook answers 503 and /health/ready 503 until it is");
     }
+    if state.credentials.api_token.is_none() {
+        tracing::warn!(
+            "API_TOKEN is not set: anyone who can reach the port reads every stored message; set it, or listen on 127.0.0.1 only"
+        );
+    }
     if let Some(policy) = &state.retention {
         tracing::info!(
             days = policy.max_age.whole_days(),

@@ -265,18 +265,92 @@ impl clap::builder::TypedValueParser for StoreUrlParser {
     }
 }
 
-/// Keeps a password in a URL out of error messages and logs.
-fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}")
-        }
-        _ => url.to_owned(),
+/// `text` with every password it may hold replaced by `***`, in each form libpq takes: the
+/// userinfo of a URL (`postgres://user:secret@host`), a URL parameter (`?password=secret`,
+/// `&sslpassword=secret`), and a keyword/value string (`host=db password='se cret'`). Used
+/// wherever a database URL is shown: errors, logs and `migrate`'s output.
+pub fn redact_password(text: &str) -> String {
+    match text.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{}", redact_url(rest)),
+        None => redact_keyword_values(text),
     }
+}
+
+/// The part of a URL after `scheme://`, its userinfo password and password parameters redacted.
+fn redact_url(rest: &str) -> String {
+    let path_start = rest.find('/').unwrap_or(rest.len());
+    let (userinfo, after) = match rest[..path_start].rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at..]),
+        None => (None, rest),
+    };
+    let userinfo = userinfo.map(|userinfo| match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => userinfo.to_owned(),
+    });
+    let after = match after.split_once('?') {
+        Some((before, query)) => format!("{before}?{}", redact_query(query)),
+        None => after.to_owned(),
+    };
+    format!("{}{after}", userinfo.unwrap_or_default())
+}
+
+/// `name=value&…` with the value of every parameter whose name ends in `password` redacted.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if names_a_password(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn names_a_password(name: &str) -> bool {
+    name.trim().to_ascii_lowercase().ends_with("password")
+}
+
+/// A libpq keyword/value string with the value of every password keyword redacted; a quoted
+/// value (`'…'`, with `\'` inside) is redacted whole.
+fn redact_keyword_values(text: &str) -> String {
+    let mut redacted = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(equals) = rest.find('=') {
+        let keyword_start = rest[..equals]
+            .trim_end()
+            .rfind(char::is_whitespace)
+            .map_or(0, |at| at + 1);
+        let keyword = &rest[keyword_start..equals];
+        let value_start = equals + 1 + (rest[equals + 1..].len() - rest[equals + 1..].trim_start().len());
+        let value_end = value_start + value_length(&rest[value_start..]);
+        redacted.push_str(&rest[..value_start]);
+        if names_a_password(keyword) {
+            redacted.push_str("***");
+        } else {
+            redacted.push_str(&rest[value_start..value_end]);
+        }
+        rest = &rest[value_end..];
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+/// How many bytes the value at the start of `text` takes: up to the closing quote of a quoted
+/// value, else up to the next whitespace.
+fn value_length(text: &str) -> usize {
+    let Some(quoted) = text.strip_prefix('\'') else {
+        return text.find(char::is_whitespace).unwrap_or(text.len());
+    };
+    let mut escaped = false;
+    for (at, c) in quoted.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '\'' => return at + 2,
+            _ => {}
+        }
+    }
+    text.len()
 }
 
 /// `LOG_LEVEL`: `DEBUG`, `INFO`, `WARN` or `ERROR`, in any case.
@@ -343,6 +417,45 @@ mod tests {
     fn passwords_never_reach_displays() {
         let url: StoreUrl = "postgres://user:hunter2@db/app".parse().unwrap();
         assert_eq!(url.to_string(), "postgres://user:***@db/app");
+    }
+
+    #[test]
+    fn every_form_of_password_is_redacted() {
+        for (text, shown) in [
+            ("postgres://user:hunter2@db/app", "postgres://user:***@db/app"),
+            (
+                "postgresql://user:hun@ter2@db:5432/app",
+                "postgresql://user:***@db:5432/app",
+            ),
+            ("postgres://user:hun?ter2@db/app", "postgres://user:***@db/app"),
+            ("postgres://user@db/app", "postgres://user@db/app"),
+            (
+                "postgres://db/app?user=u&password=hunter2",
+                "postgres://db/app?user=u&password=***",
+            ),
+            (
+                "postgres://db/app?PASSWORD=hunter2&sslmode=require",
+                "postgres://db/app?PASSWORD=***&sslmode=require",
+            ),
+            (
+                "postgres://db/app?sslpassword=hunter2",
+                "postgres://db/app?sslpassword=***",
+            ),
+            (
+                "postgres://u:x@h1,h2/app?password=hunter2",
+                "postgres://u:***@h1,h2/app?password=***",
+            ),
+            (
+                "host=db password=hunter2 dbname=app",
+                "host=db password=*** dbname=app",
+            ),
+            ("host=db password = hunter2", "host=db password = ***"),
+            ("password='hun ter\\'2' host=db", "password=*** host=db"),
+            ("mysql://root:hunter2@db/app", "mysql://root:***@db/app"),
+            ("sqlite:///data/app.db", "sqlite:///data/app.db"),
+        ] {
+            assert_eq!(redact_password(text), shown, "{text}");
+        }
     }
 
     #[derive(Debug, clap::Parser)]

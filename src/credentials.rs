@@ -24,25 +24,47 @@ pub struct Credentials {
     pub api_token: Option<ApiToken>,
 }
 
+/// Secrets and tokens shorter than this are accepted (the original evaluator's secret is
+/// `testsecret`) but warned about at start-up: they can be guessed offline from one signed body.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 impl Credentials {
-    /// The verifier and the token the settings ask for; an empty setting counts as unset.
+    /// The verifier and the token the settings ask for; an empty setting counts as unset. Each
+    /// secret or token shorter than [`MIN_SECRET_BYTES`] is warned about (never shown).
     pub fn from_args(args: &ServeArgs) -> Result<Credentials, SecretError> {
         let previous = args
             .webhook_secret_previous
             .as_deref()
             .map(Verifier::split_previous)
+            .transpose()?
             .unwrap_or_default();
+        let previous: Vec<&str> = previous.iter().map(String::as_str).collect();
         let tolerance = Duration::from_secs(args.webhook_tolerance_secs);
-        let verifier = args
-            .webhook_secret
-            .as_deref()
-            .filter(|secret| !secret.is_empty())
+        let secret = args.webhook_secret.as_deref().filter(|secret| !secret.is_empty());
+        let verifier = secret
             .map(|secret| Verifier::new(secret, &previous, tolerance))
             .transpose()?;
+        let api_token = args.api_token.as_deref().filter(|token| !token.is_empty());
+        warn_if_short("WEBHOOK_SECRET", secret.into_iter());
+        if secret.is_some() {
+            warn_if_short("WEBHOOK_SECRET_PREVIOUS", previous.iter().copied());
+        }
+        warn_if_short("API_TOKEN", api_token.into_iter());
         Ok(Credentials {
             verifier,
-            api_token: args.api_token.as_deref().and_then(ApiToken::new),
+            api_token: api_token.and_then(ApiToken::new),
         })
+    }
+}
+
+fn warn_if_short<'a>(setting: &'static str, values: impl Iterator<Item = &'a str>) {
+    for value in values.filter(|value| value.len() < MIN_SECRET_BYTES) {
+        tracing::warn!(
+            setting,
+            bytes = value.len(),
+            minimum = MIN_SECRET_BYTES,
+            "a secret shorter than 16 bytes can be guessed from one signed request; use a longer one"
+        );
     }
 }
 

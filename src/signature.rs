@@ -118,6 +118,8 @@ pub struct Refusal {
 pub enum SecretError {
     #[error("{setting} starts with whsec_ but the rest is not base64")]
     BadStandardSecret { setting: &'static str },
+    #[error("WEBHOOK_SECRET_PREVIOUS has an empty secret in its list (write a comma inside a secret as \\,)")]
+    EmptyPrevious,
 }
 
 /// A secret made ready for signing: the HMAC key schedule is computed once, not per request.
@@ -230,11 +232,39 @@ impl Verifier {
         })
     }
 
-    /// Splits `WEBHOOK_SECRET_PREVIOUS`: comma-separated, spaces around each entry ignored.
-    pub fn split_previous(list: &str) -> Vec<&str> {
-        list.split(',')
-            .map(str::trim)
-            .filter(|secret| !secret.is_empty())
+    /// The secrets of `WEBHOOK_SECRET_PREVIOUS`: comma-separated, each trimmed of surrounding
+    /// spaces. A comma inside a secret is written `\,` and a backslash before a comma `\\`;
+    /// any other backslash is taken as written. An empty list is no secrets; an empty secret in
+    /// a list (`a,,b`, a trailing comma) is refused rather than skipped, since it most likely
+    /// means a secret was cut where it held a comma.
+    pub fn split_previous(list: &str) -> Result<Vec<String>, SecretError> {
+        if list.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut secrets = Vec::new();
+        let mut current = String::new();
+        let mut chars = list.chars().peekable();
+        while let Some(c) = chars.next() {
+            match (c, chars.peek()) {
+                ('\\', Some(&next @ (',' | '\\'))) => {
+                    current.push(next);
+                    chars.next();
+                }
+                (',', _) => secrets.push(std::mem::take(&mut current)),
+                _ => current.push(c),
+            }
+        }
+        secrets.push(current);
+        secrets
+            .into_iter()
+            .map(|secret| secret.trim().to_owned())
+            .map(|secret| {
+                if secret.is_empty() {
+                    Err(SecretError::EmptyPrevious)
+                } else {
+                    Ok(secret)
+                }
+            })
             .collect()
     }
 
@@ -753,9 +783,30 @@ mod tests {
     }
 
     #[test]
+    fn previous_secrets_split_on_commas_that_are_not_escaped() {
+        let split = |list: &str| Verifier::split_previous(list);
+        assert_eq!(
+            split(" old-1 , old-2 "),
+            Ok(vec!["old-1".to_owned(), "old-2".to_owned()])
+        );
+        assert_eq!(split(r"a\,b,c"), Ok(vec!["a,b".to_owned(), "c".to_owned()]));
+        assert_eq!(
+            split(r"ends\\,next"),
+            Ok(vec![r"ends\".to_owned(), "next".to_owned()])
+        );
+        assert_eq!(split(r"back\slash"), Ok(vec![r"back\slash".to_owned()]));
+        assert_eq!(split(""), Ok(vec![]));
+        assert_eq!(split("   "), Ok(vec![]));
+        for bad in ["a,,b", "a,", ",a", "a, ,b", ","] {
+            assert_eq!(split(bad), Err(SecretError::EmptyPrevious), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn previous_secrets_are_accepted_in_every_scheme_and_others_are_not() {
-        let previous = Verifier::split_previous(" old-1 ,, old-2 ,");
+        let previous = Verifier::split_previous(" old-1 , old-2 ").unwrap();
         assert_eq!(previous, ["old-1", "old-2"]);
+        let previous: Vec<&str> = previous.iter().map(String::as_str).collect();
         let verifier = verifier("new", &previous);
         let body = b"body";
         for secret in ["new", "old-1", "old-2"] {

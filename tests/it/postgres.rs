@@ -71,6 +71,49 @@ async fn replicas_starting_together_apply_each_migration_once() {
     );
 }
 
+/// A replica that starts while another holds the migration lock (longer than the statement
+/// timeout) waits for it, then starts; the migration is not cut by the statement timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_waits_for_a_migration_longer_than_the_statement_timeout() {
+    require_postgres!();
+    const MIGRATION_LOCK: i64 = 0x7762_686b;
+    const HELD: Duration = Duration::from_millis(1_500);
+    let schema = PgSchema::create().await;
+    let (holder, connection) = tokio_postgres::connect(&schema.url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let connection = tokio::spawn(connection);
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .expect("take the migration lock");
+    let storage = StorageArgs {
+        pg_statement_timeout_ms: 300,
+        ..storage(schema.url())
+    };
+    let started = std::time::Instant::now();
+    let opening = tokio::spawn(async move {
+        webhook_inbox::store::open(&storage, Clock::system(), unobserved())
+            .await
+            .map(|store| (store, started.elapsed()))
+    });
+    tokio::time::sleep(HELD).await;
+    assert!(!opening.is_finished(), "the replica did not wait for the lock");
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .expect("release the lock");
+    let (store, took) = opening
+        .await
+        .expect("task")
+        .expect("the replica starts once the lock is free");
+    assert!(took >= HELD, "{took:?}");
+    store.check_ready().await.expect("ready");
+    store.shutdown().await;
+    drop(holder);
+    let _ = connection.await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_posts_across_three_replicas_store_each_id_once() {
     require_postgres!();

@@ -359,16 +359,33 @@ fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
     }
 }
 
+/// A password in `DATABASE_URL`, in any form libpq takes, never reaches stdout or stderr, when
+/// the service cannot start nor when `migrate` cannot reach the database.
 #[test]
-fn a_database_password_never_reaches_stderr() {
-    // config.rs redacts passwords in its own messages; the line printed must keep that promise.
-    for url in ["mysql://user:hunter2@db/app", "postgres://user:hunter2@db/app"] {
-        let run = assert_refuses_to_start(&[("DATABASE_URL", url)], &["user"]);
-        assert!(
-            !run.stderr.contains("hunter2"),
-            "the database password was printed: {}",
-            run.stderr
-        );
+fn a_database_password_never_reaches_the_output() {
+    for url in [
+        "mysql://user:hunter2@db/app",
+        "postgres://user:hunter2@127.0.0.1:1/app",
+        "postgresql://user:hunt@er2x@127.0.0.1:1/app",
+        "postgres://127.0.0.1:1/app?user=u&password=hunter2",
+        "postgres://u@127.0.0.1:1/app?sslpassword=hunter2&password=hunter2",
+        "host=127.0.0.1 port=1 password=hunter2",
+        "host=127.0.0.1 password='hunter2 with spaces'",
+    ] {
+        let served = assert_refuses_to_start(&[("DATABASE_URL", url)], &["***"]);
+        let migrated = run_bin(&["migrate", "--database-url", url], &[], None);
+        assert!(!migrated.status.success(), "{url}: migrate succeeded");
+        for (what, output) in [
+            ("serve's stderr", &served.stderr),
+            ("serve's stdout", &served.stdout),
+            ("migrate's stderr", &migrated.stderr),
+            ("migrate's stdout", &migrated.stdout),
+        ] {
+            assert!(
+                !output.contains("hunter2") && !output.contains("er2x"),
+                "{url}: the password reached {what}: {output}"
+            );
+        }
     }
 }
 

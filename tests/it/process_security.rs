@@ -221,3 +221,104 @@ fn a_whsec_secret_that_is_not_base64_stops_start_up_without_echoing_it() {
         );
     }
 }
+
+/// The WARN lines of start-up in `stdout`, as (msg, setting).
+fn start_up_warnings(stdout: &str) -> Vec<(String, Option<String>)> {
+    json_lines(stdout)
+        .into_iter()
+        .filter(|line| line["level"] == "WARN" && !is_request_line(line))
+        .map(|line| {
+            let msg = line["msg"].as_str().unwrap_or_default().to_owned();
+            (msg, line["setting"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_warns_about_open_reads_and_short_secrets_without_showing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let short_token = "tok-12345";
+    let server = Launch::new(dir.path().join("weak.db"))
+        .env(
+            "WEBHOOK_SECRET_PREVIOUS",
+            "old-1234,a-previous-secret-long-enough",
+        )
+        .start()
+        .await;
+    let (status, stdout) = server.terminate();
+    assert!(status.success());
+    let warnings = start_up_warnings(&stdout);
+    let settings: Vec<Option<&str>> = warnings.iter().map(|(_, setting)| setting.as_deref()).collect();
+    assert_eq!(
+        settings
+            .iter()
+            .filter(|setting| **setting == Some("WEBHOOK_SECRET"))
+            .count(),
+        1,
+        "testsecret is 10 bytes: {warnings:?}"
+    );
+    assert_eq!(
+        settings
+            .iter()
+            .filter(|setting| **setting == Some("WEBHOOK_SECRET_PREVIOUS"))
+            .count(),
+        1,
+        "one of the two previous secrets is short: {warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|(msg, _)| msg.starts_with("API_TOKEN is not set")),
+        "{warnings:?}"
+    );
+    for secret in [SECRET, "old-1234", "a-previous-secret-long-enough"] {
+        assert!(!stdout.contains(secret), "{secret} reached the log");
+    }
+
+    let strong = Launch::new(dir.path().join("strong.db"))
+        .secret("a-webhook-secret-of-32-bytes-ok!")
+        .env("API_TOKEN", "an-api-token-of-enough-bytes")
+        .start()
+        .await;
+    let (_, stdout) = strong.terminate();
+    assert_eq!(start_up_warnings(&stdout), vec![], "nothing to warn about");
+
+    let short = Launch::new(dir.path().join("short-token.db"))
+        .secret("a-webhook-secret-of-32-bytes-ok!")
+        .env("API_TOKEN", short_token)
+        .start()
+        .await;
+    let (_, stdout) = short.terminate();
+    let warnings = start_up_warnings(&stdout);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].1.as_deref(), Some("API_TOKEN"));
+    assert!(!stdout.contains(short_token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previous_secret_may_hold_an_escaped_comma_and_an_empty_one_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Launch::new(dir.path().join("app.db"))
+        .env("WEBHOOK_SECRET_PREVIOUS", r"old\,with-comma, another-old")
+        .start()
+        .await;
+    let body = message("comma", "+919876543210", "2025-01-15T10:00:00Z", None);
+    for (secret, expected) in [
+        ("old,with-comma", 200),
+        ("another-old", 200),
+        ("old", 401),
+        ("with-comma", 401),
+    ] {
+        let signature = SigningKey::new(secret.as_bytes()).sign(&body);
+        assert_eq!(
+            server.post_webhook(&body, Some(&signature)).await.status(),
+            expected,
+            "{secret}"
+        );
+    }
+    drop(server);
+    for list in ["old-one,,older-one", "old-one,", " , "] {
+        let run = assert_refuses_to_start(&[("WEBHOOK_SECRET_PREVIOUS", list)], &["WEBHOOK_SECRET_PREVIOUS"]);
+        assert_eq!(run.status.code(), Some(1), "{list:?}: {}", run.stderr);
+    }
+}

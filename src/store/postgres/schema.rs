@@ -1,10 +1,29 @@
 //! Versioned migrations for PostgreSQL, applied under an advisory lock so that replicas starting
 //! together apply each version once.
+//!
+//! A migration may take long (a backfill of a large table) and a replica may wait long for
+//! another's to finish, so neither runs under the connections' statement timeout: a replica
+//! cancelled there would crash-loop while the first one works. What is bounded instead is the
+//! wait for a table lock (`lock_timeout`): DDL queued behind a long read would otherwise hold up
+//! every statement queued behind it. A lock timeout is retried, and the whole wait is bounded by
+//! [`MIGRATION_DEADLINE`].
+
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Client;
+use tokio_postgres::error::SqlState;
 
 use super::connection::describe;
 use crate::store::StoreError;
+
+/// How long a replica waits, in all, for another replica's migration and for table locks.
+pub const MIGRATION_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long one DDL statement may wait for a table lock before the migration is tried again.
+const LOCK_TIMEOUT: &str = "5s";
+
+/// How often a replica asks again for the migration lock another replica holds.
+const LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// The schema version this binary writes and expects.
 pub const CURRENT_VERSION: i32 = 3;
@@ -123,28 +142,79 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )";
 
-/// Brings the database to [`CURRENT_VERSION`]; a no-op when it is there already.
+/// Brings the database to [`CURRENT_VERSION`]; a no-op when it is there already. Waits for
+/// another replica's migration, and tries again after a lock timeout, until
+/// [`MIGRATION_DEADLINE`].
 pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
-    let tx = client.transaction().await.map_err(unavailable)?;
+    let deadline = Instant::now() + MIGRATION_DEADLINE;
+    loop {
+        match migrate_once(client, deadline).await {
+            Err(Attempt::LockTimeout(error)) if Instant::now() < deadline => {
+                tracing::warn!(error = %error, "a migration waited too long for a table lock; trying again");
+            }
+            Err(Attempt::LockTimeout(error) | Attempt::Failed(error)) => return Err(error),
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+enum Attempt {
+    /// A statement waited longer than [`LOCK_TIMEOUT`] for a lock: worth another try.
+    LockTimeout(StoreError),
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Attempt {
+    fn from(error: StoreError) -> Self {
+        Attempt::Failed(error)
+    }
+}
+
+fn attempt_error(error: tokio_postgres::Error) -> Attempt {
+    if error.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+        Attempt::LockTimeout(unavailable(error))
+    } else {
+        Attempt::Failed(unavailable(error))
+    }
+}
+
+async fn migrate_once(client: &mut Client, deadline: Instant) -> Result<(), Attempt> {
+    let tx = client.transaction().await.map_err(attempt_error)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"
+    ))
+    .await
+    .map_err(attempt_error)?;
     // Held until the transaction ends; a second replica waits here, then finds nothing to do.
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+    // Asked for without waiting in the server, so that the lock timeout does not cut the wait.
+    while !tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
-        .map_err(unavailable)?;
+        .map_err(attempt_error)?
+        .get::<_, bool>(0)
+    {
+        if Instant::now() >= deadline {
+            return Err(Attempt::Failed(StoreError::Unavailable(
+                "another replica held the migration lock for too long".to_owned(),
+            )));
+        }
+        tokio::time::sleep(LOCK_POLL).await;
+    }
     ensure_trigram_extension(&tx).await?;
-    tx.batch_execute(BOOKKEEPING).await.map_err(unavailable)?;
+    tx.batch_execute(BOOKKEEPING).await.map_err(attempt_error)?;
     let found = applied_version(&tx).await?;
     if found > CURRENT_VERSION {
-        return Err(StoreError::SchemaMismatch(format!(
+        return Err(Attempt::Failed(StoreError::SchemaMismatch(format!(
             "database schema version {found} is newer than this binary knows ({CURRENT_VERSION}); upgrade webhook-inbox"
-        )));
+        ))));
     }
     for (version, sql) in MIGRATIONS.iter().filter(|(version, _)| *version > found) {
-        tx.batch_execute(sql).await.map_err(unavailable)?;
+        tx.batch_execute(sql).await.map_err(attempt_error)?;
         tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version])
             .await
-            .map_err(unavailable)?;
+            .map_err(attempt_error)?;
     }
-    tx.commit().await.map_err(unavailable)
+    tx.commit().await.map_err(attempt_error)
 }
 
 /// The highest version applied; 0 for a database this service never touched.
