@@ -26,6 +26,7 @@ pub mod defaults {
     pub const RETENTION_BATCH_SIZE: u32 = 1_000;
     pub const PG_POOL_SIZE: u16 = 16;
     pub const PG_STATEMENT_TIMEOUT_MS: u32 = 5_000;
+    pub const READ_TIMEOUT_MS: u64 = 5_000;
 }
 
 /// Settings of `serve` (and of `migrate`, which shares the storage ones).
@@ -123,9 +124,32 @@ pub struct StorageArgs {
     #[arg(long, env = "PG_POOL_SIZE", default_value_t = defaults::PG_POOL_SIZE, value_parser = clap::value_parser!(u16).range(2..))]
     pub pg_pool_size: u16,
 
-    /// PostgreSQL: longest a statement may run before the server cancels it, in milliseconds.
+    /// PostgreSQL: longest a write statement may run before the server cancels it, in
+    /// milliseconds (reads are bounded by `READ_TIMEOUT_MS`).
     #[arg(long, env = "PG_STATEMENT_TIMEOUT_MS", default_value_t = defaults::PG_STATEMENT_TIMEOUT_MS)]
     pub pg_statement_timeout_ms: u32,
+
+    /// Longest a read (a page, an export page, the stats) may take, in milliseconds, waiting for
+    /// a connection included; then it is stopped and answered 503 `{"detail":"query timed out"}`.
+    #[arg(long, env = "READ_TIMEOUT_MS", default_value_t = defaults::READ_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout_ms: u64,
+}
+
+impl StorageArgs {
+    /// The storage settings of `url`, every other one at its default.
+    pub fn with_url(url: StoreUrl) -> StorageArgs {
+        StorageArgs {
+            database_url: url,
+            sqlite_synchronous: Synchronous::Full,
+            pg_pool_size: defaults::PG_POOL_SIZE,
+            pg_statement_timeout_ms: defaults::PG_STATEMENT_TIMEOUT_MS,
+            read_timeout_ms: defaults::READ_TIMEOUT_MS,
+        }
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
 }
 
 /// The SQLite `synchronous` pragma in WAL mode (docs/operations.md, durability).

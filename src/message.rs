@@ -188,6 +188,17 @@ impl FieldError {
     }
 }
 
+/// The entry of a string longer than `max_chars` characters.
+pub fn too_long(loc: Vec<&'static str>, max_chars: usize, input: Value) -> FieldError {
+    FieldError::new(
+        "string_too_long",
+        loc,
+        format!("String should have at most {max_chars} characters"),
+        input,
+    )
+    .with_ctx(json!({ "max_length": max_chars }))
+}
+
 /// Parses and validates a `/webhook` body, collecting every broken rule.
 pub fn parse_message(body: &[u8]) -> Result<Message, Vec<FieldError>> {
     let fields = parse_object(body)?;
@@ -292,15 +303,7 @@ fn check_string(
         return None;
     }
     if chars > max_chars {
-        errors.push(
-            FieldError::new(
-                "string_too_long",
-                loc,
-                format!("String should have at most {max_chars} characters"),
-                value.clone(),
-            )
-            .with_ctx(json!({ "max_length": max_chars })),
-        );
+        errors.push(too_long(loc, max_chars, value.clone()));
         return None;
     }
     // PostgreSQL cannot store U+0000 in text; rejecting it keeps both backends answering alike.

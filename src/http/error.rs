@@ -45,6 +45,8 @@ pub enum ApiError {
     SecretNotConfigured,
     #[error("storage unavailable")]
     StorageUnavailable(#[source] StoreError),
+    #[error("query timed out")]
+    QueryTimeout,
     #[error("internal server error")]
     Internal(String),
 }
@@ -59,7 +61,7 @@ impl ApiError {
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::SecretNotConfigured | ApiError::StorageUnavailable(_) => {
+            ApiError::SecretNotConfigured | ApiError::StorageUnavailable(_) | ApiError::QueryTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,7 +85,10 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::StorageUnavailable(error)
+        match error {
+            StoreError::Timeout => ApiError::QueryTimeout,
+            other => ApiError::StorageUnavailable(other),
+        }
     }
 }
 
@@ -97,6 +102,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let cause = match &self {
             ApiError::StorageUnavailable(cause) => Some(cause.to_string()),
+            ApiError::QueryTimeout => Some(StoreError::Timeout.to_string()),
             ApiError::Internal(cause) => Some(cause.clone()),
             _ => None,
         };

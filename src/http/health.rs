@@ -117,6 +117,6 @@ async fn not_ready_reason(state: &AppState) -> Option<&'static str> {
         Ok(Err(StoreError::SchemaMismatch(_))) => Some("database schema not applied"),
         Ok(Err(StoreError::ShuttingDown)) => Some("shutting down"),
         Ok(Err(StoreError::Unavailable(_))) => Some("database unavailable"),
-        Err(_) => Some("database did not answer in time"),
+        Ok(Err(StoreError::Timeout)) | Err(_) => Some("database did not answer in time"),
     }
 }

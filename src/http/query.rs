@@ -7,8 +7,12 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Object, Required};
 
-use crate::message::{FieldError, NO_NUL_PATTERN, TIMESTAMP_PATTERN, Timestamp, timestamp_error};
+use crate::message::{FieldError, NO_NUL_PATTERN, TIMESTAMP_PATTERN, Timestamp, timestamp_error, too_long};
 use crate::store::MessageFilter;
+
+/// The longest `q`, in characters: a search term, not a document (each character of it is a
+/// trigram to look up).
+pub const MAX_Q_CHARS: usize = 256;
 
 /// The filters `take_filter` reads, for the OpenAPI document.
 pub enum FilterParams {}
@@ -37,8 +41,11 @@ impl IntoParams for FilterParams {
             ),
             query_parameter(
                 "q",
-                "Case-insensitive, Unicode-aware substring of `text`; `%` and `_` are ordinary characters. Empty: no constraint.",
-                text().examples([Value::from("hello")]).build(),
+                "Case-insensitive, Unicode-aware substring of `text`; `%` and `_` are ordinary characters; at most 256 characters. Empty: no constraint.",
+                text()
+                    .max_length(Some(MAX_Q_CHARS))
+                    .examples([Value::from("hello")])
+                    .build(),
             ),
         ]
     }
@@ -101,6 +108,9 @@ impl RawParams {
         // takes it in a query (SQLite's FTS5 syntax and PostgreSQL's text both stop at it).
         reject_nul(self.from.as_deref(), "from", errors);
         reject_nul(self.q.as_deref(), "q", errors);
+        if let Some(q) = self.q.as_deref().filter(|q| q.chars().count() > MAX_Q_CHARS) {
+            errors.push(too_long(vec!["query", "q"], MAX_Q_CHARS, Value::String(q.to_owned())));
+        }
         MessageFilter {
             from: self.from.take().filter(|from| !from.is_empty()).map(restore_plus),
             since,

@@ -56,6 +56,15 @@ pub struct MessagePage {
 }
 
 impl MessagePage {
+    /// The page of an offset at or past the last match: no rows, read no further than the count.
+    pub fn past_the_end(total: u64) -> MessagePage {
+        MessagePage {
+            messages: Vec::new(),
+            total,
+            next: None,
+        }
+    }
+
     /// Builds a page from up to `limit + 1` rows: a row past the limit only proves that a next
     /// page exists, and the last row kept is where it starts.
     pub fn from_rows(mut rows: Vec<Message>, limit: u32, total: u64) -> MessagePage {
@@ -109,6 +118,9 @@ pub enum StoreError {
     /// The store is shutting down and takes no more writes.
     #[error("storage is shutting down")]
     ShuttingDown,
+    /// A read did not finish within its deadline and was stopped.
+    #[error("the read did not finish within its deadline")]
+    Timeout,
 }
 
 /// Ok when the database's schema version is the one this binary writes.

@@ -42,6 +42,7 @@ pub async fn open(
                 url: url.clone(),
                 pool_size: usize::from(storage.pg_pool_size),
                 statement_timeout_ms: storage.pg_statement_timeout_ms,
+                read_timeout: storage.read_timeout(),
                 clock,
                 observer,
             };
@@ -59,6 +60,7 @@ async fn open_sqlite(
     let options = sqlite::SqliteOptions {
         clock,
         observer,
+        read_timeout: storage.read_timeout(),
         ..sqlite::SqliteOptions::new(location, storage.sqlite_synchronous)
     };
     let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(options))

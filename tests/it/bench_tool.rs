@@ -52,10 +52,8 @@ fn read_args(app: &TestApp, scenario: Scenario) -> ReadArgs {
 fn seed_args(url: StoreUrl) -> SeedArgs {
     SeedArgs {
         storage: StorageArgs {
-            database_url: url,
-            sqlite_synchronous: Synchronous::Full,
             pg_pool_size: 8,
-            pg_statement_timeout_ms: 5_000,
+            ..StorageArgs::with_url(url)
         },
         messages: SEEDED,
         senders: SEEDED_SENDERS,

@@ -17,10 +17,8 @@ use webhook_inbox::store::unobserved;
 
 fn storage(url: String) -> StorageArgs {
     StorageArgs {
-        database_url: StoreUrl::Postgres(url),
-        sqlite_synchronous: Synchronous::Full,
         pg_pool_size: 4,
-        pg_statement_timeout_ms: 5_000,
+        ..StorageArgs::with_url(StoreUrl::Postgres(url))
     }
 }
 

@@ -19,23 +19,26 @@ mod tls;
 mod writer;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
+use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::message::Message;
 use crate::store::batch::{WriteObserver, WriterHandle};
-use crate::store::{
-    InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
-};
-use connection::{PoolSettings, connect_pool, pool_error, unavailable};
+use crate::store::{InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError};
+use connection::{PoolSettings, Pools, ReadConnection, connect_pools, pool_error, read_failed};
 use writer::NoJobs;
 
 pub struct PostgresOptions {
     pub url: String,
+    /// Connections of the read pool; the writes have a few of their own besides.
     pub pool_size: usize,
+    /// Writes are cancelled by the server past this, in milliseconds.
     pub statement_timeout_ms: u32,
+    /// How long a read may take, its wait for a connection included.
+    pub read_timeout: Duration,
     /// Where `created_at` comes from.
     pub clock: Clock,
     /// Told about every batch the writer commits.
@@ -43,27 +46,47 @@ pub struct PostgresOptions {
 }
 
 pub struct PostgresStore {
-    pool: Pool,
+    pools: Pools,
     writer: WriterHandle<NoJobs>,
+    read_timeout: Duration,
 }
 
 impl PostgresStore {
     /// Connects, applies the schema, and starts the writer task.
     pub async fn open(options: PostgresOptions) -> Result<PostgresStore, StoreError> {
-        let pool = connect_pool(&PoolSettings {
+        let pools = connect_pools(&PoolSettings {
             url: &options.url,
-            size: options.pool_size,
+            read_connections: options.pool_size,
+            read_timeout: options.read_timeout,
             statement_timeout_ms: options.statement_timeout_ms,
         })?;
-        let mut client = pool.get().await.map_err(pool_error)?;
+        let mut client = pools.writes.get().await.map_err(pool_error)?;
         schema::migrate(&mut client).await?;
         drop(client);
-        let writer = writer::start(pool.clone(), options.clock, options.observer);
-        Ok(PostgresStore { pool, writer })
+        let writer = writer::start(pools.writes.clone(), options.clock, options.observer);
+        Ok(PostgresStore {
+            pools,
+            writer,
+            read_timeout: options.read_timeout,
+        })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
-        self.pool.get().await.map_err(pool_error)
+    /// Runs `read` on a connection of the read pool, within the read deadline (the wait for the
+    /// connection included); a read stopped by its deadline or by its caller going away is
+    /// cancelled on the server too (see [`ReadConnection`]).
+    async fn read<T>(
+        &self,
+        read: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let deadline = Instant::now() + self.read_timeout;
+        tokio::time::timeout_at(deadline, async {
+            let mut connection = ReadConnection::get(&self.pools).await?;
+            let answer = read(connection.client()?).await;
+            connection.finish();
+            answer
+        })
+        .await
+        .map_err(|_| StoreError::Timeout)?
     }
 }
 
@@ -74,11 +97,13 @@ impl Store for PostgresStore {
     }
 
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError> {
-        let mut client = self.client().await?;
-        let tx = queries::snapshot(&mut client).await?;
-        let page = queries::list_messages(&tx, &filter, page).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(page)
+        self.read(async |client| {
+            let tx = queries::snapshot(client).await?;
+            let page = queries::list_messages(&tx, &filter, page).await?;
+            tx.commit().await.map_err(read_failed)?;
+            Ok(page)
+        })
+        .await
     }
 
     async fn export_page(
@@ -87,25 +112,29 @@ impl Store for PostgresStore {
         after: Option<&Position>,
         limit: u32,
     ) -> Result<Vec<Message>, StoreError> {
-        let client = self.client().await?;
-        queries::export_page(&client, filter, after.cloned(), limit).await
+        self.read(async |client| queries::export_page(client, filter, after.cloned(), limit).await)
+            .await
     }
 
     async fn stats(&self) -> Result<Stats, StoreError> {
-        let mut client = self.client().await?;
-        let tx = queries::snapshot(&mut client).await?;
-        let stats = queries::read_stats(&tx).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(stats)
+        self.read(async |client| {
+            let tx = queries::snapshot(client).await?;
+            let stats = queries::read_stats(&tx).await?;
+            tx.commit().await.map_err(read_failed)?;
+            Ok(stats)
+        })
+        .await
     }
 
     async fn count_messages(&self) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        queries::count_matches(&client, &MessageFilter::default()).await
+        self.read(async |client| queries::count_matches(client, &MessageFilter::default()).await)
+            .await
     }
 
+    /// On a connection of the writes' pool, so that slow reads cannot make the store look
+    /// unready.
     async fn check_ready(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let client = self.pools.writes.get().await.map_err(pool_error)?;
         let version = schema::applied_version(&client).await?;
         crate::store::contract::expect_schema_version(i64::from(version), i64::from(schema::CURRENT_VERSION))
     }
@@ -113,7 +142,7 @@ impl Store for PostgresStore {
     /// Runs on a pooled connection of its own: PostgreSQL needs no single writer, and the
     /// statement is safe beside other replicas' retention (see `retention`).
     async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
-        retention::delete_batch(&self.pool, cutoff, limit).await
+        retention::delete_batch(&self.pools.writes, cutoff, limit).await
     }
 
     async fn shutdown(&self) {

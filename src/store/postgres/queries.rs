@@ -4,7 +4,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::connection::unavailable;
+use super::connection::read_failed;
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::{
     MessageFilter, MessagePage, PageRequest, Position, SenderCount, Stats, StoreError, TOP_SENDERS,
@@ -20,7 +20,7 @@ pub async fn snapshot(
         .read_only(true)
         .start()
         .await
-        .map_err(unavailable)
+        .map_err(read_failed)
 }
 
 /// The `WHERE` clause for a filter, built from fixed fragments with numbered parameters.
@@ -74,6 +74,9 @@ pub async fn list_messages(
     page: PageRequest,
 ) -> Result<MessagePage, StoreError> {
     let total = count_matches(client, filter).await?;
+    if page.offset >= total {
+        return Ok(MessagePage::past_the_end(total));
+    }
     let (clause, mut values) = filter_clause(filter);
     let clause = after_position(clause, &mut values, page.after);
     values.push(Box::new(i64::from(page.limit) + 1));
@@ -97,11 +100,11 @@ async fn select_messages(
              ORDER BY ts_key, message_id {window}"
         ))
         .await
-        .map_err(unavailable)?;
+        .map_err(read_failed)?;
     let rows = client
         .query(&select, &params(values))
         .await
-        .map_err(unavailable)?;
+        .map_err(read_failed)?;
     Ok(rows.iter().map(message_from_row).collect())
 }
 
@@ -152,7 +155,7 @@ pub async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) 
                 &[],
             )
             .await
-            .map_err(unavailable)?
+            .map_err(read_failed)?
             .get(0),
         MessageFilter {
             from: Some(from),
@@ -164,18 +167,18 @@ pub async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) 
                 &[from],
             )
             .await
-            .map_err(unavailable)?
+            .map_err(read_failed)?
             .map_or(0, |row| row.get(0)),
         _ => {
             let (clause, values) = filter_clause(filter);
             let statement = client
                 .prepare_cached(&format!("SELECT COUNT(*) FROM messages{clause}"))
                 .await
-                .map_err(unavailable)?;
+                .map_err(read_failed)?;
             client
                 .query_one(&statement, &params(&values))
                 .await
-                .map_err(unavailable)?
+                .map_err(read_failed)?
                 .get(0)
         }
     };
@@ -199,7 +202,7 @@ pub async fn read_stats(client: &impl GenericClient) -> Result<Stats, StoreError
             &[],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(read_failed)?;
     let top = client
         .query(
             "SELECT from_msisdn, message_count FROM sender_counts \
@@ -207,7 +210,7 @@ pub async fn read_stats(client: &impl GenericClient) -> Result<Stats, StoreError
             &[&i64::from(TOP_SENDERS)],
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(read_failed)?;
     let edge_ts = |order: &'static str| async move {
         client
             .query_opt(
@@ -216,7 +219,7 @@ pub async fn read_stats(client: &impl GenericClient) -> Result<Stats, StoreError
             )
             .await
             .map(|row| row.map(|row| row.get::<_, String>(0)))
-            .map_err(unavailable)
+            .map_err(read_failed)
     };
     Ok(Stats {
         total_messages: count_of(totals.get(0)),

@@ -15,14 +15,18 @@
 //!   busy writer never achieves (a WAL of hundreds of megabytes after seconds of ingest); the
 //!   thread has copied nearly
 //!   all of it by then, so the writer copies only the last pages;
-//! - past [`RESTART_AFTER_FRAMES`] the writer runs a RESTART checkpoint. A PASSIVE one copies only
-//!   what no reader still needs: under a steady stream of reads some reader always holds an
-//!   older snapshot and the WAL never starts afresh, so every read walks a longer WAL index.
-//!   RESTART waits (briefly: reads are short) for readers to move to the newest snapshot.
+//! - past [`RESTART_AFTER_FRAMES`] the writer runs a RESTART checkpoint after its commit. A
+//!   PASSIVE one copies only what no reader still needs: under a steady stream of reads some
+//!   reader always holds an older snapshot and the WAL never starts afresh, so every read walks a
+//!   longer WAL index. RESTART waits for readers to move to the newest snapshot, but the writer
+//!   must not wait behind readers: it waits at most [`RESTART_WAIT`], and after a RESTART that
+//!   found readers in the way it tries again no sooner than [`RESTART_EVERY`] later. Reads are
+//!   bounded by their deadline, so one of the tries succeeds.
 
 use std::os::raw::c_int;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -31,7 +35,7 @@ use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
 use rusqlite::{Connection, OpenFlags};
 
-use super::connection::{JOURNAL_SIZE_LIMIT, Target};
+use super::connection::{BUSY_TIMEOUT, JOURNAL_SIZE_LIMIT, Target};
 use crate::config::Synchronous;
 
 /// WAL frames (pages) written between two wake-ups of the checkpoint thread: SQLite's own
@@ -44,18 +48,26 @@ const CATCH_UP_AFTER_FRAMES: c_int = 4_096;
 /// WAL frames past which a RESTART checkpoint is forced: 64 MiB of 4 KiB pages.
 const RESTART_AFTER_FRAMES: c_int = 16_384;
 
-/// When the writer's WAL hook acts, in WAL frames.
+/// The longest the writer waits for readers in a RESTART checkpoint.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
+
+/// The least time between two RESTART checkpoints that found readers in the way.
+const RESTART_EVERY: Duration = Duration::from_secs(1);
+
+/// When the writer's WAL hook acts, in WAL frames, and how often the writer retries a RESTART.
 #[derive(Debug, Clone, Copy)]
 struct WalBounds {
     wake_every: c_int,
     catch_up_after: c_int,
     restart_after: c_int,
+    restart_every: Duration,
 }
 
 const BOUNDS: WalBounds = WalBounds {
     wake_every: WAKE_EVERY_FRAMES,
     catch_up_after: CATCH_UP_AFTER_FRAMES,
     restart_after: RESTART_AFTER_FRAMES,
+    restart_every: RESTART_EVERY,
 };
 
 enum Wake {
@@ -63,10 +75,15 @@ enum Wake {
     Stop,
 }
 
-/// The checkpoint thread and the way to wake it.
+/// The checkpoint thread and the way to wake it, and the writer's RESTART checkpoints.
 pub struct Checkpointer {
     wake: SyncSender<Wake>,
     thread: Option<JoinHandle<()>>,
+    /// Set by the WAL hook when the WAL has passed the restart bound.
+    restart_due: Arc<AtomicBool>,
+    /// When a RESTART last found readers in the way.
+    restart_refused_at: Option<Instant>,
+    bounds: WalBounds,
 }
 
 impl Checkpointer {
@@ -85,16 +102,21 @@ impl Checkpointer {
         Ok(Checkpointer {
             wake,
             thread: Some(thread),
+            restart_due: Arc::new(AtomicBool::new(false)),
+            restart_refused_at: None,
+            bounds: BOUNDS,
         })
     }
 
     /// Replaces the automatic checkpoint of the writer's `conn` with the rules of this module.
-    pub fn watch(&self, conn: &mut Connection) -> rusqlite::Result<()> {
+    pub fn watch(&mut self, conn: &mut Connection) -> rusqlite::Result<()> {
         self.watch_within(conn, BOUNDS)
     }
 
-    fn watch_within(&self, conn: &mut Connection, bounds: WalBounds) -> rusqlite::Result<()> {
+    fn watch_within(&mut self, conn: &mut Connection, bounds: WalBounds) -> rusqlite::Result<()> {
+        self.bounds = bounds;
         let wake = self.wake.clone();
+        let restart_due = Arc::clone(&self.restart_due);
         // The WAL's length at the last wake-up; it shrinks when the WAL starts afresh.
         let mut woken_at: c_int = 0;
         conn.wal_hook(Some(move |wal: &mut Wal, frames: c_int| {
@@ -107,7 +129,7 @@ impl Checkpointer {
                 let _ = wake.try_send(Wake::WalGrew);
             }
             if frames >= bounds.restart_after {
-                restart(wal, frames);
+                restart_due.store(true, Ordering::Relaxed);
             } else if frames >= bounds.catch_up_after {
                 // Busy while the thread checkpoints: the next commit tries again.
                 let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
@@ -116,6 +138,38 @@ impl Checkpointer {
             // the commit as failed.
             Ok(())
         }))
+    }
+
+    /// Runs the RESTART checkpoint the WAL hook asked for, on the writer's `conn` after its
+    /// commit, waiting for readers at most [`RESTART_WAIT`]; refused by readers, it is tried
+    /// again at a commit no sooner than the bounds' `restart_every` later.
+    pub fn restart_if_due(&mut self, conn: &Connection) {
+        if !self.restart_due.load(Ordering::Relaxed)
+            || self
+                .restart_refused_at
+                .is_some_and(|refused| refused.elapsed() < self.bounds.restart_every)
+        {
+            return;
+        }
+        self.restart_due.store(false, Ordering::Relaxed);
+        let restarted = conn
+            .busy_timeout(RESTART_WAIT)
+            .and_then(|()| conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::RESTART));
+        if let Err(error) = conn.busy_timeout(BUSY_TIMEOUT) {
+            tracing::warn!(error = %error, "cannot restore the writer's busy timeout");
+        }
+        match restarted {
+            Ok((frames, _)) => {
+                self.restart_refused_at = None;
+                tracing::info!(frames, "WAL restarted after readers kept it from checkpointing");
+            }
+            Err(error) => {
+                self.restart_refused_at = Some(Instant::now());
+                if error.sqlite_error_code() != Some(rusqlite::ErrorCode::DatabaseBusy) {
+                    tracing::warn!(error = %error, "WAL restart checkpoint failed; will retry");
+                }
+            }
+        }
     }
 
     /// Stops the thread and closes its connection (without checkpointing: that is for the
@@ -174,14 +228,6 @@ fn checkpoint(conn: &Connection) {
     }
 }
 
-fn restart(wal: &mut Wal, frames: c_int) {
-    if let Err(error) = wal.checkpoint_v2(CheckpointMode::RESTART) {
-        tracing::warn!(error = %error, frames, "WAL restart checkpoint failed; will retry");
-    } else {
-        tracing::info!(frames, "WAL restarted after readers kept it from checkpointing");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc::channel;
@@ -196,12 +242,13 @@ mod tests {
             .0
     }
 
-    /// A reader holds an old snapshot while the WAL passes the restart bound: the RESTART waits
-    /// for it to finish, and the WAL starts afresh. The bounds are small and neither the thread
-    /// nor the catch-up copies anything, so only RESTART can rewind the WAL (with the restart
-    /// bound set out of reach, the WAL here ended at 122 frames).
+    /// A reader holds an old snapshot while the WAL passes the restart bound: the writer's
+    /// RESTART gives up after a short wait instead of waiting for it, tries again later, and
+    /// once the reader is done the WAL starts afresh. The bounds are small and neither the
+    /// thread nor the catch-up copies anything, so only RESTART can rewind the WAL.
     #[test]
-    fn past_the_restart_bound_the_writer_waits_for_readers_and_the_wal_starts_afresh() {
+    fn past_the_restart_bound_the_writer_restarts_the_wal_without_waiting_for_readers() {
+        const HELD: Duration = Duration::from_millis(800);
         let folder = tempfile::tempdir().expect("temp dir");
         let target = Target::File(folder.path().join("app.db"));
         let mut writer = target
@@ -210,13 +257,14 @@ mod tests {
         writer
             .execute_batch("CREATE TABLE t (x BLOB); INSERT INTO t VALUES (zeroblob(10));")
             .expect("table");
-        let checkpointer =
+        let mut checkpointer =
             Checkpointer::start(target.clone(), Synchronous::Normal, Arc::new(AtomicU64::new(0)))
                 .expect("start");
         let bounds = WalBounds {
             wake_every: c_int::MAX,
             catch_up_after: c_int::MAX,
             restart_after: 32,
+            restart_every: Duration::from_millis(50),
         };
         checkpointer.watch_within(&mut writer, bounds).expect("hook");
 
@@ -229,21 +277,35 @@ mod tests {
                 .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
                 .expect("read");
             holding.send(()).expect("signal");
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(HELD);
             snapshot.finish().expect("end the read");
         });
         held.recv().expect("the reader holds its snapshot");
 
-        for _ in 0..40 {
+        let insert = |writer: &Connection| {
             writer
                 .execute("INSERT INTO t VALUES (zeroblob(4000))", [])
                 .expect("insert");
+        };
+        let started = Instant::now();
+        for _ in 0..40 {
+            insert(&writer);
+            checkpointer.restart_if_due(&writer);
         }
-        reader.join().expect("reader thread");
-        let frames = wal_frames(&writer);
+        let writing = started.elapsed();
         assert!(
-            frames < 32 + 4,
-            "the WAL holds {frames} frames after 40 commits with a restart bound of 32"
+            writing < HELD / 2,
+            "40 commits took {writing:?}: the writer waited behind the reader"
         );
+        assert!(wal_frames(&writer) >= 32, "restarted while the reader held its snapshot");
+
+        reader.join().expect("reader thread");
+        std::thread::sleep(bounds.restart_every);
+        insert(&writer);
+        checkpointer.restart_if_due(&writer);
+        // The commit after a RESTART writes from the start of the WAL again.
+        insert(&writer);
+        let frames = wal_frames(&writer);
+        assert!(frames < 8, "the WAL holds {frames} frames after the reader left");
     }
 }

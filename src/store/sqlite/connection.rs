@@ -23,7 +23,7 @@ const READER_CACHE_KIB: i64 = -8 * 1024;
 pub const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// How long a connection waits for a lock before giving up with "busy".
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the database lives.
 #[derive(Debug, Clone)]

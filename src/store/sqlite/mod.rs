@@ -21,11 +21,12 @@ mod writer;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::clock::Clock;
-use crate::config::Synchronous;
+use crate::config::{Synchronous, defaults};
 use crate::message::Message;
 use crate::store::batch::{WriteObserver, WriterHandle, unobserved};
 use crate::store::{
@@ -52,6 +53,8 @@ pub struct SqliteOptions {
     pub clock: Clock,
     /// Told about every batch the writer commits.
     pub observer: Arc<dyn WriteObserver>,
+    /// How long a read may take, its wait for a connection included.
+    pub read_timeout: Duration,
 }
 
 impl SqliteOptions {
@@ -63,6 +66,7 @@ impl SqliteOptions {
             max_page_count: None,
             clock: Clock::system(),
             observer: unobserved(),
+            read_timeout: Duration::from_millis(defaults::READ_TIMEOUT_MS),
         }
     }
 }
@@ -94,6 +98,7 @@ impl SqliteStore {
             target.clone(),
             options.read_connections,
             Arc::clone(&generation),
+            options.read_timeout,
         ));
         let writer = writer::Writer::new(
             target,
@@ -143,12 +148,10 @@ impl Store for SqliteStore {
         self.readers.run(queries::count_messages).await
     }
 
-    /// Ready when the writer can write to the file at the path (see `writer`) and the schema,
-    /// as a reader sees it, is this binary's.
+    /// Ready when the writer can write to the file at the path and the schema is this
+    /// binary's (see `writer`); the readers are not asked, so slow reads cannot hold it up.
     async fn check_ready(&self) -> Result<(), StoreError> {
-        self.writer.ask(WriterJob::Probe).await?;
-        let version = self.readers.run(schema::schema_version).await?;
-        crate::store::contract::expect_schema_version(version, schema::CURRENT_VERSION)
+        self.writer.ask(WriterJob::Probe).await
     }
 
     /// Runs in the writer thread, between two insert batches, so ingest never waits on a second

@@ -233,6 +233,9 @@ fn list_messages_keeping(
 ) -> rusqlite::Result<MessagePage> {
     let search = Search::plan(conn, filter, &page, hit_set_max)?;
     let total = count_matches(conn, filter, &search)?;
+    if page.offset >= total {
+        return Ok(MessagePage::past_the_end(total));
+    }
     let mut selection = Selection::new(filter, &search);
     if let Some(after) = page.after {
         selection.conditions.push("(m.ts_key, m.message_id) > (?, ?)");

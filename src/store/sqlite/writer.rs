@@ -84,6 +84,7 @@ fn run(mut writer: Writer, mut commands: mpsc::Receiver<Command<WriterJob>>, obs
             writer.answer(&mut batch, committed);
         }
         writer.run_jobs(batch.take_jobs());
+        writer.restart_wal_if_due();
     }
     // Answers what waits for a WAL sync and stops the checkpoint thread, then closes the
     // connection, which as the last one copies the WAL into the main file.
@@ -155,7 +156,7 @@ impl Writer {
         let synchronous = settings.synchronous;
         let checkpointer = match target {
             Target::File(_) => {
-                let checkpointer = Checkpointer::start(target.clone(), synchronous, Arc::clone(&generation))
+                let mut checkpointer = Checkpointer::start(target.clone(), synchronous, Arc::clone(&generation))
                     .map_err(|error| {
                         StoreError::Unavailable(format!("cannot start the checkpoint thread: {error}"))
                     })?;
@@ -231,12 +232,15 @@ impl Writer {
         deleted
     }
 
-    /// Ok when the file is the one opened and a write succeeds (or one just did).
+    /// Ok when the file is the one opened, its schema is this binary's, and a write succeeds
+    /// (or one just did). Readiness asks only this, never the readers, so slow reads cannot
+    /// make a healthy store look unready.
     fn probe(&mut self) -> Result<(), StoreError> {
         let fresh = self
             .last_write
             .is_some_and(|(at, committed)| committed && at.elapsed() < PROBE_FRESH);
-        self.usable_connection()?;
+        let version = schema::schema_version(self.usable_connection()?).map_err(unavailable)?;
+        crate::store::contract::expect_schema_version(version, schema::CURRENT_VERSION)?;
         if fresh {
             return Ok(());
         }
@@ -248,6 +252,14 @@ impl Writer {
 
     fn record_write(&mut self, committed: bool) {
         self.last_write = Some((Instant::now(), committed));
+    }
+
+    /// Runs the RESTART checkpoint the WAL asked for, if any (see `checkpoint`); after the
+    /// batch's requests are answered, so that they never wait for it.
+    fn restart_wal_if_due(&mut self) {
+        if let (Some(checkpointer), Some(conn)) = (&mut self.checkpointer, &self.conn) {
+            checkpointer.restart_if_due(conn);
+        }
     }
 
     /// The connection, once the file at the path is known to be the one it writes and the WAL is
@@ -296,7 +308,7 @@ impl Writer {
             .open_writer(self.settings.synchronous, false, self.settings.max_page_count)
             .map_err(unavailable)?;
         schema::migrate(&mut conn).map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        if let Some(checkpointer) = &self.checkpointer {
+        if let Some(checkpointer) = &mut self.checkpointer {
             checkpointer.watch(&mut conn).map_err(unavailable)?;
         }
         self.wal = take_over_commit_syncs(self.wal_syncer.as_ref(), &conn, &self.target);

@@ -348,10 +348,8 @@ impl TestApp {
     /// Starts a server that reaches `database` through `url` (a proxy, TLS options, …).
     pub async fn spawn_at(database: TestDatabase, url: StoreUrl, options: Options) -> TestApp {
         let storage = StorageArgs {
-            database_url: url,
-            sqlite_synchronous: Synchronous::Full,
             pg_pool_size: 8,
-            pg_statement_timeout_ms: 5_000,
+            ..StorageArgs::with_url(url)
         };
         let metrics = Metrics::new();
         let store = store::open(&storage, options.clock.clone(), metrics.writer_observer())
