@@ -109,7 +109,11 @@ impl RawParams {
         reject_nul(self.from.as_deref(), "from", errors);
         reject_nul(self.q.as_deref(), "q", errors);
         if let Some(q) = self.q.as_deref().filter(|q| q.chars().count() > MAX_Q_CHARS) {
-            errors.push(too_long(vec!["query", "q"], MAX_Q_CHARS, Value::String(q.to_owned())));
+            errors.push(too_long(
+                vec!["query", "q"],
+                MAX_Q_CHARS,
+                Value::String(q.to_owned()),
+            ));
         }
         MessageFilter {
             from: self.from.take().filter(|from| !from.is_empty()).map(restore_plus),

@@ -9,7 +9,7 @@ use webhook_inbox::bench::data::{self, MARKER_EVERY};
 use webhook_inbox::bench::{
     self, BenchError, Format, IngestArgs, ReadArgs, Report, RunArgs, Scenario, SeedArgs,
 };
-use webhook_inbox::config::{StorageArgs, StoreUrl, Synchronous};
+use webhook_inbox::config::{StorageArgs, StoreUrl};
 
 const SEEDED: u64 = 2_000;
 const SEEDED_SENDERS: u64 = 10;

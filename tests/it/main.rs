@@ -10,6 +10,7 @@ mod common;
 mod child;
 
 mod bench_tool;
+mod bounded_reads;
 mod browser;
 mod checkpoint;
 mod crash;

@@ -83,6 +83,23 @@ fn kind(kind: &str, loc: Value) -> (String, Value) {
 // Ordering and the page envelope
 // ---------------------------------------------------------------------------------------------
 
+/// `q` is a search term: 256 characters at most (counted as characters), 422 past that, on the
+/// page and on the export alike.
+async fn q_longer_than_256_characters_is_422(app: TestApp) {
+    let at_the_bound = "é".repeat(256);
+    let (status, _) = app.get_json(&format!("/messages?q={at_the_bound}")).await;
+    assert_eq!(status, StatusCode::OK);
+    for too_long in ["a".repeat(257), "é".repeat(257), "x".repeat(65_000)] {
+        assert_eq!(
+            rejected(&app, &format!("?q={too_long}")).await,
+            [kind("string_too_long", json!(["query", "q"]))]
+        );
+        let (status, answer) = app.get_json(&format!("/messages/export?q={too_long}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+        assert_eq!(answer["detail"][0]["ctx"], json!({"max_length": 256}));
+    }
+}
+
 async fn evaluator_data_is_ordered_by_ts_then_id(app: TestApp) {
     evaluator_data(&app).await;
     assert_eq!(
@@ -781,6 +798,7 @@ async fn unknown_query_params_are_ignored(app: TestApp) {
 
 conformance!(
     evaluator_data_is_ordered_by_ts_then_id,
+    q_longer_than_256_characters_is_422,
     q_matching_most_rows_pages_in_order,
     q_of_any_length_agrees_with_a_folded_substring_test,
     cursor_pages_walk_the_whole_set_in_order,

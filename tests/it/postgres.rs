@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use webhook_inbox::clock::Clock;
-use webhook_inbox::config::{StorageArgs, StoreUrl, Synchronous};
+use webhook_inbox::config::{StorageArgs, StoreUrl};
 use webhook_inbox::store::unobserved;
 
 fn storage(url: String) -> StorageArgs {

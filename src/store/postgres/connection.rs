@@ -62,7 +62,12 @@ pub fn connect_pools(settings: &PoolSettings<'_>) -> Result<Pools, StoreError> {
     })
 }
 
-fn pool(config: &tokio_postgres::Config, tls: &Tls, size: usize, statement_timeout_ms: u64) -> Result<Pool, StoreError> {
+fn pool(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+    size: usize,
+    statement_timeout_ms: u64,
+) -> Result<Pool, StoreError> {
     let mut config = config.clone();
     let timeout = format!("-c statement_timeout={statement_timeout_ms}");
     let server_options = match config.get_options() {

@@ -27,7 +27,9 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::message::Message;
 use crate::store::batch::{WriteObserver, WriterHandle};
-use crate::store::{InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError};
+use crate::store::{
+    InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
+};
 use connection::{PoolSettings, Pools, ReadConnection, connect_pools, pool_error, read_failed};
 use writer::NoJobs;
 

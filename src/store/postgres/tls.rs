@@ -21,9 +21,9 @@ use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signat
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres::CancelToken;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::CancelToken;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::store::StoreError;
@@ -137,9 +137,12 @@ impl TlsSettings {
             None => Arc::new(EncryptOnly(Arc::clone(&provider))),
             Some((roots, check_name)) => {
                 let roots = trusted_roots(roots.as_ref().unwrap_or(&Roots::System))?;
-                let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                    .build()
-                    .map_err(|error| tls_error(format!("cannot build the certificate verifier: {error}")))?;
+                let chain =
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                        .build()
+                        .map_err(|error| {
+                            tls_error(format!("cannot build the certificate verifier: {error}"))
+                        })?;
                 if check_name {
                     chain
                 } else {
@@ -170,7 +173,8 @@ fn trusted_roots(roots: &Roots) -> Result<RootCertStore, StoreError> {
             for certificate in CertificateDer::pem_file_iter(path)
                 .map_err(|error| tls_error(format!("sslrootcert {shown}: {error}")))?
             {
-                let certificate = certificate.map_err(|error| tls_error(format!("sslrootcert {shown}: {error}")))?;
+                let certificate =
+                    certificate.map_err(|error| tls_error(format!("sslrootcert {shown}: {error}")))?;
                 store
                     .add(certificate)
                     .map_err(|error| tls_error(format!("sslrootcert {shown}: {error}")))?;
@@ -292,20 +296,36 @@ mod tests {
     fn sslmode_and_sslrootcert_are_taken_out_of_the_url() {
         assert_eq!(
             settings("postgres://u@db/app"),
-            ("postgres://u@db/app".to_owned(), TlsSettings { mode: Mode::Prefer, roots: None })
-        );
-        assert_eq!(
-            settings("postgres://u@db/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x"),
             (
-                "postgres://u@db/app?application_name=x".to_owned(),
-                TlsSettings { mode: Mode::VerifyFull, roots: Some(Roots::File("/etc/ca.pem".into())) }
+                "postgres://u@db/app".to_owned(),
+                TlsSettings {
+                    mode: Mode::Prefer,
+                    roots: None
+                }
             )
         );
         assert_eq!(
-            settings("postgres://db/app?options=-csearch_path%3Ds,public&sslmode=verify-ca&sslrootcert=system"),
+            settings(
+                "postgres://u@db/app?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=x"
+            ),
+            (
+                "postgres://u@db/app?application_name=x".to_owned(),
+                TlsSettings {
+                    mode: Mode::VerifyFull,
+                    roots: Some(Roots::File("/etc/ca.pem".into()))
+                }
+            )
+        );
+        assert_eq!(
+            settings(
+                "postgres://db/app?options=-csearch_path%3Ds,public&sslmode=verify-ca&sslrootcert=system"
+            ),
             (
                 "postgres://db/app?options=-csearch_path%3Ds,public".to_owned(),
-                TlsSettings { mode: Mode::VerifyCa, roots: Some(Roots::System) }
+                TlsSettings {
+                    mode: Mode::VerifyCa,
+                    roots: Some(Roots::System)
+                }
             )
         );
         assert_eq!(settings("postgres://db/app?sslmode=allow").1.mode, Mode::Disable);
@@ -321,7 +341,11 @@ mod tests {
             (Mode::VerifyCa, SslMode::Require),
             (Mode::VerifyFull, SslMode::Require),
         ] {
-            assert_eq!(TlsSettings { mode, roots: None }.driver_mode(), driver, "{mode:?}");
+            assert_eq!(
+                TlsSettings { mode, roots: None }.driver_mode(),
+                driver,
+                "{mode:?}"
+            );
         }
     }
 

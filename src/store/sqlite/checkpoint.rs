@@ -26,9 +26,9 @@
 use std::os::raw::c_int;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
 use rusqlite::hooks::Wal;
@@ -297,7 +297,10 @@ mod tests {
             writing < HELD / 2,
             "40 commits took {writing:?}: the writer waited behind the reader"
         );
-        assert!(wal_frames(&writer) >= 32, "restarted while the reader held its snapshot");
+        assert!(
+            wal_frames(&writer) >= 32,
+            "restarted while the reader held its snapshot"
+        );
 
         reader.join().expect("reader thread");
         std::thread::sleep(bounds.restart_every);

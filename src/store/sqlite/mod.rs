@@ -168,3 +168,25 @@ impl Store for SqliteStore {
         self.writer.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_never_waits_for_a_read_connection() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let options = SqliteOptions {
+            read_connections: 2,
+            ..SqliteOptions::new(Location::File(folder.path().join("app.db")), Synchronous::Full)
+        };
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(options))
+            .await
+            .expect("task")
+            .expect("store");
+        let _busy = store.readers.occupy(2);
+        let ready = tokio::time::timeout(Duration::from_secs(1), store.check_ready()).await;
+        assert!(matches!(ready, Ok(Ok(()))), "{ready:?}");
+        store.shutdown().await;
+    }
+}

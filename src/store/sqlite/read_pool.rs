@@ -102,6 +102,14 @@ impl ReadPool {
         })
     }
 
+    /// Takes the places of `connections` reads, as that many slow reads would.
+    #[cfg(test)]
+    pub fn occupy(&self, connections: u32) -> tokio::sync::OwnedSemaphorePermit {
+        Arc::clone(&self.permits)
+            .try_acquire_many_owned(connections)
+            .expect("free places")
+    }
+
     /// An idle connection of the current generation; older ones are closed on the way.
     fn take_idle(&self) -> Option<(u64, Connection)> {
         let current = self.generation.load(Ordering::SeqCst);
@@ -180,7 +188,11 @@ mod tests {
 
     /// A query that takes seconds: every pair of rows.
     fn slow(conn: &Connection) -> rusqlite::Result<i64> {
-        conn.query_row("SELECT COUNT(*) FROM t AS a, t AS b WHERE a.x + b.x = -1", [], |row| row.get(0))
+        conn.query_row(
+            "SELECT COUNT(*) FROM t AS a, t AS b WHERE a.x + b.x = -1",
+            [],
+            |row| row.get(0),
+        )
     }
 
     #[tokio::test]
@@ -188,7 +200,11 @@ mod tests {
         let (pool, _writer) = pool_with_rows(20_000, 1, Duration::from_millis(200));
         let started = std::time::Instant::now();
         assert!(matches!(pool.run(slow).await, Err(StoreError::Timeout)));
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
         // The connection is usable again at once.
         let rows: i64 = pool
             .run(|conn| conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)))
@@ -214,13 +230,16 @@ mod tests {
                 .await
             }
         });
-        running.recv_timeout(Duration::from_secs(5)).expect("the query runs");
+        running
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the query runs");
         abandoned.abort();
         assert!(abandoned.await.expect_err("aborted").is_cancelled());
         // Nobody waits for it now, yet its place is taken until it has stopped...
         assert_eq!(pool.permits.available_permits(), 0);
         // ...which it does at its next look at the clock, long before it would have finished.
-        done.recv_timeout(Duration::from_secs(2)).expect("the abandoned query stopped");
+        done.recv_timeout(Duration::from_secs(2))
+            .expect("the abandoned query stopped");
         let rows: i64 = pool
             .run(|conn| conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)))
             .await
@@ -238,7 +257,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started = std::time::Instant::now();
         assert!(matches!(pool.run(slow).await, Err(StoreError::Timeout)));
-        assert!(started.elapsed() < Duration::from_millis(1_500), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_millis(1_500),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(matches!(first.await.expect("task"), Err(StoreError::Timeout)));
     }
 }

@@ -156,10 +156,12 @@ impl Writer {
         let synchronous = settings.synchronous;
         let checkpointer = match target {
             Target::File(_) => {
-                let mut checkpointer = Checkpointer::start(target.clone(), synchronous, Arc::clone(&generation))
-                    .map_err(|error| {
-                        StoreError::Unavailable(format!("cannot start the checkpoint thread: {error}"))
-                    })?;
+                let mut checkpointer =
+                    Checkpointer::start(target.clone(), synchronous, Arc::clone(&generation)).map_err(
+                        |error| {
+                            StoreError::Unavailable(format!("cannot start the checkpoint thread: {error}"))
+                        },
+                    )?;
                 checkpointer.watch(&mut conn).map_err(unavailable)?;
                 Some(checkpointer)
             }

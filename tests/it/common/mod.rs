@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webhook_inbox::app::{AppState, ShutdownFlag};
 use webhook_inbox::clock::Clock;
-use webhook_inbox::config::{Limits, StorageArgs, StoreUrl, Synchronous};
+use webhook_inbox::config::{Limits, StorageArgs, StoreUrl, defaults};
 use webhook_inbox::credentials::{ApiToken, Credentials};
 use webhook_inbox::retention::RetentionPolicy;
 use webhook_inbox::server::serve;
@@ -289,6 +289,8 @@ pub struct Options {
     pub clock: Clock,
     /// Retention run by the server in the background; `None` keeps everything.
     pub retention: Option<RetentionPolicy>,
+    /// `READ_TIMEOUT_MS`.
+    pub read_timeout: Duration,
 }
 
 impl Options {
@@ -302,6 +304,7 @@ impl Options {
             limits: Limits::default(),
             clock: Clock::system(),
             retention: None,
+            read_timeout: Duration::from_millis(defaults::READ_TIMEOUT_MS),
         }
     }
 
@@ -349,6 +352,7 @@ impl TestApp {
     pub async fn spawn_at(database: TestDatabase, url: StoreUrl, options: Options) -> TestApp {
         let storage = StorageArgs {
             pg_pool_size: 8,
+            read_timeout_ms: u64::try_from(options.read_timeout.as_millis()).expect("a small timeout"),
             ..StorageArgs::with_url(url)
         };
         let metrics = Metrics::new();
