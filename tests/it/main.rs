@@ -27,6 +27,7 @@ mod observability;
 mod openapi;
 mod page;
 mod postgres;
+mod postgres_tls;
 mod process;
 mod process_security;
 mod properties;

@@ -83,46 +83,76 @@ fn answers(url: &str) -> Result<(), String> {
 
 /// Starts a cluster of our own and returns the URL of its database `test`.
 fn throwaway_cluster() -> Result<String, String> {
-    let programs = server_programs()
-        .ok_or("PostgreSQL's server programs (initdb, pg_ctl) are not installed".to_owned())?;
-    let owner = Owner::find()?;
-    let folder = tempfile::Builder::new()
-        .prefix("webhook-inbox-pg-")
-        .tempdir()
-        .map_err(|error| format!("cannot make a temporary directory: {error}"))?
-        .keep();
-    owner.take(&folder)?;
-    let data = folder.join("data");
-    owner.run(Command::new(programs.join("initdb")).arg("-D").arg(&data).args([
-        "-U",
-        "postgres",
-        "-A",
-        "trust",
-        "-E",
-        "UTF8",
-        "--no-sync",
-    ]))?;
-    let port = crate::child::free_port();
-    let server_options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
-        folder.display()
-    );
-    owner.run(
-        Command::new(programs.join("pg_ctl"))
-            .arg("-D")
-            .arg(&data)
-            .args(["-w", "-t", "60", "-l"])
-            .arg(folder.join("server.log"))
-            .args(["-o", &server_options, "start"]),
-    )?;
-    stop_when_this_process_ends(&owner, &programs, &folder)?;
-    let server = format!("postgres://postgres@127.0.0.1:{port}");
-    execute(&format!("{server}/postgres"), "CREATE DATABASE test")?;
+    let cluster = Cluster::start(|_| Ok(()), "")?;
+    execute(&format!("{}/postgres", cluster.url), "CREATE DATABASE test")?;
     let _ = std::io::Write::write_all(
         &mut std::io::stderr(),
-        format!("note: the PostgreSQL tests run on a throwaway cluster at {server}/test\n").as_bytes(),
+        format!(
+            "note: the PostgreSQL tests run on a throwaway cluster at {}/test\n",
+            cluster.url
+        )
+        .as_bytes(),
     );
-    Ok(format!("{server}/test"))
+    Ok(format!("{}/test", cluster.url))
+}
+
+/// A PostgreSQL cluster of the tests' own, on a free port of 127.0.0.1, trusting every local
+/// connection as `postgres`. It is stopped, and its folder removed, once the test process ends.
+pub struct Cluster {
+    /// `postgres://postgres@127.0.0.1:PORT`, without a database.
+    pub url: String,
+    /// Where its data and anything `prepare` wrote live.
+    pub folder: PathBuf,
+}
+
+impl Cluster {
+    /// Makes the cluster's folder, lets `prepare` write files into it (certificates, say), then
+    /// initialises and starts the cluster with `settings` added to the server's options
+    /// (`{folder}` in them stands for the folder).
+    pub fn start(
+        prepare: impl FnOnce(&Path) -> Result<(), String>,
+        settings: &str,
+    ) -> Result<Cluster, String> {
+        let programs = server_programs()
+            .ok_or("PostgreSQL's server programs (initdb, pg_ctl) are not installed".to_owned())?;
+        let owner = Owner::find()?;
+        let folder = tempfile::Builder::new()
+            .prefix("webhook-inbox-pg-")
+            .tempdir()
+            .map_err(|error| format!("cannot make a temporary directory: {error}"))?
+            .keep();
+        prepare(&folder)?;
+        owner.take(&folder)?;
+        let data = folder.join("data");
+        owner.run(Command::new(programs.join("initdb")).arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]))?;
+        let port = crate::child::free_port();
+        let server_options = format!(
+            "-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 {}",
+            settings.replace("{folder}", &folder.display().to_string()),
+            folder = folder.display(),
+        );
+        owner.run(
+            Command::new(programs.join("pg_ctl"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-w", "-t", "60", "-l"])
+                .arg(folder.join("server.log"))
+                .args(["-o", &server_options, "start"]),
+        )?;
+        stop_when_this_process_ends(&owner, &programs, &folder)?;
+        Ok(Cluster {
+            url: format!("postgres://postgres@127.0.0.1:{port}"),
+            folder,
+        })
+    }
 }
 
 /// The folder of `initdb` and `pg_ctl`: on the `PATH`, or where Debian installs them.
@@ -171,7 +201,7 @@ impl Owner {
     fn take(&self, folder: &Path) -> Result<(), String> {
         match self {
             Owner::Me => Ok(()),
-            Owner::Postgres => run(Command::new("chown").arg("postgres").arg(folder)),
+            Owner::Postgres => run(Command::new("chown").arg("-R").arg("postgres").arg(folder)),
         }
     }
 
