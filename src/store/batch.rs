@@ -6,6 +6,7 @@
 //! batch it arrives with and answered by that backend.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -92,6 +93,39 @@ impl WriteObserver for () {
 /// A store opened without metrics.
 pub fn unobserved() -> Arc<dyn WriteObserver> {
     Arc::new(())
+}
+
+/// How many messages the store holds, kept in memory by its writer and retention, so that
+/// reading it costs nothing.
+#[derive(Debug, Clone, Default)]
+pub struct StoredCount(Arc<AtomicU64>);
+
+impl StoredCount {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// As counted from the database (at open, or by a periodic refresh).
+    pub fn set(&self, count: u64) {
+        self.0.store(count, Ordering::Relaxed);
+    }
+
+    /// The `created` outcomes of a committed batch.
+    pub fn add_created(&self, outcomes: &[InsertOutcome]) {
+        let created = outcomes
+            .iter()
+            .filter(|outcome| **outcome == InsertOutcome::Created)
+            .count();
+        self.0.fetch_add(created as u64, Ordering::Relaxed);
+    }
+
+    pub fn remove(&self, deleted: u64) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
+                Some(count.saturating_sub(deleted))
+            });
+    }
 }
 
 /// The requests of a committed batch, still waiting for their answers.

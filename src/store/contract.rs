@@ -153,8 +153,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn stats(&self) -> Result<Stats, StoreError>;
 
-    /// How many messages are stored, read from the counts kept at insert time (no scan).
-    async fn count_messages(&self) -> Result<u64, StoreError>;
+    /// How many messages are stored, from the count the store keeps in memory: no read of the
+    /// database (`/metrics` asks on every scrape). Exact on SQLite; on PostgreSQL this replica's
+    /// own writes count at once and other replicas' within a few seconds.
+    fn stored_messages(&self) -> u64;
 
     /// Ok when the database answers and its schema is current.
     async fn check_ready(&self) -> Result<(), StoreError>;

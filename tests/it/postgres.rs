@@ -443,6 +443,15 @@ async fn an_outage_answers_503_and_the_service_recovers_by_itself() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(app.get("/health/live").await.status(), StatusCode::OK);
+    // The metrics come from memory: at once, with the count of before the outage.
+    let started = std::time::Instant::now();
+    let metrics = metrics_text(&app).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(metric(&metrics, "messages_stored", &[]), Some(1.0));
 
     proxy.restore();
     eventually(&app, "/health/ready", StatusCode::OK).await;

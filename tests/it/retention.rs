@@ -389,11 +389,14 @@ async fn the_metric_counts_deletions(app: TestApp) {
     assert_eq!(pass(&app, 2).await.deleted, 3);
     let metrics = metrics_text(&app).await;
     assert_eq!(metric(&metrics, "retention_deleted_total", &[]), Some(3.0));
+    // The stored count, kept in memory, follows the deletions.
+    assert_eq!(metric(&metrics, "messages_stored", &[]), Some(2.0));
     assert_eq!(pass(&app, 2).await.deleted, 0);
     make_due(&app, T0 + time::Duration::days(2));
     assert_eq!(pass(&app, 2).await.deleted, 2);
     let metrics = metrics_text(&app).await;
     assert_eq!(metric(&metrics, "retention_deleted_total", &[]), Some(5.0));
+    assert_eq!(metric(&metrics, "messages_stored", &[]), Some(0.0));
 }
 
 conformance!(

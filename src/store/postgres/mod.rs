@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::message::Message;
-use crate::store::batch::{WriteObserver, WriterHandle};
+use crate::store::batch::{StoredCount, WriteObserver, WriterHandle};
 use crate::store::{
     InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
 };
@@ -47,10 +47,16 @@ pub struct PostgresOptions {
     pub observer: Arc<dyn WriteObserver>,
 }
 
+/// How often the stored count is read again from the totals, to take in other replicas' writes.
+const STORED_REFRESH: Duration = Duration::from_secs(10);
+
 pub struct PostgresStore {
     pools: Pools,
     writer: WriterHandle<NoJobs>,
     read_timeout: Duration,
+    stored: StoredCount,
+    /// The task that refreshes `stored` every [`STORED_REFRESH`].
+    refresh: tokio::task::AbortHandle,
 }
 
 impl PostgresStore {
@@ -64,12 +70,22 @@ impl PostgresStore {
         })?;
         let mut client = pools.writes.get().await.map_err(pool_error)?;
         schema::migrate(&mut client).await?;
+        let stored = StoredCount::default();
+        stored.set(queries::count_matches(&client, &MessageFilter::default()).await?);
         drop(client);
-        let writer = writer::start(pools.writes.clone(), options.clock, options.observer);
+        let writer = writer::start(
+            pools.writes.clone(),
+            options.clock,
+            options.observer,
+            stored.clone(),
+        );
+        let refresh = refresh_stored_count(pools.writes.clone(), stored.clone());
         Ok(PostgresStore {
             pools,
             writer,
             read_timeout: options.read_timeout,
+            stored,
+            refresh,
         })
     }
 
@@ -128,9 +144,8 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn count_messages(&self) -> Result<u64, StoreError> {
-        self.read(async |client| queries::count_matches(client, &MessageFilter::default()).await)
-            .await
+    fn stored_messages(&self) -> u64 {
+        self.stored.get()
     }
 
     /// On a connection of the writes' pool, so that slow reads cannot make the store look
@@ -144,10 +159,38 @@ impl Store for PostgresStore {
     /// Runs on a pooled connection of its own: PostgreSQL needs no single writer, and the
     /// statement is safe beside other replicas' retention (see `retention`).
     async fn delete_created_before(&self, cutoff: &str, limit: u32) -> Result<u64, StoreError> {
-        retention::delete_batch(&self.pools.writes, cutoff, limit).await
+        let deleted = retention::delete_batch(&self.pools.writes, cutoff, limit).await?;
+        self.stored.remove(deleted);
+        Ok(deleted)
     }
 
     async fn shutdown(&self) {
+        self.refresh.abort();
         self.writer.shutdown().await;
     }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.refresh.abort();
+    }
+}
+
+/// Reads the stored count from the totals every [`STORED_REFRESH`], on a write connection (a
+/// read of a few rows that slow reads cannot hold up).
+fn refresh_stored_count(pool: deadpool_postgres::Pool, stored: StoredCount) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(STORED_REFRESH).await;
+            let counted = match pool.get().await {
+                Ok(client) => queries::count_matches(&client, &MessageFilter::default()).await,
+                Err(error) => Err(pool_error(error)),
+            };
+            match counted {
+                Ok(count) => stored.set(count),
+                Err(error) => tracing::debug!(error = %error, "cannot refresh the stored count"),
+            }
+        }
+    })
+    .abort_handle()
 }

@@ -12,7 +12,7 @@ use super::connection::{Failure, classify, retrying};
 use crate::clock::Clock;
 use crate::message::{Message, fold_case};
 use crate::store::InsertOutcome;
-use crate::store::batch::{Batch, Command, WriteObserver, WriterHandle};
+use crate::store::batch::{Batch, Command, StoredCount, WriteObserver, WriterHandle};
 
 /// The most inserts stored by one statement.
 pub const MAX_BATCH: usize = 512;
@@ -41,9 +41,14 @@ SELECT message_id FROM inserted
 pub type NoJobs = Infallible;
 
 /// Starts the writer task; the handle sends it inserts.
-pub fn start(pool: Pool, clock: Clock, observer: Arc<dyn WriteObserver>) -> WriterHandle<NoJobs> {
+pub fn start(
+    pool: Pool,
+    clock: Clock,
+    observer: Arc<dyn WriteObserver>,
+    stored: StoredCount,
+) -> WriterHandle<NoJobs> {
     let (handle, commands) = WriterHandle::channel();
-    tokio::spawn(run(pool, commands, clock, observer));
+    tokio::spawn(run(pool, commands, clock, observer, stored));
     handle
 }
 
@@ -52,6 +57,7 @@ async fn run(
     mut commands: mpsc::Receiver<Command<NoJobs>>,
     clock: Clock,
     observer: Arc<dyn WriteObserver>,
+    stored: StoredCount,
 ) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.recv().await {
@@ -59,8 +65,9 @@ async fn run(
         if !batch.messages().is_empty() {
             let started = Instant::now();
             let committed = retrying(|| commit(&pool, batch.messages(), &clock)).await;
-            if committed.is_ok() {
+            if let Ok(outcomes) = &committed {
                 observer.batch_committed(batch.messages().len(), started.elapsed());
+                stored.add_created(outcomes);
             }
             batch.answer(committed);
         }

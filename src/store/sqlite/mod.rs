@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use crate::clock::Clock;
 use crate::config::{Synchronous, defaults};
 use crate::message::Message;
-use crate::store::batch::{WriteObserver, WriterHandle, unobserved};
+use crate::store::batch::{StoredCount, WriteObserver, WriterHandle, unobserved};
 use crate::store::{
     InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
 };
@@ -79,6 +79,7 @@ fn default_read_connections() -> usize {
 pub struct SqliteStore {
     writer: WriterHandle<WriterJob>,
     readers: Arc<ReadPool>,
+    stored: StoredCount,
 }
 
 impl SqliteStore {
@@ -100,9 +101,11 @@ impl SqliteStore {
             Arc::clone(&generation),
             options.read_timeout,
         ));
+        let stored = StoredCount::default();
         let writer = writer::Writer::new(
             target,
             conn,
+            stored.clone(),
             writer::WriterSettings {
                 synchronous: options.synchronous,
                 max_page_count: options.max_page_count,
@@ -112,7 +115,11 @@ impl SqliteStore {
             Box::new(std::fs::File::sync_data),
         )?;
         let writer = writer::start(writer, options.observer)?;
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore {
+            writer,
+            readers,
+            stored,
+        })
     }
 }
 
@@ -144,8 +151,8 @@ impl Store for SqliteStore {
         self.readers.run(queries::read_stats).await
     }
 
-    async fn count_messages(&self) -> Result<u64, StoreError> {
-        self.readers.run(queries::count_messages).await
+    fn stored_messages(&self) -> u64 {
+        self.stored.get()
     }
 
     /// Ready when the writer can write to the file at the path and the schema is this

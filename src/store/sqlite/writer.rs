@@ -25,13 +25,14 @@ use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpointer;
 use super::connection::{Target, unavailable};
+use super::queries;
 use super::retention::{self, DeleteRequest};
 use super::schema::{self, INDEX_TEXT};
 use super::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer};
 use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
-use crate::store::batch::{Batch, Command, JobReply, WriteObserver, WriterHandle};
+use crate::store::batch::{Batch, Command, JobReply, StoredCount, WriteObserver, WriterHandle};
 use crate::store::{InsertOutcome, StoreError};
 
 /// The most inserts committed in one transaction.
@@ -141,6 +142,8 @@ pub struct Writer {
     wal_syncer: Option<WalSyncer>,
     /// The connection's WAL file, when the connection leaves its syncs to `wal_syncer`.
     wal: Option<Arc<File>>,
+    /// How many messages the file holds.
+    stored: StoredCount,
 }
 
 impl Writer {
@@ -149,11 +152,13 @@ impl Writer {
     pub fn new(
         target: Target,
         mut conn: Connection,
+        stored: StoredCount,
         settings: WriterSettings,
         generation: Arc<AtomicU64>,
         sync_wal: SyncFile,
     ) -> Result<Writer, StoreError> {
         let synchronous = settings.synchronous;
+        stored.set(queries::count_messages(&conn).map_err(unavailable)?);
         let checkpointer = match target {
             Target::File(_) => {
                 let mut checkpointer =
@@ -184,6 +189,7 @@ impl Writer {
             checkpointer,
             wal_syncer,
             wal,
+            stored,
         })
     }
 
@@ -193,6 +199,9 @@ impl Writer {
         let conn = self.usable_connection()?;
         let committed = commit(conn, messages, &created_at).map_err(unavailable);
         self.record_write(committed.is_ok());
+        if let Ok(outcomes) = &committed {
+            self.stored.add_created(outcomes);
+        }
         committed
     }
 
@@ -231,6 +240,9 @@ impl Writer {
         let conn = self.usable_connection()?;
         let deleted = retention::delete_batch(conn, request).map_err(unavailable);
         self.record_write(deleted.is_ok());
+        if let Ok(deleted) = deleted {
+            self.stored.remove(deleted);
+        }
         deleted
     }
 
@@ -314,6 +326,8 @@ impl Writer {
             checkpointer.watch(&mut conn).map_err(unavailable)?;
         }
         self.wal = take_over_commit_syncs(self.wal_syncer.as_ref(), &conn, &self.target);
+        self.stored
+            .set(queries::count_messages(&conn).map_err(unavailable)?);
         self.opened = FileIdentity::of(path);
         self.conn = Some(conn);
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -479,6 +493,7 @@ mod tests {
         let writer = Writer::new(
             target,
             conn,
+            StoredCount::default(),
             WriterSettings {
                 synchronous: Synchronous::Full,
                 max_page_count: None,
