@@ -6,10 +6,9 @@ const TOKEN_KEY = 'webhook-inbox.api-token';
 const ORDERS = ['newest', 'oldest'];
 const PAGE_SIZES = [10, 25, 50, 100];
 const DEFAULT_PAGE_SIZE = 50;
-const FIELD_NAMES = { from: 'From', since: 'Since', q: 'Text contains', limit: 'Per page', offset: 'Page' };
-// A page read "newest first" is found by counting back from the total; if messages arrive
-// between two requests the total moves, so the window is computed again a few times at most.
-const MAX_ATTEMPTS = 3;
+const FIELD_NAMES = {
+  from: 'From', since: 'Since', q: 'Text contains', limit: 'Per page', offset: 'Page', order: 'Order',
+};
 
 const byId = (id) => document.getElementById(id);
 const numberFormat = new Intl.NumberFormat('en-US');
@@ -19,7 +18,7 @@ const state = {
   order: 'newest',
   limit: DEFAULT_PAGE_SIZE,
   page: 0,
-  // The total of the last answer for these filters: "newest first" offsets count back from it.
+  // The total of the last answer for these filters: where the last page is.
   knownTotal: null,
   // Each load takes a new number; answers to an older load are dropped.
   generation: 0,
@@ -108,15 +107,16 @@ function lastOf(list) {
   return Array.isArray(list) && list.length > 0 ? String(list[list.length - 1]) : '';
 }
 
-function listParams(filters, window) {
+function listParams(filters, order, page, limit) {
   const params = new URLSearchParams();
   for (const [name, value] of Object.entries(filters)) {
     if (value) {
       params.set(name, value);
     }
   }
-  params.set('limit', String(window.limit));
-  params.set('offset', String(window.offset));
+  params.set('order', order === 'newest' ? 'desc' : 'asc');
+  params.set('limit', String(limit));
+  params.set('offset', String(page * limit));
   return params;
 }
 
@@ -124,38 +124,19 @@ function lastPage(total, limit) {
   return Math.max(0, Math.ceil(total / limit) - 1);
 }
 
-// The API lists oldest first. "Newest first" reads the same list from its end: page N is the
-// window that ends N pages before the total.
-function pageWindow(page, limit, total, order) {
-  if (order === 'oldest') {
-    return { offset: page * limit, limit };
-  }
-  if (total === null) {
-    return { offset: 0, limit };
-  }
-  const end = Math.max(0, total - page * limit);
-  const start = Math.max(0, end - limit);
-  return { offset: start, limit: Math.max(1, end - start) };
-}
-
-// One page of messages as the reader asked for it: { rows, total, page }.
+// One page of messages as the reader asked for it: { rows, total, page }. The API lists newest
+// first itself (order=desc), so a page is one request; a page past the end (messages were
+// deleted meanwhile) is asked for again as the last one.
 async function fetchPage(request) {
   const { filters, order, limit } = request;
-  let { page, knownTotal: total } = request;
-  let rows = [];
-  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt += 1) {
-    const asked = pageWindow(page, limit, total, order);
-    const answer = await getJson('/messages', listParams(filters, asked));
-    total = answer.total;
-    page = Math.min(page, lastPage(total, limit));
-    const wanted = pageWindow(page, limit, total, order);
-    rows = answer.data;
-    if (wanted.offset === asked.offset && wanted.limit <= asked.limit) {
-      rows = rows.slice(0, wanted.limit);
-      break;
-    }
+  let { page } = request;
+  let answer = await getJson('/messages', listParams(filters, order, page, limit));
+  const last = lastPage(answer.total, limit);
+  if (page > last && answer.total > 0) {
+    page = last;
+    answer = await getJson('/messages', listParams(filters, order, page, limit));
   }
-  return { rows: order === 'newest' ? [...rows].reverse() : rows, total, page };
+  return { rows: answer.data, total: answer.total, page: Math.min(page, last) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,7 +317,6 @@ async function load() {
     order: state.order,
     limit: state.limit,
     page: state.page,
-    knownTotal: state.knownTotal,
   };
   byId('inbox').setAttribute('aria-busy', 'true');
   say('Loading…');

@@ -3,6 +3,7 @@
 # own `read_scenario LABEL SCENARIO` for each, in table order; it needs $deep_offset.
 run_read_scenarios() {
   read_scenario "GET /messages (first page)" messages
+  read_scenario "GET /messages?order=desc (the newest page)" newest
   read_scenario "GET /messages?from= (a random seeded sender)" from
   read_scenario "GET /messages?since= (the newest 100 rows)" since
   read_scenario "GET /messages?q=zebra (0.5% of rows)" q

@@ -25,6 +25,8 @@ const CURSOR_START_TRIES: u32 = 3;
 pub enum Scenario {
     /// `GET /messages`: the first page, no filter.
     Messages,
+    /// `GET /messages?order=desc`: the newest page, no filter (what the web page shows first).
+    Newest,
     /// `GET /messages?from=`: one of the seeded senders, at random.
     From,
     /// `GET /messages?since=`: a timestamp near the end of the seeded range.
@@ -43,6 +45,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Messages => "messages",
+            Scenario::Newest => "newest",
             Scenario::From => "from",
             Scenario::Since => "since",
             Scenario::Q => "q",
@@ -128,6 +131,7 @@ impl PathSource {
         let fixed = match scenario {
             Scenario::From => return Ok(PathSource::RandomSender(args.senders)),
             Scenario::Messages => "/messages".to_owned(),
+            Scenario::Newest => "/messages?order=desc".to_owned(),
             Scenario::Since => {
                 let since = data::seeded_timestamp(args.seeded_messages.saturating_sub(SINCE_TAIL_ROWS));
                 messages_query("since", &since)
@@ -298,6 +302,7 @@ mod tests {
     #[test]
     fn each_scenario_asks_for_its_page() {
         assert_eq!(path(Scenario::Messages), "/messages");
+        assert_eq!(path(Scenario::Newest), "/messages?order=desc");
         assert_eq!(path(Scenario::Since), "/messages?since=2025-01-12T13%3A45%3A00Z");
         assert_eq!(path(Scenario::Q), "/messages?q=zebra");
         assert_eq!(path(Scenario::Offset), "/messages?offset=900000");

@@ -128,7 +128,7 @@ impl IntoParams for FormatParam {
                 (String = "text/csv", example = json!("message_id,from,to,ts,text\r\nm1,+919876543210,+14155550100,2025-01-15T10:00:00Z,Hello\r\n")),
             )),
         (status = 422, description = "A bad parameter: one entry per bad one.", body = ValidationErrors),
-        (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
+        (status = 503, description = "The database cannot answer (`storage unavailable`), or the read took longer than `READ_TIMEOUT_MS` (`query timed out`).", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
     ),
 )]
 pub(super) async fn export(

@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::message::{FieldError, MAX_MESSAGE_ID_CHARS, Message, Timestamp};
-use crate::store::{MessageFilter, PageRequest, Position};
+use crate::store::{MessageFilter, Order, PageRequest, Position};
 
 pub const PATH: &str = "/messages";
 
@@ -56,9 +56,19 @@ impl IntoParams for PageParams {
                 integer(0, i64::MAX.unsigned_abs(), 0),
             ),
             query_parameter(
+                "order",
+                "`asc`: by `ts` (as instants) then `message_id`, oldest first; `desc`: the same order \
+                 reversed, newest first. Offsets and cursors count in the order asked for.",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["asc", "desc"]))
+                    .default(Some(json!("asc")))
+                    .build(),
+            ),
+            query_parameter(
                 "cursor",
-                "A `next_cursor` this service gave out, with the same filters: the page after it. \
-                 Any other value is refused (422).",
+                "A `next_cursor` this service gave out, with the same filters and `order`: the page \
+                 after it. Any other value is refused (422).",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
                     .min_length(Some(1))
@@ -92,7 +102,7 @@ pub struct MessagesPage {
     responses(
         (status = 200, description = "One page.", body = MessagesPage),
         (status = 422, description = "A bad parameter: one entry per bad one.", body = ValidationErrors),
-        (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
+        (status = 503, description = "The database cannot answer (`storage unavailable`), or the read took longer than `READ_TIMEOUT_MS` (`query timed out`).", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
     ),
 )]
 pub(super) async fn list(
@@ -146,6 +156,10 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
             .and_then(|n| u64::try_from(n).ok())
     });
     let filter = raw.take_filter(&mut errors);
+    let order = raw
+        .order
+        .as_deref()
+        .map_or(Some(Order::Asc), |text| parse_order(text, &mut errors));
     let after = match raw.cursor {
         None => None,
         Some(text) => {
@@ -168,11 +182,37 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
             position
         }
     };
-    match (limit, offset) {
-        (Some(limit), Some(offset)) if errors.is_empty() => {
-            Ok((filter, PageRequest { limit, offset, after }))
-        }
+    match (limit, offset, order) {
+        (Some(limit), Some(offset), Some(order)) if errors.is_empty() => Ok((
+            filter,
+            PageRequest {
+                limit,
+                offset,
+                after,
+                order,
+            },
+        )),
         _ => Err(errors),
+    }
+}
+
+/// `asc` or `desc`, or an error entry worded as FastAPI words it for an enum.
+fn parse_order(text: &str, errors: &mut Vec<FieldError>) -> Option<Order> {
+    match text {
+        "asc" => Some(Order::Asc),
+        "desc" => Some(Order::Desc),
+        _ => {
+            errors.push(
+                FieldError::new(
+                    "enum",
+                    vec!["query", "order"],
+                    "Input should be 'asc' or 'desc'",
+                    Value::String(text.to_owned()),
+                )
+                .with_ctx(json!({ "expected": "'asc' or 'desc'" })),
+            );
+            None
+        }
     }
 }
 
@@ -244,9 +284,24 @@ mod tests {
             PageRequest {
                 limit: 50,
                 offset: 0,
-                after: None
+                after: None,
+                order: Order::Asc,
             }
         );
+    }
+
+    #[test]
+    fn order_is_asc_or_desc() {
+        assert_eq!(parse_query("order=desc").unwrap().1.order, Order::Desc);
+        assert_eq!(parse_query("order=asc").unwrap().1.order, Order::Asc);
+        for bad in ["DESC", "newest", "", "1"] {
+            let errors = parse_query(&format!("order={bad}")).unwrap_err();
+            assert_eq!(errors.len(), 1, "{bad:?}");
+            assert_eq!(
+                (errors[0].kind, errors[0].loc.clone()),
+                ("enum", vec!["query", "order"])
+            );
+        }
     }
 
     #[test]

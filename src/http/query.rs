@@ -73,6 +73,7 @@ pub struct RawParams {
     pub since: Option<String>,
     pub q: Option<String>,
     pub format: Option<String>,
+    pub order: Option<String>,
 }
 
 impl RawParams {
@@ -87,6 +88,7 @@ impl RawParams {
                 "since" => &mut raw.since,
                 "q" => &mut raw.q,
                 "format" => &mut raw.format,
+                "order" => &mut raw.order,
                 _ => continue,
             };
             *slot = Some(value.into_owned());

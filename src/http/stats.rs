@@ -25,7 +25,7 @@ pub fn router() -> Router<Arc<AppState>> {
     security(("api_token" = [])),
     responses(
         (status = 200, description = "The figures.", body = Stats),
-        (status = 503, description = "The database cannot answer.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
+        (status = 503, description = "The database cannot answer (`storage unavailable`), or the read took longer than `READ_TIMEOUT_MS` (`query timed out`).", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
     ),
 )]
 pub(super) async fn stats(State(state): State<Arc<AppState>>) -> Result<Json<Stats>, ApiError> {

@@ -28,6 +28,35 @@ pub struct PageRequest {
     pub limit: u32,
     pub offset: u64,
     pub after: Option<Position>,
+    pub order: Order,
+}
+
+/// Which end of the `/messages` order a page counts from: `Asc` is by `ts` (as instants) then
+/// `message_id`, oldest first; `Desc` the same order reversed, newest first. Both are read
+/// from the same index, at the same cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+impl Order {
+    /// The direction of an SQL `ORDER BY` term.
+    pub fn sql(self) -> &'static str {
+        match self {
+            Order::Asc => "ASC",
+            Order::Desc => "DESC",
+        }
+    }
+
+    /// The comparison that keeps the rows after a position in this order.
+    pub fn after(self) -> &'static str {
+        match self {
+            Order::Asc => ">",
+            Order::Desc => "<",
+        }
+    }
 }
 
 /// A place in the `/messages` order (`ts` as an instant, then `message_id`).

@@ -212,6 +212,50 @@ async fn cursor_pages_walk_the_whole_set_in_order(app: TestApp) {
     assert_eq!(walk_with_cursor(&app, "limit=23").await, expected);
     let mut last = page(&app, "?limit=23").await;
     assert_eq!(take_cursor(&mut last), None, "one page holds everything");
+
+    // Newest first: the same order reversed, by cursor and by offset alike.
+    let newest_first: Vec<String> = expected.iter().rev().cloned().collect();
+    for limit in [1, 5, 23] {
+        assert_eq!(
+            walk_with_cursor(&app, &format!("order=desc&limit={limit}")).await,
+            newest_first,
+            "limit {limit}"
+        );
+    }
+    let mut by_offset = Vec::new();
+    for offset in (0..23).step_by(5) {
+        let window = page(&app, &format!("?order=desc&limit=5&offset={offset}")).await;
+        assert_eq!(window["total"], json!(23));
+        by_offset.extend(ids(&window));
+    }
+    assert_eq!(by_offset, newest_first);
+}
+
+/// `order=desc` lists newest first, filters and totals unchanged; anything but `asc` or `desc`
+/// is 422.
+async fn order_desc_lists_newest_first(app: TestApp) {
+    evaluator_data(&app).await;
+    assert_eq!(
+        page(&app, "?order=desc").await,
+        json!({"data": [m3(), m1(), m4(), m2()], "total": 4, "limit": 50, "offset": 0, "next_cursor": null})
+    );
+    assert_eq!(page(&app, "?order=asc").await, page(&app, "").await);
+    let mut newest = page(&app, "?order=desc&limit=1&offset=1").await;
+    assert!(take_cursor(&mut newest).is_some());
+    assert_eq!(
+        newest,
+        json!({"data": [m1()], "total": 4, "limit": 1, "offset": 1})
+    );
+    assert_eq!(
+        walk_with_cursor(&app, "order=desc&limit=1&from=+911234567890").await,
+        ["m3", "m4"]
+    );
+    for bad in ["DESC", "newest", ""] {
+        assert_eq!(
+            rejected(&app, &format!("?order={bad}")).await,
+            [kind("enum", json!(["query", "order"]))]
+        );
+    }
 }
 
 async fn cursor_pages_keep_the_filters(app: TestApp) {
@@ -393,6 +437,18 @@ async fn q_matching_most_rows_pages_in_order(app: TestApp) {
     assert_eq!(ids(&deep), expected[20..24]);
     let since = page(&app, "?q=common&since=2025-01-15T10:15:00Z").await;
     assert_eq!(since["total"], json!(expected.len() - 13));
+    // Newest first, through the search index and without it (a term of two characters).
+    let newest_first: Vec<String> = expected.iter().rev().cloned().collect();
+    assert_eq!(
+        walk_with_cursor(&app, "limit=4&q=COMMON&order=desc").await,
+        newest_first
+    );
+    assert_eq!(
+        walk_with_cursor(&app, "limit=4&q=mm&order=desc").await,
+        newest_first
+    );
+    let deep = page(&app, "?limit=4&offset=20&q=common&order=desc").await;
+    assert_eq!(ids(&deep), newest_first[20..24]);
 }
 
 async fn ties_on_ts_are_ordered_by_message_id(app: TestApp) {
@@ -798,6 +854,7 @@ async fn unknown_query_params_are_ignored(app: TestApp) {
 
 conformance!(
     evaluator_data_is_ordered_by_ts_then_id,
+    order_desc_lists_newest_first,
     q_longer_than_256_characters_is_422,
     q_matching_most_rows_pages_in_order,
     q_of_any_length_agrees_with_a_folded_substring_test,

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 use super::connection::read_failed;
 use crate::message::{Message, Timestamp, fold_case};
 use crate::store::{
-    MessageFilter, MessagePage, PageRequest, Position, SenderCount, Stats, StoreError, TOP_SENDERS,
+    MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, Stats, StoreError, TOP_SENDERS,
 };
 
 /// A read-only transaction whose statements all see one snapshot, so a page and its total agree.
@@ -78,26 +78,28 @@ pub async fn list_messages(
         return Ok(MessagePage::past_the_end(total));
     }
     let (clause, mut values) = filter_clause(filter);
-    let clause = after_position(clause, &mut values, page.after);
+    let clause = after_position(clause, &mut values, page.after, page.order);
     values.push(Box::new(i64::from(page.limit) + 1));
     values.push(Box::new(i64::try_from(page.offset).unwrap_or(i64::MAX)));
     let window = format!("LIMIT ${} OFFSET ${}", values.len() - 1, values.len());
-    let rows = select_messages(client, &clause, &window, &values).await?;
+    let rows = select_messages(client, &clause, page.order, &window, &values).await?;
     Ok(MessagePage::from_rows(rows, page.limit, total))
 }
 
-/// The messages `clause` selects, in the `/messages` order, cut by `window` (a LIMIT clause
-/// whose parameters are in `values` already).
+/// The messages `clause` selects, in the `/messages` order or its reverse, cut by `window` (a
+/// LIMIT clause whose parameters are in `values` already).
 async fn select_messages(
     client: &impl GenericClient,
     clause: &str,
+    order: Order,
     window: &str,
     values: &[Box<dyn ToSql + Sync + Send>],
 ) -> Result<Vec<Message>, StoreError> {
+    let direction = order.sql();
     let select = client
         .prepare_cached(&format!(
             "SELECT message_id, from_msisdn, to_msisdn, ts, text, ts_key FROM messages{clause} \
-             ORDER BY ts_key, message_id {window}"
+             ORDER BY ts_key {direction}, message_id {direction} {window}"
         ))
         .await
         .map_err(read_failed)?;
@@ -108,11 +110,12 @@ async fn select_messages(
     Ok(rows.iter().map(message_from_row).collect())
 }
 
-/// `clause` narrowed to the rows after `after` in the `/messages` order.
+/// `clause` narrowed to the rows after `after` in `order`.
 fn after_position(
     clause: String,
     values: &mut Vec<Box<dyn ToSql + Sync + Send>>,
     after: Option<Position>,
+    order: Order,
 ) -> String {
     let Some(after) = after else {
         return clause;
@@ -121,7 +124,8 @@ fn after_position(
     values.push(Box::new(after.message_id));
     let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
     format!(
-        "{clause}{joiner} (ts_key, message_id) > (${}, ${})",
+        "{clause}{joiner} (ts_key, message_id) {} (${}, ${})",
+        order.after(),
         values.len() - 1,
         values.len()
     )
@@ -136,10 +140,10 @@ pub async fn export_page(
     limit: u32,
 ) -> Result<Vec<Message>, StoreError> {
     let (clause, mut values) = filter_clause(filter);
-    let clause = after_position(clause, &mut values, after);
+    let clause = after_position(clause, &mut values, after, Order::Asc);
     values.push(Box::new(i64::from(limit)));
     let window = format!("LIMIT ${}", values.len());
-    select_messages(client, &clause, &window, &values).await
+    select_messages(client, &clause, Order::Asc, &window, &values).await
 }
 
 /// How many messages match, from the per-sender counts when the filter allows it.

@@ -5,7 +5,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::message::{Message, Timestamp, fold_case};
-use crate::store::{MessageFilter, MessagePage, PageRequest, Position, SenderCount, Stats, TOP_SENDERS};
+use crate::store::{
+    MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, Stats, TOP_SENDERS,
+};
 
 /// Shorter terms have no trigram to look up; they are found by scanning.
 const MIN_INDEXED_CHARS: usize = 3;
@@ -129,6 +131,16 @@ impl Selection {
         selection
     }
 
+    /// Keeps the rows that come after `position` in `order`.
+    fn after(&mut self, position: Position, order: Order) {
+        self.conditions.push(match order {
+            Order::Asc => "(m.ts_key, m.message_id) > (?, ?)",
+            Order::Desc => "(m.ts_key, m.message_id) < (?, ?)",
+        });
+        self.values.push(SqlValue::Text(position.ts_key));
+        self.values.push(SqlValue::Text(position.message_id));
+    }
+
     fn sql(&self) -> String {
         if self.conditions.is_empty() {
             format!(" FROM {}", self.from)
@@ -238,9 +250,7 @@ fn list_messages_keeping(
     }
     let mut selection = Selection::new(filter, &search);
     if let Some(after) = page.after {
-        selection.conditions.push("(m.ts_key, m.message_id) > (?, ?)");
-        selection.values.push(SqlValue::Text(after.ts_key));
-        selection.values.push(SqlValue::Text(after.message_id));
+        selection.after(after, page.order);
     }
     selection
         .values
@@ -248,10 +258,11 @@ fn list_messages_keeping(
     selection
         .values
         .push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
+    let order = page.order.sql();
     let rows = conn
         .prepare_cached(&format!(
             "SELECT m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key{} \
-             ORDER BY m.ts_key, m.message_id LIMIT ? OFFSET ?",
+             ORDER BY m.ts_key {order}, m.message_id {order} LIMIT ? OFFSET ?",
             selection.sql()
         ))?
         .query_map(params_from_iter(selection.values.iter()), message_from_row)?
@@ -274,9 +285,7 @@ pub fn export_page(
     let search = export_search(conn, filter)?;
     let mut selection = Selection::new(filter, &search);
     if let Some(after) = after {
-        selection.conditions.push("(m.ts_key, m.message_id) > (?, ?)");
-        selection.values.push(SqlValue::Text(after.ts_key));
-        selection.values.push(SqlValue::Text(after.message_id));
+        selection.after(after, Order::Asc);
     }
     selection.values.push(SqlValue::Integer(i64::from(limit)));
     conn.prepare_cached(&format!(
@@ -457,6 +466,7 @@ mod tests {
                 limit: 50,
                 offset: 0,
                 after: after.clone(),
+                order: crate::store::Order::Asc,
             };
             let kept = list_messages_keeping(&conn, &filter, page.clone(), 1_000).expect("hits kept");
             let asked = list_messages_keeping(&conn, &filter, page, 0).expect("index asked");
