@@ -18,6 +18,7 @@ pub mod defaults {
     pub const PORT: u16 = 8000;
     pub const WEBHOOK_TOLERANCE_SECS: u64 = 300;
     pub const MAX_BODY_BYTES: usize = 65_536;
+    pub const BODY_BUFFER_BYTES: usize = 64 << 20;
     pub const MAX_CONNECTIONS: u32 = 1024;
     pub const HEADER_READ_TIMEOUT_MS: u64 = 10_000;
     pub const BODY_READ_TIMEOUT_MS: u64 = 15_000;
@@ -66,6 +67,11 @@ pub struct ServeArgs {
     /// Largest accepted request body; larger ones get 413 without being read.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Most request body bytes held in memory at once, across all requests, before their
+    /// signature is verified; a body that would pass it waits (within its read timeout).
+    #[arg(long, env = "BODY_BUFFER_BYTES", default_value_t = defaults::BODY_BUFFER_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub body_buffer_bytes: usize,
 
     /// Most client connections served at once; more wait to be accepted.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
@@ -175,6 +181,9 @@ impl Synchronous {
 pub struct Limits {
     /// Largest request body; more is refused with 413 before it is read.
     pub max_body_bytes: usize,
+    /// Request body bytes held at once, across all requests, before their signature is
+    /// verified; never less than one whole body.
+    pub body_buffer_bytes: usize,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
     /// Longest a client may take to send a request's headers; also how long an idle HTTP/1.1
@@ -190,6 +199,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body_bytes: defaults::MAX_BODY_BYTES,
+            body_buffer_bytes: defaults::BODY_BUFFER_BYTES,
             max_connections: connections(defaults::MAX_CONNECTIONS),
             header_read_timeout: Duration::from_millis(defaults::HEADER_READ_TIMEOUT_MS),
             body_read_timeout: Duration::from_millis(defaults::BODY_READ_TIMEOUT_MS),
@@ -202,6 +212,7 @@ impl Limits {
     pub fn from_args(args: &ServeArgs) -> Limits {
         Limits {
             max_body_bytes: args.max_body_bytes,
+            body_buffer_bytes: args.body_buffer_bytes.max(args.max_body_bytes),
             max_connections: connections(args.max_connections),
             header_read_timeout: Duration::from_millis(args.header_read_timeout_ms),
             body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),

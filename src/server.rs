@@ -28,6 +28,16 @@ use idle::IdleTimeout;
 /// the writer is committed after this either way; the whole shutdown must end within 10 s.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
+/// HTTP/2 streams one connection may have open at once (hyper's default is 200): each may hold
+/// a body, so this bounds what one connection can ask of the service as HTTP/1.1's one request
+/// at a time does, within reason.
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// What an HTTP/2 client may send ahead of what the service has read, per stream and per
+/// connection (hyper's default is 1 MiB each): what HTTP/2 buffers in the process, beyond the
+/// bodies' own budget (`BODY_BUFFER_BYTES`), is then one body's worth per connection.
+const HTTP2_WINDOW_BYTES: u32 = 64 * 1024;
+
 /// How often, at most, the log says that the connection limit is holding clients back.
 const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
 
@@ -147,7 +157,12 @@ impl Connections {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(state.limits.header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+            .initial_connection_window_size(HTTP2_WINDOW_BYTES);
         Connections {
             app: router(Arc::clone(&state)),
             state,

@@ -1,6 +1,7 @@
 //! The HTTP API: one router per resource, merged here under the shared middleware.
 
 mod auth;
+mod body;
 mod error;
 mod export;
 mod health;
@@ -44,7 +45,7 @@ pub const ROUTES: &[&str] = &[
 pub fn router(state: Arc<AppState>) -> Router {
     state.metrics.register_routes(ROUTES);
     Router::new()
-        .merge(webhook::router())
+        .merge(webhook::router(&state))
         .merge(reads_behind_the_token(&state))
         .merge(health::router())
         .merge(metrics::router())

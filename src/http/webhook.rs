@@ -2,21 +2,21 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::Extension;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiError;
+use super::body::{BodyBudget, read_body};
 use super::error::{ErrorDetail, ValidationErrors};
 use super::schemas::WebhookBody;
 use crate::app::AppState;
-use crate::config::Limits;
 use crate::message::parse_message;
 use crate::signature::{Refusal, Scheme};
 use crate::store::InsertOutcome;
@@ -24,8 +24,11 @@ use crate::telemetry::{WebhookLog, WebhookResult};
 
 pub const PATH: &str = "/webhook";
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new().route(PATH, post(receive))
+/// The route, with the body budget of the state's limits (see `body`).
+pub fn router(state: &AppState) -> Router<Arc<AppState>> {
+    Router::new()
+        .route(PATH, post(receive))
+        .layer(Extension(BodyBudget::new(state.limits.body_buffer_bytes)))
 }
 
 /// Stores one signed message. At least one signature scheme must be present,
@@ -53,8 +56,13 @@ pub fn router() -> Router<Arc<AppState>> {
         (status = 503, description = "`WEBHOOK_SECRET` is not configured, or the database cannot commit.", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
     ),
 )]
-pub(super) async fn receive(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let (log, mut response) = match ingest(&state, &headers, body).await {
+pub(super) async fn receive(
+    State(state): State<Arc<AppState>>,
+    Extension(budget): Extension<BodyBudget>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (log, mut response) = match ingest(&state, &budget, &headers, body).await {
         Ok((message_id, outcome)) => {
             let log = WebhookLog {
                 message_id: Some(message_id),
@@ -135,6 +143,7 @@ impl Rejection {
 /// The checks in their order; the first that fails decides the answer.
 async fn ingest(
     state: &AppState,
+    budget: &BodyBudget,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(String, InsertOutcome), Rejection> {
@@ -143,12 +152,15 @@ async fn ingest(
         .verifier
         .as_ref()
         .ok_or_else(|| Rejection::new(WebhookResult::NotConfigured, ApiError::SecretNotConfigured))?;
-    let body = read_body(body, headers, &state.limits)
+    let held = read_body(body, headers, &state.limits, budget)
         .await
         .map_err(Rejection::of_body)?;
     verifier
-        .verify(headers, &body, unix_now_secs())
+        .verify(headers, &held.bytes, unix_now_secs())
         .map_err(Rejection::of_signature)?;
+    // Verified: the body no longer counts against the budget of unverified bytes.
+    let body = held.bytes.clone();
+    drop(held);
     let message = parse_message(&body)
         .map_err(|errors| Rejection::new(WebhookResult::ValidationError, ApiError::Validation(errors)))?;
     let message_id = message.message_id.clone();
@@ -158,27 +170,6 @@ async fn ingest(
         .await
         .map_err(|error| Rejection::new(WebhookResult::StorageUnavailable, error.into()))?;
     Ok((message_id, outcome))
-}
-
-/// Reads at most `max_body_bytes` within `body_read_timeout`; a declared or actual length above
-/// the limit is refused as soon as seen, before the body is buffered.
-async fn read_body(body: Body, headers: &HeaderMap, limits: &Limits) -> Result<Bytes, ApiError> {
-    let limit = limits.max_body_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let collected = tokio::time::timeout(limits.body_read_timeout, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?;
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(ApiError::PayloadTooLarge),
-        Err(_) => Err(ApiError::UnreadableBody),
-    }
 }
 
 /// Seconds since the Unix epoch, for the Standard Webhooks tolerance window (0 if the clock is

@@ -276,3 +276,90 @@ async fn clients_past_max_connections_wait_for_a_free_slot() {
     assert_eq!((status, json_body(&body)), (200, json!({"status": "live"})));
     drop(second);
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2: streams per connection and bodies held before verification
+// ---------------------------------------------------------------------------------------------
+
+/// 48 HTTP/2 connections each open every stream the service allows and send 60 KB of a 64 KB
+/// body on each, then stall. The service allows 16 streams per connection, holds at most
+/// `BODY_BUFFER_BYTES` (1 MiB here) of unverified bodies, and lets a client send only 64 KiB
+/// ahead per connection, so its memory grows by a few MB, not by the 46 MB the clients sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_http2_bodies_take_a_bounded_amount_of_memory() {
+    use axum::body::Bytes;
+
+    const CONNECTIONS: usize = 48;
+    const SENT_PER_STREAM: usize = 60_000;
+    /// The bound on the service's growth in resident memory.
+    const GROWTH_BOUND_KIB: u64 = 20 * 1024;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::child::Launch::new(dir.path().join("app.db"))
+        .env("BODY_BUFFER_BYTES", "1048576")
+        .env("LOG_LEVEL", "ERROR")
+        .start()
+        .await;
+    let pid = server.pid();
+    let before = crate::child::vm_rss_kib(pid).expect("VmRSS");
+
+    let (mut held, mut clients, mut streams_allowed) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..CONNECTIONS {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+            .await
+            .expect("connect");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+        tokio::spawn(connection);
+        let mut client = settled(client, &server.url("/health/live")).await;
+        let allowed = client.current_max_send_streams();
+        streams_allowed.push(allowed);
+        for _ in 0..allowed {
+            let request = axum::http::Request::post(server.url("/webhook"))
+                .header("content-length", "65536")
+                .header("x-signature", "0".repeat(64))
+                .body(())
+                .expect("request");
+            let (answer, mut body) = client.send_request(request, false).expect("a stream");
+            body.send_data(Bytes::from(vec![b'a'; SENT_PER_STREAM]), false)
+                .expect("send");
+            held.push((answer, body));
+            client = tokio::time::timeout(Duration::from_secs(10), client.ready())
+                .await
+                .expect("a free stream within 10 s")
+                .expect("ready");
+        }
+        clients.push(client);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = crate::child::vm_rss_kib(pid).expect("VmRSS");
+
+    assert!(
+        after.saturating_sub(before) < GROWTH_BOUND_KIB,
+        "resident memory grew from {before} KiB to {after} KiB with stalled bodies"
+    );
+    assert!(
+        streams_allowed.iter().all(|allowed| *allowed == 16),
+        "{streams_allowed:?}"
+    );
+    // The service still answers (the stalled bodies only wait; they hold no connection slot).
+    let (status, _) = server.get_json("/health/ready").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    drop((held, clients));
+}
+
+/// The client once one request has had its answer, so that the server's SETTINGS (sent before
+/// any answer) have arrived and `current_max_send_streams` is the server's figure.
+async fn settled(
+    client: h2::client::SendRequest<axum::body::Bytes>,
+    live_url: &str,
+) -> h2::client::SendRequest<axum::body::Bytes> {
+    let mut client = client.ready().await.expect("ready");
+    let request = axum::http::Request::get(live_url).body(()).expect("request");
+    let (answer, _) = client.send_request(request, true).expect("a stream");
+    let answer = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("an answer within 10 s")
+        .expect("answer");
+    assert_eq!(answer.status(), 200);
+    client.ready().await.expect("ready")
+}
