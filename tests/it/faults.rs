@@ -1,5 +1,5 @@
 //! Storage faults (issue 5): a 200 means committed: a full database or disk, a
-//! read-only database, a database file deleted or moved away. In each, `/webhook` answers 503 and
+//! read-only database, a database file deleted or moved away, a WAL file removed or replaced. In each, `/webhook` answers 503 and
 //! never 200 for a message it did not store, `/health/ready` answers 503, and once the fault is
 //! removed the service writes again without a restart. And a duplicate storm: 200 concurrent
 //! posts of 10 ids store 10 rows, counted `created` 10 times.
@@ -444,6 +444,103 @@ async fn a_database_moved_away_and_back_keeps_every_message() {
     let database = app.stop().await;
     let app = TestApp::spawn_on(database, sqlite_app_options()).await;
     assert_stored_exactly(&app, &expected).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A removed or replaced WAL file (child processes: without the watch, the loss shows at a crash)
+// ---------------------------------------------------------------------------------------------
+
+/// Posts messages `{prefix}-N` until `count` are acknowledged; 503s are allowed (the request
+/// that finds the fault is refused). Returns the acknowledged ids.
+async fn acknowledged(server: &crate::child::Server, prefix: &str, count: usize) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    for index in 0..POST_BOUND {
+        let id = format!("{prefix}-{index:04}");
+        let body = crate::child::message(&id, "+919876543210", "2025-01-15T10:00:00Z", Some("hello"));
+        let status = server.post_signed(&body).await.status();
+        match status {
+            StatusCode::OK => {
+                ids.insert(id);
+            }
+            StatusCode::SERVICE_UNAVAILABLE => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            other => panic!("{id}: {other}"),
+        }
+        if ids.len() == count {
+            return ids;
+        }
+    }
+    panic!("fewer than {count} of {POST_BOUND} messages acknowledged");
+}
+
+async fn wait_for_child_ready_status(server: &crate::child::Server, wanted: StatusCode) {
+    for _ in 0..READY_POLLS {
+        if server.get("/health/ready").await.status() == wanted {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("/health/ready never answered {wanted}");
+}
+
+/// Kills the service with SIGKILL (nothing is copied or closed on the way out), starts it again
+/// on the same file and reads every stored id.
+async fn ids_after_a_crash(mut server: crate::child::Server, path: &Path) -> BTreeSet<String> {
+    server.child.kill().expect("SIGKILL");
+    let _ = server.child.wait();
+    let server = crate::child::Launch::new(path.to_owned()).start().await;
+    crate::child::all_ids(&server).await.into_iter().collect()
+}
+
+/// The WAL is removed under the running service, which has committed into it: the writer copies
+/// the frames of its open WAL into the database file, opens the path afresh, and every message
+/// acknowledged before and after survives a crash. (Without the watch, both sets lived only in
+/// the unlinked file, and the crash lost them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_wal_loses_nothing_acknowledged_before_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let server = crate::child::Launch::new(path.clone()).start().await;
+    let mut expected = acknowledged(&server, "before", 30).await;
+    std::fs::remove_file(with_suffix(&path, "-wal")).unwrap();
+
+    expected.extend(acknowledged(&server, "after", 30).await);
+    wait_for_child_ready_status(&server, StatusCode::OK).await;
+    assert_eq!(ids_after_a_crash(server, &path).await, expected);
+    assert_integrity_ok(&path);
+}
+
+/// Another file put in the WAL's place: writes and readiness answer 503 (SQLite would apply a
+/// foreign WAL to the database) until it is removed; then the service writes again, and nothing
+/// acknowledged is lost in a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_wal_stops_writes_until_it_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let server = crate::child::Launch::new(path.clone()).start().await;
+    let mut expected = acknowledged(&server, "before", 10).await;
+    let foreign = dir.path().join("foreign");
+    std::fs::write(&foreign, b"not the WAL this service wrote").unwrap();
+    std::fs::rename(&foreign, with_suffix(&path, "-wal")).unwrap();
+
+    wait_for_child_ready_status(&server, StatusCode::SERVICE_UNAVAILABLE).await;
+    for attempt in 0..3 {
+        let body = crate::child::message("while-foreign", "+919876543210", "2025-01-15T10:00:00Z", None);
+        let (status, answer) = crate::child::json_of(server.post_signed(&body).await).await;
+        assert_eq!(
+            (status, answer),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"detail": "storage unavailable"})
+            ),
+            "attempt {attempt}"
+        );
+    }
+
+    std::fs::remove_file(with_suffix(&path, "-wal")).unwrap();
+    wait_for_child_ready_status(&server, StatusCode::OK).await;
+    expected.extend(acknowledged(&server, "after", 10).await);
+    assert_eq!(ids_after_a_crash(server, &path).await, expected);
+    assert_integrity_ok(&path);
 }
 
 // ---------------------------------------------------------------------------------------------

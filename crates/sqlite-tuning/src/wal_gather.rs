@@ -18,6 +18,14 @@
 //!   copies of the WAL index header that publish a commit: a safety net, since the first rule
 //!   has already written a commit by then (a test counts that it never has anything to do).
 //!
+//! A write that fails poisons the WAL file: every later write, sync and truncation of it through
+//! the same connection fails too, so that nothing is ever written after a hole the failure may
+//! have left. [`wal_write_failed`] tells the owner of the connection, which must close it and
+//! open another to write again. And when the connection releases the WAL's write lock (the end of
+//! a write transaction), whatever is still gathered is dropped: a commit has been written by then,
+//! so what is left belongs to a transaction that rolled back, and must never reach the file later,
+//! at offsets that by then belong to other frames.
+//!
 //! A commit frame's header that starts a write of its own (a one-frame commit, or the checksum
 //! rewrite that follows frames overwritten within a transaction) is written at once, so that the
 //! last write of every commit reaches the file inside SQLite's call to write it.
@@ -46,6 +54,12 @@ const MAX_GATHERED: usize = 0x1_ffff;
 
 /// Writes of gathered frames made by the shared-memory barrier; see the module's last rule.
 static WRITTEN_BY_BARRIER: AtomicU64 = AtomicU64::new(0);
+
+/// Times gathered bytes were dropped at the release of the write lock (after a rollback).
+static DROPPED_AT_UNLOCK: AtomicU64 = AtomicU64::new(0);
+
+/// SQLite's lock slot for the one writer of a WAL (`WAL_WRITE_LOCK` in its source).
+const WAL_WRITE_LOCK: c_int = 0;
 
 /// The default VFS this one wraps, and where our state sits in each file it opens.
 struct Installed {
@@ -114,6 +128,8 @@ struct Gathered {
     commit_page_next: bool,
     /// The database file this WAL belongs to, whose barrier writes `bytes`.
     database: *mut ffi::sqlite3_file,
+    /// A write to the file failed; every later write, sync and truncation fails.
+    failed: bool,
 }
 
 fn installed() -> Option<&'static Installed> {
@@ -156,6 +172,7 @@ unsafe extern "C" fn open(
             bytes: Vec::new(),
             offset: 0,
             commit_page_next: false,
+            failed: false,
             // SAFETY: SQLite names a WAL it opens with a name from which this finds the database.
             database: unsafe { linked_database(name) },
         })
@@ -222,7 +239,7 @@ macro_rules! inner {
 }
 
 /// Writes what is gathered, in one call. What could not be written is dropped: SQLite has been
-/// told of the error and rolls the transaction back.
+/// told of the error and rolls the transaction back, and the file is poisoned.
 fn write_gathered(state: &mut FileState, file: *mut ffi::sqlite3_file) -> c_int {
     let Role::Wal(gathered) = &mut state.role else {
         return ffi::SQLITE_OK;
@@ -230,17 +247,62 @@ fn write_gathered(state: &mut FileState, file: *mut ffi::sqlite3_file) -> c_int 
     if gathered.bytes.is_empty() {
         return ffi::SQLITE_OK;
     }
-    let Ok(amount) = c_int::try_from(gathered.bytes.len()) else {
+    let bytes = std::mem::take(&mut gathered.bytes);
+    let offset = gathered.offset;
+    let rc = match c_int::try_from(bytes.len()) {
+        Ok(amount) => write_through(state, file, bytes.as_ptr().cast(), amount, offset),
+        Err(_) => poison(state, ffi::SQLITE_IOERR_WRITE),
+    };
+    if let Role::Wal(gathered) = &mut state.role {
+        // The allocation is kept for the next run of frames.
+        gathered.bytes = bytes;
         gathered.bytes.clear();
-        return ffi::SQLITE_IOERR_WRITE;
-    };
-    let rc = match state.inner.xWrite {
-        // SAFETY: `file` is open and `bytes` holds `amount` bytes.
-        Some(write) => unsafe { write(file, gathered.bytes.as_ptr().cast(), amount, gathered.offset) },
-        None => ffi::SQLITE_IOERR_WRITE,
-    };
-    gathered.bytes.clear();
+    }
     rc
+}
+
+/// Writes to the WAL through the default VFS, unless an earlier write failed; a failure poisons
+/// the file.
+fn write_through(
+    state: &mut FileState,
+    file: *mut ffi::sqlite3_file,
+    data: *const c_void,
+    amount: c_int,
+    offset: i64,
+) -> c_int {
+    if poisoned(state) {
+        return ffi::SQLITE_IOERR_WRITE;
+    }
+    #[cfg(test)]
+    if faults::take_write_failure() {
+        return poison(state, ffi::SQLITE_IOERR_WRITE);
+    }
+    match inner!(state, xWrite, ffi::SQLITE_IOERR_WRITE, file, data, amount, offset) {
+        ffi::SQLITE_OK => ffi::SQLITE_OK,
+        failed => poison(state, failed),
+    }
+}
+
+/// Marks the WAL as failed and answers `rc`.
+fn poison(state: &mut FileState, rc: c_int) -> c_int {
+    if let Role::Wal(gathered) = &mut state.role {
+        gathered.failed = true;
+        gathered.bytes.clear();
+    }
+    rc
+}
+
+fn poisoned(state: &FileState) -> bool {
+    matches!(&state.role, Role::Wal(Gathered { failed: true, .. }))
+}
+
+/// Answers `rc` without reaching the file when a write to it has failed, else runs `then`.
+fn unless_poisoned(
+    file: *mut ffi::sqlite3_file,
+    rc: c_int,
+    then: impl FnOnce(&mut FileState) -> c_int,
+) -> c_int {
+    after_gathered(file, |state| if poisoned(state) { rc } else { then(state) })
 }
 
 /// Writes what is gathered before `then` reaches the default VFS's file.
@@ -268,6 +330,9 @@ unsafe extern "C" fn wal_write(
     let Role::Wal(gathered) = &mut state.role else {
         return ffi::SQLITE_IOERR_WRITE;
     };
+    if gathered.failed {
+        return ffi::SQLITE_IOERR_WRITE;
+    }
     let Ok(length) = usize::try_from(amount) else {
         return ffi::SQLITE_IOERR_WRITE;
     };
@@ -285,7 +350,7 @@ unsafe extern "C" fn wal_write(
             return rc;
         }
         if commit_header || length > MAX_GATHERED {
-            return inner!(state, xWrite, ffi::SQLITE_IOERR_WRITE, file, data, amount, offset);
+            return write_through(state, file, data, amount, offset);
         }
     }
     let Role::Wal(gathered) = &mut state.role else {
@@ -313,13 +378,13 @@ unsafe extern "C" fn wal_read(
 }
 
 unsafe extern "C" fn wal_truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    after_gathered(file, |state| {
+    unless_poisoned(file, ffi::SQLITE_IOERR_TRUNCATE, |state| {
         inner!(state, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, file, size)
     })
 }
 
 unsafe extern "C" fn wal_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    after_gathered(file, |state| {
+    unless_poisoned(file, ffi::SQLITE_IOERR_FSYNC, |state| {
         inner!(state, xSync, ffi::SQLITE_IOERR_FSYNC, file, flags)
     })
 }
@@ -395,6 +460,8 @@ unsafe extern "C" fn database_barrier(file: *mut ffi::sqlite3_file) {
         && matches!(&wal_state.role, Role::Wal(gathered) if !gathered.bytes.is_empty())
     {
         WRITTEN_BY_BARRIER.fetch_add(1, Ordering::Relaxed);
+        // A failure here cannot be reported to SQLite; it poisons the WAL, which the owner of
+        // the connection learns from `wal_write_failed`.
         let rc = write_gathered(wal_state, wal);
         if rc != ffi::SQLITE_OK {
             tracing::error!(
@@ -407,6 +474,41 @@ unsafe extern "C" fn database_barrier(file: *mut ffi::sqlite3_file) {
         // SAFETY: as in `inner!`.
         unsafe { barrier(file) };
     }
+}
+
+/// Drops what is still gathered for the WAL when the connection releases the WAL's write lock.
+unsafe extern "C" fn database_shm_lock(
+    file: *mut ffi::sqlite3_file,
+    offset: c_int,
+    count: c_int,
+    flags: c_int,
+) -> c_int {
+    // SAFETY: as in `database_barrier`.
+    let Some(state) = (unsafe { file_state(file) }) else {
+        return ffi::SQLITE_IOERR_SHMLOCK;
+    };
+    let releases_write_lock = flags & ffi::SQLITE_SHM_UNLOCK != 0
+        && offset <= WAL_WRITE_LOCK
+        && WAL_WRITE_LOCK < offset.saturating_add(count);
+    if releases_write_lock
+        && let Role::Database { wal } = state.role
+        && !wal.is_null()
+        // SAFETY: a linked WAL is open (its close unlinks it) and used on this thread.
+        && let Some(FileState { role: Role::Wal(gathered), .. }) = unsafe { file_state(wal) }
+        && !gathered.bytes.is_empty()
+    {
+        DROPPED_AT_UNLOCK.fetch_add(1, Ordering::Relaxed);
+        gathered.bytes.clear();
+    }
+    inner!(
+        state,
+        xShmLock,
+        ffi::SQLITE_IOERR_SHMLOCK,
+        file,
+        offset,
+        count,
+        flags
+    )
 }
 
 unsafe extern "C" fn database_close(file: *mut ffi::sqlite3_file) -> c_int {
@@ -498,12 +600,61 @@ static DATABASE_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
     xSectorSize: Some(sector_size),
     xDeviceCharacteristics: Some(device_characteristics),
     xShmMap: Some(shm_map),
-    xShmLock: Some(shm_lock),
+    xShmLock: Some(database_shm_lock),
     xShmBarrier: Some(database_barrier),
     xShmUnmap: Some(shm_unmap),
     xFetch: Some(fetch),
     xUnfetch: Some(unfetch),
 };
+
+/// Whether a write to the WAL of `conn`'s main database has failed (see the module's notes):
+/// then the connection can no longer write, and must be closed and another opened.
+pub fn wal_write_failed(conn: &rusqlite::Connection) -> bool {
+    let wal = wal_file(conn);
+    // SAFETY: a file `wal_file` finds is open while `conn` is borrowed, and holds our state.
+    !wal.is_null() && unsafe { file_state(wal) }.is_some_and(|state| poisoned(state))
+}
+
+/// The WAL file of `conn`'s main database if this VFS opened it, else null.
+fn wal_file(conn: &rusqlite::Connection) -> *mut ffi::sqlite3_file {
+    let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+    // SAFETY: the handle is open for as long as `conn` is borrowed; this file control writes a
+    // pointer to the pager's journal or WAL file into `file`, and reads nothing else.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_JOURNAL_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    // SAFETY: a non-null result is a file of this connection; only a WAL we opened has our
+    // methods (a closed file has none).
+    let ours = rc == ffi::SQLITE_OK && !file.is_null() && unsafe { ptr::eq((*file).pMethods, &WAL_METHODS) };
+    if ours { file } else { ptr::null_mut() }
+}
+
+/// Failures of the WAL's writes on demand, for the tests of the poisoning rule.
+#[cfg(test)]
+mod faults {
+    use std::cell::Cell;
+
+    thread_local! {
+        static WRITES_TO_FAIL: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Makes the next `count` writes to a WAL file on this thread fail as a full disk would.
+    pub fn fail_next_writes(count: u32) {
+        WRITES_TO_FAIL.set(count);
+    }
+
+    /// Whether this write is one to fail.
+    pub fn take_write_failure() -> bool {
+        let left = WRITES_TO_FAIL.get();
+        WRITES_TO_FAIL.set(left.saturating_sub(1));
+        left > 0
+    }
+}
 
 /// How often the barrier found gathered frames to write (never, if the rules above hold).
 #[cfg(test)]
@@ -594,5 +745,130 @@ mod tests {
             assert_eq!(check, "ok", "round {round}");
         }
         assert_eq!(written_by_barrier(), 0);
+    }
+
+    fn table_with_a_row(path: &Path) -> Connection {
+        let writer = open_through_the_vfs(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+        );
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL);
+                 INSERT INTO t (body) VALUES (x'00');",
+            )
+            .expect("schema");
+        writer
+    }
+
+    /// Calls the WAL file's sync method as SQLite would.
+    fn sync_the_wal(conn: &Connection) -> c_int {
+        let wal = wal_file(conn);
+        assert!(!wal.is_null(), "the WAL is open through the VFS");
+        // SAFETY: `wal` is the open WAL of `conn`, used on this thread only.
+        unsafe {
+            let sync = (*(*wal).pMethods).xSync.expect("xSync");
+            sync(wal, ffi::SQLITE_SYNC_NORMAL)
+        }
+    }
+
+    /// One failed write, and the connection can write and sync its WAL no more (a later write
+    /// would follow a hole); a connection opened afterwards writes, and the failed transaction
+    /// left nothing behind.
+    #[test]
+    fn a_failed_write_poisons_the_wal_until_the_connection_is_reopened() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let path = folder.path().join("app.db");
+        let writer = table_with_a_row(&path);
+        assert!(!wal_write_failed(&writer));
+        assert_eq!(sync_the_wal(&writer), ffi::SQLITE_OK);
+
+        faults::fail_next_writes(1);
+        let failed = writer.execute("INSERT INTO t (body) VALUES (x'01')", []);
+        assert!(failed.is_err(), "the commit reports the failed write");
+        assert!(wal_write_failed(&writer));
+
+        let later = writer.execute("INSERT INTO t (body) VALUES (x'02')", []);
+        assert!(
+            later.is_err(),
+            "a later write fails although the disk would take it"
+        );
+        assert_eq!(sync_the_wal(&writer), ffi::SQLITE_IOERR_FSYNC);
+        assert!(wal_write_failed(&writer));
+
+        drop(writer);
+        let reopened = open_through_the_vfs(&path, OpenFlags::SQLITE_OPEN_READ_WRITE);
+        assert!(!wal_write_failed(&reopened));
+        reopened
+            .execute("INSERT INTO t (body) VALUES (x'03')", [])
+            .expect("a new connection writes");
+        assert_eq!(count(&reopened), 2);
+        assert_eq!(sync_the_wal(&reopened), ffi::SQLITE_OK);
+    }
+
+    /// The main database file of `conn`.
+    fn database_file(conn: &Connection) -> *mut ffi::sqlite3_file {
+        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+        // SAFETY: as in `wal_file`.
+        let rc = unsafe {
+            ffi::sqlite3_file_control(
+                conn.handle(),
+                c"main".as_ptr(),
+                ffi::SQLITE_FCNTL_FILE_POINTER,
+                (&raw mut file).cast(),
+            )
+        };
+        assert_eq!(rc, ffi::SQLITE_OK);
+        assert!(!file.is_null());
+        file
+    }
+
+    /// What is gathered when the WAL's write lock is released is dropped, never written later.
+    /// SQLite's own rollback reads back the pages a transaction spilled, which writes what was
+    /// gathered first, so the test drives the file methods as a writer would: take the write
+    /// lock, write a frame header, release the lock, then ask for the file's size (which writes
+    /// anything still gathered).
+    #[test]
+    fn frames_gathered_when_the_write_lock_is_released_never_reach_the_file() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let writer = table_with_a_row(&folder.path().join("app.db"));
+        let (wal, database) = (wal_file(&writer), database_file(&writer));
+        assert!(!wal.is_null());
+        let length = |size: &mut i64| {
+            // SAFETY: `wal` is the open WAL of `writer`, used on this thread only.
+            unsafe { (*(*wal).pMethods).xFileSize.expect("xFileSize")(wal, size) }
+        };
+        let mut before = 0;
+        assert_eq!(length(&mut before), ffi::SQLITE_OK);
+        let dropped_before = DROPPED_AT_UNLOCK.load(Ordering::Relaxed);
+
+        // SAFETY: both files are open files of `writer`, used on this thread only; the header is
+        // 24 readable bytes.
+        unsafe {
+            let shm_lock = (*(*database).pMethods).xShmLock.expect("xShmLock");
+            let exclusive = ffi::SQLITE_SHM_EXCLUSIVE;
+            assert_eq!(
+                shm_lock(database, WAL_WRITE_LOCK, 1, ffi::SQLITE_SHM_LOCK | exclusive),
+                ffi::SQLITE_OK
+            );
+            let header = [0u8; FRAME_HEADER_BYTES];
+            let write = (*(*wal).pMethods).xWrite.expect("xWrite");
+            assert_eq!(write(wal, header.as_ptr().cast(), 24, before), ffi::SQLITE_OK);
+            assert_eq!(
+                shm_lock(database, WAL_WRITE_LOCK, 1, ffi::SQLITE_SHM_UNLOCK | exclusive),
+                ffi::SQLITE_OK
+            );
+        }
+
+        let mut after = 0;
+        assert_eq!(length(&mut after), ffi::SQLITE_OK);
+        assert_eq!(
+            after, before,
+            "the gathered header was written after the lock was released"
+        );
+        assert_eq!(DROPPED_AT_UNLOCK.load(Ordering::Relaxed), dropped_before + 1);
+        assert_eq!(count(&writer), 1, "the connection goes on working");
     }
 }

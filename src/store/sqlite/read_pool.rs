@@ -218,6 +218,7 @@ mod tests {
         let (pool, _writer) = pool_with_rows(20_000, 1, Duration::from_secs(60));
         let (started, running) = std::sync::mpsc::channel();
         let (finished, done) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
         let abandoned = tokio::spawn({
             let pool = Arc::clone(&pool);
             async move {
@@ -225,6 +226,8 @@ mod tests {
                     let _ = started.send(());
                     let answer = slow(conn);
                     let _ = finished.send(());
+                    // The work goes on after its query; the test looks at the place meanwhile.
+                    let _ = released.recv_timeout(Duration::from_secs(10));
                     answer
                 })
                 .await
@@ -235,11 +238,13 @@ mod tests {
             .expect("the query runs");
         abandoned.abort();
         assert!(abandoned.await.expect_err("aborted").is_cancelled());
-        // Nobody waits for it now, yet its place is taken until it has stopped...
-        assert_eq!(pool.permits.available_permits(), 0);
-        // ...which it does at its next look at the clock, long before it would have finished.
+        // Nobody waits for it now, and the query stops at its next look at the clock, long
+        // before it would have finished...
         done.recv_timeout(Duration::from_secs(2))
             .expect("the abandoned query stopped");
+        // ...yet its place is taken for as long as the work runs.
+        assert_eq!(pool.permits.available_permits(), 0);
+        release.send(()).expect("release");
         let rows: i64 = pool
             .run(|conn| conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0)))
             .await

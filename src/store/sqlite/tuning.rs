@@ -25,3 +25,16 @@ pub fn tune_allocator() {
 
 #[cfg(not(feature = "sqlite-tuning"))]
 pub fn tune_allocator() {}
+
+/// Whether a write to the WAL of `conn` has failed, so that the connection can write no more
+/// and must be replaced (see `sqlite_tuning::wal_gather`); never without the tuning, where a
+/// failed write leaves the connection as SQLite leaves it.
+#[cfg(feature = "sqlite-tuning")]
+pub fn wal_write_failed(conn: &rusqlite::Connection) -> bool {
+    sqlite_tuning::wal_gather::wal_write_failed(conn)
+}
+
+#[cfg(not(feature = "sqlite-tuning"))]
+pub fn wal_write_failed(_conn: &rusqlite::Connection) -> bool {
+    false
+}

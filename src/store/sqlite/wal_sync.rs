@@ -181,7 +181,7 @@ pub fn take_over_commit_syncs(conn: &Connection, database: &Path) -> Option<Arc<
     }
 }
 
-fn wal_path(database: &Path) -> PathBuf {
+pub(super) fn wal_path(database: &Path) -> PathBuf {
     let mut path = database.as_os_str().to_owned();
     path.push("-wal");
     PathBuf::from(path)

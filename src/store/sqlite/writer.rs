@@ -5,8 +5,12 @@
 //! be acknowledged and then lost at the next start. Before each batch and each readiness probe
 //! the writer compares the file at the path with the one it opened; when they differ it stops
 //! writing (503) and reopens the path once a file is back there (restored from a backup, or moved
-//! back), without a restart. A commit that fails (read-only file, full disk) is answered 503 and
-//! marks the store not ready until a write succeeds again. A failed sync of the WAL (see
+//! back), without a restart. The WAL file is watched the same way: when it is removed or replaced,
+//! the writer copies what it holds into the database file through the connection's open file
+//! (a TRUNCATE checkpoint), closes the connection and opens the path afresh, once no WAL it did
+//! not write is there. A commit that fails (read-only file, full disk) is answered 503 and
+//! marks the store not ready until a write succeeds again; when the failed write was one to the
+//! WAL, the connection, which can write no more, is replaced first. A failed sync of the WAL (see
 //! `wal_sync`) stops all writing until the writer has copied the whole WAL into the database
 //! file, synced it and emptied the WAL: a later sync that succeeds would not prove that the
 //! frames before it are on disk.
@@ -28,7 +32,8 @@ use super::connection::{Target, unavailable};
 use super::queries;
 use super::retention::{self, DeleteRequest};
 use super::schema::{self, INDEX_TEXT};
-use super::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer};
+use super::tuning;
+use super::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer, wal_path};
 use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, fold_case};
@@ -132,6 +137,11 @@ pub struct Writer {
     settings: WriterSettings,
     conn: Option<Connection>,
     opened: Option<FileIdentity>,
+    /// The WAL file the connection writes, once it exists.
+    wal_opened: Option<FileIdentity>,
+    /// A WAL this writer did not write took the place of its own: no connection opens the path
+    /// (SQLite would apply its frames to the database) until it is gone.
+    foreign_wal: bool,
     /// Bumped whenever the connection is dropped or reopened, so readers reopen too.
     generation: Arc<AtomicU64>,
     /// When the last write (a batch or a probe) ended, and whether it committed.
@@ -181,6 +191,8 @@ impl Writer {
         let wal = take_over_commit_syncs(wal_syncer.as_ref(), &conn, &target);
         Ok(Writer {
             opened: target.path().and_then(FileIdentity::of),
+            wal_opened: target.path().map(wal_path).as_deref().and_then(FileIdentity::of),
+            foreign_wal: false,
             target,
             settings,
             conn: Some(conn),
@@ -266,6 +278,18 @@ impl Writer {
 
     fn record_write(&mut self, committed: bool) {
         self.last_write = Some((Instant::now(), committed));
+        if !committed && self.conn.as_ref().is_some_and(tuning::wal_write_failed) {
+            self.replace_after_a_failed_wal_write();
+        }
+    }
+
+    /// Closes a connection whose WAL refuses every write after one failed; the next write or
+    /// readiness probe opens the path again.
+    fn replace_after_a_failed_wal_write(&mut self) {
+        self.conn = None;
+        self.wal = None;
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        tracing::error!("a write to the WAL failed; the database is reopened before the next write");
     }
 
     /// Runs the RESTART checkpoint the WAL asked for, if any (see `checkpoint`); after the
@@ -282,7 +306,15 @@ impl Writer {
         if let Some(path) = self.target.path().map(Path::to_path_buf) {
             let current = FileIdentity::of(&path);
             if self.conn.is_some() && current != self.opened {
-                self.abandon(&path, current.is_none());
+                let what = if current.is_none() {
+                    "was removed"
+                } else {
+                    "was replaced"
+                };
+                self.abandon(&format!("the database file {} {what}", path.display()));
+            }
+            if self.conn.is_some() {
+                self.watch_wal(&path)?;
             }
             if self.conn.is_none() {
                 if current.is_none() {
@@ -291,6 +323,7 @@ impl Writer {
                         path.display()
                     )));
                 }
+                self.refuse_a_foreign_wal(&path)?;
                 self.reopen(&path)?;
             }
         }
@@ -302,18 +335,62 @@ impl Writer {
         Ok(conn)
     }
 
-    /// Stops writing to a file that the path no longer names. The connection is closed without
+    /// Compares the WAL file at the path with the one the connection writes (noted when first
+    /// seen). When it was removed or replaced, the frames only the open file still holds are
+    /// copied into the database file and the connection is closed; until then, and for the
+    /// request that found it, writes answer 503.
+    fn watch_wal(&mut self, path: &Path) -> Result<(), StoreError> {
+        let current = FileIdentity::of(&wal_path(path));
+        let Some(opened) = self.wal_opened else {
+            self.wal_opened = current;
+            return Ok(());
+        };
+        if current == Some(opened) {
+            return Ok(());
+        }
+        let what = if current.is_none() {
+            "was removed"
+        } else {
+            "was replaced"
+        };
+        if let Some(conn) = &self.conn {
+            conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::TRUNCATE)
+                .map_err(|error| {
+                    StoreError::Unavailable(format!(
+                        "the WAL file {what}; copying its frames into the database file: {error}"
+                    ))
+                })?;
+        }
+        self.foreign_wal = current.is_some();
+        self.abandon(&format!("the WAL file of {} {what}", path.display()));
+        Err(StoreError::Unavailable(format!("the WAL file {what}")))
+    }
+
+    /// Refuses to open the path while a WAL this writer did not write is there.
+    fn refuse_a_foreign_wal(&mut self, path: &Path) -> Result<(), StoreError> {
+        let wal = wal_path(path);
+        if self.foreign_wal && FileIdentity::of(&wal).is_some() {
+            return Err(StoreError::Unavailable(format!(
+                "{} replaced the WAL this service wrote; remove it to resume",
+                wal.display()
+            )));
+        }
+        self.foreign_wal = false;
+        Ok(())
+    }
+
+    /// Stops writing to files that the path no longer names. The connection is closed without
     /// the usual checkpoint, which would delete whatever WAL file the path now names.
-    fn abandon(&mut self, path: &Path, missing: bool) {
+    fn abandon(&mut self, what_happened: &str) {
         if let Some(conn) = self.conn.take() {
             let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
             drop(conn);
         }
         self.wal = None;
         self.opened = None;
+        self.wal_opened = None;
         self.generation.fetch_add(1, Ordering::SeqCst);
-        let what = if missing { "was removed" } else { "was replaced" };
-        tracing::error!(path = %path.display(), "the database file {what}; writes answer 503 until it is back");
+        tracing::error!("{what_happened}; writes answer 503 until the files are back");
     }
 
     fn reopen(&mut self, path: &Path) -> Result<(), StoreError> {
@@ -329,9 +406,10 @@ impl Writer {
         self.stored
             .set(queries::count_messages(&conn).map_err(unavailable)?);
         self.opened = FileIdentity::of(path);
+        self.wal_opened = FileIdentity::of(&wal_path(path));
         self.conn = Some(conn);
         self.generation.fetch_add(1, Ordering::SeqCst);
-        tracing::warn!(path = %path.display(), "the database file is back; writing again");
+        tracing::warn!(path = %path.display(), "the database is open again; writing again");
         Ok(())
     }
 }
