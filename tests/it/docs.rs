@@ -6,7 +6,10 @@
 //!   public URL;
 //! - the README stays short;
 //! - no file cites the upstream contract by its section numbers: these documents are the
-//!   contract now.
+//!   contract now;
+//! - the shipped deployments are safe where they run: compose publishes on 127.0.0.1 unless told
+//!   otherwise, and the PostgreSQL compose file and the Kubernetes Deployment take `API_TOKEN`
+//!   from the operator's secrets.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -83,6 +86,37 @@ fn no_file_cites_the_upstream_contract() {
     assert!(
         citing.is_empty(),
         "these files cite the upstream contract: {citing:#?}"
+    );
+}
+
+/// What the security review asked of the deployment files (SECURITY.md, "Review").
+#[test]
+fn the_shipped_deployments_publish_locally_and_require_the_read_token() {
+    let local_compose = read("docker-compose.yml");
+    let published: Vec<&str> = local_compose
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("- \"") && line.contains(":8000:8000"))
+        .collect();
+    assert_eq!(published, ["- \"${BIND_ADDRESS:-127.0.0.1}:8000:8000\""]);
+
+    let replicas_compose = read("deploy/docker-compose.yml");
+    assert!(
+        replicas_compose.contains("API_TOKEN: ${API_TOKEN:?"),
+        "deploy/docker-compose.yml must refuse to start without API_TOKEN"
+    );
+    assert!(
+        !replicas_compose.contains("\"8000:8000\"") && !replicas_compose.contains("- 8000:8000"),
+        "deploy/docker-compose.yml publishes on every interface"
+    );
+
+    let deployment = read("deploy/k8s/deployment.yaml");
+    assert!(deployment.contains("secretRef:\n                name: webhook-inbox"));
+    let secret = read("deploy/k8s/secret.yaml");
+    assert!(
+        secret
+            .lines()
+            .any(|line| line.trim_start().starts_with("API_TOKEN:"))
     );
 }
 
