@@ -8,6 +8,7 @@
 #
 # usage: bench/postgres_reads.sh
 # env:   PG_ADMIN_URL=postgres://postgres@127.0.0.1:5432   (a role that may create databases)
+#        PG_URL_QUERY=?sslmode=disable   (appended to the database URL; empty by default)
 #        BENCH_READ_SECONDS=10  BENCH_MESSAGES=1000000  BENCH_SENDERS=10000
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +26,7 @@ log() { echo "-- $*" >&2; }
 
 (cd "$root" && cargo build --release --locked --bins) >&2
 psql "$admin/postgres" -qc "DROP DATABASE IF EXISTS $database" -c "CREATE DATABASE $database" >&2
-url="$admin/$database"
+url="$admin/$database${PG_URL_QUERY:-}"
 log "seeding $messages messages from $senders senders"
 seed=$("$binary" bench seed --database-url "$url" --messages "$messages" --senders "$senders" \
   --text-bytes 64 --progress false)
