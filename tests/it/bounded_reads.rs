@@ -219,13 +219,23 @@ mod hammered {
     }
 }
 
-/// While a lock on `messages` blocks every read, and the blocked reads hold every connection of
-/// the read pool, readiness answers at once and a write waits only for the lock, not for a
-/// connection (which would be a 503 after 3 s).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_writes_and_readiness_never_wait_for_a_read_connection() {
-    require_postgres!();
-    const HELD: Duration = Duration::from_secs(4);
+/// A session of its own holding an ACCESS EXCLUSIVE lock on `messages` until `unlock`.
+struct TableLock {
+    session: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+}
+
+impl TableLock {
+    async fn unlock(self) {
+        self.session.batch_execute("COMMIT").await.expect("unlock");
+        drop(self.session);
+        let _ = self.connection.await;
+    }
+}
+
+/// A PostgreSQL app with one stored message, and `messages` locked by another session: every
+/// read of it waits.
+async fn postgres_app_with_messages_locked() -> (TestApp, TableLock) {
     let schema = PgSchema::create().await;
     let app = TestApp::spawn_on(TestDatabase::Postgres(schema), Options::new(Backend::Postgres)).await;
     app.store(&message("before", "+15550000003", "2025-01-15T10:00:00Z", None))
@@ -233,14 +243,25 @@ async fn postgres_writes_and_readiness_never_wait_for_a_read_connection() {
     let TestDatabase::Postgres(schema) = &app.database else {
         unreachable!("a PostgreSQL app")
     };
-    let (locker, connection) = tokio_postgres::connect(&schema.url(), tokio_postgres::NoTls)
+    let (session, connection) = tokio_postgres::connect(&schema.url(), tokio_postgres::NoTls)
         .await
         .expect("connect");
     let connection = tokio::spawn(connection);
-    locker
+    session
         .batch_execute("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
         .await
         .expect("lock");
+    (app, TableLock { session, connection })
+}
+
+/// While a lock on `messages` blocks every read, and the blocked reads hold every connection of
+/// the read pool, readiness answers at once and a write waits only for the lock, not for a
+/// connection (which would be a 503 after 3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writes_and_readiness_never_wait_for_a_read_connection() {
+    require_postgres!();
+    const HELD: Duration = Duration::from_secs(4);
+    let (app, locker) = postgres_app_with_messages_locked().await;
     // Twice the read pool's 8 connections, every one blocked on the lock.
     let readers: Vec<_> = (0..16)
         .map(|_| {
@@ -275,7 +296,7 @@ async fn postgres_writes_and_readiness_never_wait_for_a_read_connection() {
         }
     });
     tokio::time::sleep(HELD).await;
-    locker.batch_execute("COMMIT").await.expect("unlock");
+    locker.unlock().await;
     assert_eq!(post.await.expect("task").expect("answer"), StatusCode::OK);
     for reader in readers {
         // Each read either waited out the lock or hit its deadline; none broke the service.
@@ -285,8 +306,6 @@ async fn postgres_writes_and_readiness_never_wait_for_a_read_connection() {
             "{status}"
         );
     }
-    drop(locker);
-    let _ = connection.await;
 }
 
 /// A read whose client gives up is cancelled on the server, not left to run: here it waits for a
@@ -294,21 +313,10 @@ async fn postgres_writes_and_readiness_never_wait_for_a_read_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_read_whose_client_has_gone_is_cancelled_on_the_server() {
     require_postgres!();
-    let schema = PgSchema::create().await;
-    let app = TestApp::spawn_on(TestDatabase::Postgres(schema), Options::new(Backend::Postgres)).await;
-    app.store(&message("m1", "+15550000004", "2025-01-15T10:00:00Z", None))
-        .await;
+    let (app, locker) = postgres_app_with_messages_locked().await;
     let TestDatabase::Postgres(schema) = &app.database else {
         unreachable!("a PostgreSQL app")
     };
-    let (locker, connection) = tokio_postgres::connect(&schema.url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    let connection = tokio::spawn(connection);
-    locker
-        .batch_execute("BEGIN; LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
     let waiting = "SELECT COUNT(*) FROM pg_locks WHERE relation = 'messages'::regclass AND NOT granted";
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
@@ -324,8 +332,6 @@ async fn postgres_a_read_whose_client_has_gone_is_cancelled_on_the_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         still_waiting = schema.query_i64(waiting).await;
     }
-    locker.batch_execute("COMMIT").await.expect("unlock");
+    locker.unlock().await;
     assert_eq!(still_waiting, 0, "the abandoned read still waits on the server");
-    drop(locker);
-    let _ = connection.await;
 }
