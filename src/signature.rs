@@ -5,7 +5,9 @@
 //! - `X-Hub-Signature-256: sha256=<hex>`: the same MAC, GitHub's header;
 //! - Standard Webhooks: `webhook-id`, `webhook-timestamp` (Unix seconds) and `webhook-signature`
 //!   (space-separated `v1,<base64>` entries, any one may match), the MAC taken over
-//!   `id.timestamp.body`, with a `whsec_<base64>` secret base64-decoded first.
+//!   `id.timestamp.body`, with a `whsec_<base64>` secret base64-decoded first;
+//! - Svix: Standard Webhooks under the names `svix-id`, `svix-timestamp` and `svix-signature`,
+//!   which senders built on Svix send.
 //!
 //! A request passes when one scheme it carries verifies. Every comparison of a MAC takes the same
 //! time however many bytes match, and every secret is tried even after one matched, so timing
@@ -28,6 +30,36 @@ pub const GITHUB_HEADER: &str = "x-hub-signature-256";
 pub const STANDARD_ID_HEADER: &str = "webhook-id";
 pub const STANDARD_TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const STANDARD_SIGNATURE_HEADER: &str = "webhook-signature";
+pub const SVIX_ID_HEADER: &str = "svix-id";
+pub const SVIX_TIMESTAMP_HEADER: &str = "svix-timestamp";
+pub const SVIX_SIGNATURE_HEADER: &str = "svix-signature";
+
+/// The names under which a sender sends the three Standard Webhooks headers.
+#[derive(Debug, Clone, Copy)]
+struct StandardHeaderNames {
+    id: &'static str,
+    timestamp: &'static str,
+    signature: &'static str,
+}
+
+impl StandardHeaderNames {
+    const STANDARD: StandardHeaderNames = StandardHeaderNames {
+        id: STANDARD_ID_HEADER,
+        timestamp: STANDARD_TIMESTAMP_HEADER,
+        signature: STANDARD_SIGNATURE_HEADER,
+    };
+    const SVIX: StandardHeaderNames = StandardHeaderNames {
+        id: SVIX_ID_HEADER,
+        timestamp: SVIX_TIMESTAMP_HEADER,
+        signature: SVIX_SIGNATURE_HEADER,
+    };
+
+    fn any_in(self, headers: &HeaderMap) -> bool {
+        [self.id, self.timestamp, self.signature]
+            .iter()
+            .any(|name| headers.contains_key(*name))
+    }
+}
 
 /// GitHub's value is `sha256=` then the hex MAC.
 const GITHUB_PREFIX: &[u8] = b"sha256=";
@@ -45,17 +77,24 @@ type MacBytes = [u8; MAC_LEN];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     StandardWebhooks,
+    Svix,
     GitHub,
     XSignature,
 }
 
 impl Scheme {
-    pub const ALL: [Scheme; 3] = [Scheme::StandardWebhooks, Scheme::GitHub, Scheme::XSignature];
+    pub const ALL: [Scheme; 4] = [
+        Scheme::StandardWebhooks,
+        Scheme::Svix,
+        Scheme::GitHub,
+        Scheme::XSignature,
+    ];
 
     /// A stable name for logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::StandardWebhooks => "standard_webhooks",
+            Scheme::Svix => "svix",
             Scheme::GitHub => "github",
             Scheme::XSignature => "x_signature",
         }
@@ -64,13 +103,8 @@ impl Scheme {
     /// Whether `headers` carry any header of this scheme.
     fn is_carried(self, headers: &HeaderMap) -> bool {
         match self {
-            Scheme::StandardWebhooks => [
-                STANDARD_ID_HEADER,
-                STANDARD_TIMESTAMP_HEADER,
-                STANDARD_SIGNATURE_HEADER,
-            ]
-            .iter()
-            .any(|name| headers.contains_key(*name)),
+            Scheme::StandardWebhooks => StandardHeaderNames::STANDARD.any_in(headers),
+            Scheme::Svix => StandardHeaderNames::SVIX.any_in(headers),
             Scheme::GitHub => headers.contains_key(GITHUB_HEADER),
             Scheme::XSignature => headers.contains_key(SIGNATURE_HEADER),
         }
@@ -269,7 +303,7 @@ impl Verifier {
     }
 
     /// Verifies whichever schemes `headers` carry; passes when one of them verifies. A refusal
-    /// reports the first scheme tried (Standard Webhooks, then GitHub, then `X-Signature`).
+    /// reports the first scheme tried (Standard Webhooks, Svix, GitHub, then `X-Signature`).
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_unix_secs: u64) -> Result<Scheme, Refusal> {
         let mut first_refusal = None;
         for scheme in Scheme::ALL
@@ -308,19 +342,23 @@ impl Verifier {
                 let claimed = parse_github(single_header(headers, GITHUB_HEADER)?)?;
                 self.any_secret_matches(|secret| &secret.raw, &[body], &[claimed])
             }
-            Scheme::StandardWebhooks => self.verify_standard(headers, body, now_unix_secs),
+            Scheme::StandardWebhooks => {
+                self.verify_standard(StandardHeaderNames::STANDARD, headers, body, now_unix_secs)
+            }
+            Scheme::Svix => self.verify_standard(StandardHeaderNames::SVIX, headers, body, now_unix_secs),
         }
     }
 
     fn verify_standard(
         &self,
+        names: StandardHeaderNames,
         headers: &HeaderMap,
         body: &[u8],
         now_unix_secs: u64,
     ) -> Result<(), SignatureError> {
-        let id = single_header(headers, STANDARD_ID_HEADER)?;
-        let timestamp = single_header(headers, STANDARD_TIMESTAMP_HEADER)?;
-        let signatures = single_header(headers, STANDARD_SIGNATURE_HEADER)?;
+        let id = single_header(headers, names.id)?;
+        let timestamp = single_header(headers, names.timestamp)?;
+        let signatures = single_header(headers, names.signature)?;
         let sent_at = parse_unix_seconds(timestamp.as_bytes()).ok_or(SignatureError::BadEncoding)?;
         if sent_at.abs_diff(now_unix_secs) > self.tolerance_secs {
             return Err(SignatureError::StaleTimestamp);
@@ -541,6 +579,56 @@ mod tests {
         assert_eq!(
             verifier.verify(&wrong, SW_BODY, SW_TIMESTAMP),
             refusal(Scheme::StandardWebhooks, SignatureError::NoMatch)
+        );
+    }
+
+    fn svix_headers(id: &str, timestamp: u64, signature: &str) -> HeaderMap {
+        headers(&[
+            (SVIX_ID_HEADER, id),
+            (SVIX_TIMESTAMP_HEADER, &timestamp.to_string()),
+            (SVIX_SIGNATURE_HEADER, signature),
+        ])
+    }
+
+    /// The same vector under Svix's names (the official `svix` library signs it to the same
+    /// value; `tests/it/signatures.rs` checks that library's output over HTTP).
+    #[test]
+    fn svix_headers_carry_the_standard_webhooks_scheme() {
+        let verifier = verifier(SW_SECRET, &[]);
+        let request = svix_headers(SW_ID, SW_TIMESTAMP, SW_SIGNATURE);
+        assert_eq!(verifier.verify(&request, SW_BODY, SW_TIMESTAMP), Ok(Scheme::Svix));
+        let wrong = svix_headers(SW_ID, SW_TIMESTAMP, SW_WRONG_SIGNATURE);
+        assert_eq!(
+            verifier.verify(&wrong, SW_BODY, SW_TIMESTAMP),
+            refusal(Scheme::Svix, SignatureError::NoMatch)
+        );
+        let stale = svix_headers(SW_ID, SW_TIMESTAMP, SW_SIGNATURE);
+        assert_eq!(
+            verifier.verify(&stale, SW_BODY, SW_TIMESTAMP + 301),
+            refusal(Scheme::Svix, SignatureError::StaleTimestamp)
+        );
+    }
+
+    /// The three headers of one request come from one family: an id under one name and the
+    /// signature under the other is missing a header in each.
+    #[test]
+    fn standard_and_svix_names_do_not_mix() {
+        let verifier = verifier(SW_SECRET, &[]);
+        let mixed = headers(&[
+            (SVIX_ID_HEADER, SW_ID),
+            (STANDARD_TIMESTAMP_HEADER, &SW_TIMESTAMP.to_string()),
+            (SVIX_SIGNATURE_HEADER, SW_SIGNATURE),
+        ]);
+        assert_eq!(
+            verifier.verify(&mixed, SW_BODY, SW_TIMESTAMP),
+            refusal(Scheme::StandardWebhooks, SignatureError::Missing)
+        );
+        let mut both = svix_headers(SW_ID, SW_TIMESTAMP, SW_WRONG_SIGNATURE);
+        both.extend(standard_headers(SW_ID, SW_TIMESTAMP, SW_SIGNATURE));
+        assert_eq!(
+            verifier.verify(&both, SW_BODY, SW_TIMESTAMP),
+            Ok(Scheme::StandardWebhooks),
+            "one family verifying is enough"
         );
     }
 

@@ -33,7 +33,7 @@ pub fn router(state: &AppState) -> Router<Arc<AppState>> {
 
 /// Stores one signed message. At least one signature scheme must be present,
 /// and one of those present must verify: `X-Signature`, `X-Hub-Signature-256`, or the three
-/// Standard Webhooks headers. The `Content-Type` is not checked: the body is read as JSON whatever it says.
+/// Standard Webhooks headers (under their own names or Svix's). The `Content-Type` is not checked: the body is read as JSON whatever it says.
 #[utoipa::path(
     post,
     path = PATH,
@@ -45,6 +45,9 @@ pub fn router(state: &AppState) -> Router<Arc<AppState>> {
         ("webhook-id" = Option<String>, Header, nullable = false, description = "Standard Webhooks: the message id signed with the timestamp and body."),
         ("webhook-timestamp" = Option<String>, Header, nullable = false, description = "Standard Webhooks: Unix seconds, within `WEBHOOK_TOLERANCE_SECS` of now."),
         ("webhook-signature" = Option<String>, Header, nullable = false, description = "Standard Webhooks: space-separated `v1,<base64>` entries, any one may match."),
+        ("svix-id" = Option<String>, Header, nullable = false, description = "Svix (Standard Webhooks under Svix's names): as `webhook-id`."),
+        ("svix-timestamp" = Option<String>, Header, nullable = false, description = "Svix: as `webhook-timestamp`."),
+        ("svix-signature" = Option<String>, Header, nullable = false, description = "Svix: as `webhook-signature`."),
     ),
     responses(
         (status = 200, description = "Stored, or already stored under this `message_id` (first write wins). The row is committed.", body = WebhookAccepted),

@@ -1,5 +1,5 @@
 //! Signatures beyond `X-Signature`, over HTTP: GitHub's `X-Hub-Signature-256`,
-//! Standard Webhooks, previous secrets for rotation, and the tolerance window. Signatures are made
+//! Standard Webhooks and its Svix names, previous secrets for rotation, and the tolerance window. Signatures are made
 //! by Python's `hmac` (an implementation independent of this crate) as well as by the crate's own
 //! signer, and the published Standard Webhooks test vector is checked end to end.
 
@@ -74,6 +74,59 @@ fn assert_refused(answer: (StatusCode, Value), what: &str) {
         (StatusCode::UNAUTHORIZED, json!({"detail": "invalid signature"})),
         "{what}"
     );
+}
+
+/// What the official `svix` library (PyPI) makes of one request: its signature, and whether it
+/// accepts `ours`, the crate's signature of the same request. `Err` says why it cannot run.
+fn svix_library(
+    secret: &str,
+    id: &str,
+    timestamp: u64,
+    body: &str,
+    ours: &str,
+) -> Result<(String, bool), String> {
+    const SCRIPT: &str = r#"
+import json, sys
+from datetime import datetime, timezone
+try:
+    from svix.webhooks import Webhook, WebhookVerificationError
+except ImportError:
+    sys.exit(3)
+r = json.loads(sys.stdin.read())
+hook = Webhook(r["secret"])
+signature = hook.sign(r["id"], datetime.fromtimestamp(r["timestamp"], tz=timezone.utc), r["body"])
+try:
+    hook.verify(r["body"], {"svix-id": r["id"], "svix-timestamp": str(r["timestamp"]), "svix-signature": r["ours"]})
+    accepted = True
+except WebhookVerificationError:
+    accepted = False
+print(json.dumps({"signature": signature, "accepts_ours": accepted}))
+"#;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("python3 cannot run: {error}"))?;
+    let request = json!({"secret": secret, "id": id, "timestamp": timestamp, "body": body, "ours": ours});
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.to_string().as_bytes())
+        .expect("write to python3");
+    let output = child.wait_with_output().expect("python3 output");
+    match output.status.code() {
+        Some(0) => {}
+        Some(3) => return Err("the svix Python library is not installed (pip install svix)".to_owned()),
+        _ => panic!("the svix library failed: {output:?}"),
+    }
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON from python3");
+    Ok((
+        answer["signature"].as_str().expect("signature").to_owned(),
+        answer["accepts_ours"].as_bool().expect("accepts_ours"),
+    ))
 }
 
 /// What Python's `hmac` makes of one request, independently of this crate.
@@ -366,4 +419,38 @@ async fn a_whsec_secret_still_signs_x_signature_as_written() {
     let body = body("as-written");
     let x = SigningKey::new(WHSEC.as_bytes()).sign(&body);
     assert_ok(post_with(&app, &body, &[("x-signature", x)]).await, "raw");
+}
+
+/// A request signed by the official `svix` library, as Svix-powered senders sign, is accepted
+/// under the `svix-*` names and stored; the same headers over another body are refused; and the
+/// library accepts what the crate signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_svix_library_signs_what_the_service_accepts() {
+    let body = String::from_utf8(body("from-svix")).expect("UTF-8");
+    let (id, timestamp) = ("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", now());
+    let ours = signer::standard_webhooks(WHSEC, id, timestamp, body.as_bytes()).expect("sign");
+    let (signature, accepts_ours) = match svix_library(WHSEC, id, timestamp, &body, &ours) {
+        Ok(answer) => answer,
+        Err(why) => {
+            crate::common::skip::skip(
+                "signatures::the_official_svix_library_signs_what_the_service_accepts",
+                &why,
+            );
+            return;
+        }
+    };
+    assert!(
+        accepts_ours,
+        "the svix library refuses the crate's signature {ours}"
+    );
+    let headers = vec![
+        ("svix-id", id.to_owned()),
+        ("svix-timestamp", timestamp.to_string()),
+        ("svix-signature", signature),
+    ];
+    let app = app_with(WHSEC, &[]).await;
+    assert_ok(post_with(&app, body.as_bytes(), &headers).await, "signed by svix");
+    let other = body.replace("from-svix", "forged");
+    assert_refused(post_with(&app, other.as_bytes(), &headers).await, "another body");
+    assert_eq!(stored_ids(&app).await, ["from-svix"]);
 }
