@@ -7,12 +7,16 @@
 //!   (space-separated `v1,<base64>` entries, any one may match), the MAC taken over
 //!   `id.timestamp.body`, with a `whsec_<base64>` secret base64-decoded first;
 //! - Svix: Standard Webhooks under the names `svix-id`, `svix-timestamp` and `svix-signature`,
-//!   which senders built on Svix send.
+//!   which senders built on Svix send;
+//! - Twilio's `X-Twilio-Signature`, over the URL and the form fields (see [`twilio`]), checked
+//!   on its own route.
 //!
 //! A request passes when one scheme it carries verifies. Every comparison of a MAC takes the same
 //! time however many bytes match, and every secret is tried even after one matched, so timing
 //! tells neither how close a guess was nor which secret signed. A refusal names the scheme and the
 //! check that failed, for the log; it never holds a secret or the expected signature.
+
+pub mod twilio;
 
 use std::time::Duration;
 
