@@ -390,7 +390,7 @@ impl Writer {
         self.opened = None;
         self.wal_opened = None;
         self.generation.fetch_add(1, Ordering::SeqCst);
-        tracing::error!("{what_happened}; writes answer 503 until the files are back");
+        tracing::error!("{what_happened}; writes answer 503 until the database can be opened again");
     }
 
     fn reopen(&mut self, path: &Path) -> Result<(), StoreError> {
@@ -409,7 +409,7 @@ impl Writer {
         self.wal_opened = FileIdentity::of(&wal_path(path));
         self.conn = Some(conn);
         self.generation.fetch_add(1, Ordering::SeqCst);
-        tracing::warn!(path = %path.display(), "the database is open again; writing again");
+        tracing::warn!(path = %path.display(), "the database is open again; writing resumes");
         Ok(())
     }
 }
