@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use webhook_inbox::message::{MAX_MESSAGE_ID_CHARS, MAX_TEXT_CHARS, Timestamp, parse_message};
 use webhook_inbox::signature::{
     DEFAULT_TOLERANCE, GITHUB_HEADER, SIGNATURE_HEADER, STANDARD_ID_HEADER, STANDARD_SIGNATURE_HEADER,
-    STANDARD_TIMESTAMP_HEADER, Scheme, SignatureError, SigningKey, Verifier, signer,
+    STANDARD_TIMESTAMP_HEADER, SVIX_ID_HEADER, SVIX_SIGNATURE_HEADER, SVIX_TIMESTAMP_HEADER, Scheme,
+    SignatureError, SigningKey, Verifier, signer,
 };
 
 fn config() -> ProptestConfig {
@@ -69,12 +70,22 @@ fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn standard_headers(id: &[u8], timestamp: &[u8], signature: &[u8]) -> HeaderMap {
+    standard_headers_as(false, id, timestamp, signature)
+}
+
+/// The three Standard Webhooks headers under their own names or, with `svix`, under Svix's.
+fn standard_headers_as(svix: bool, id: &[u8], timestamp: &[u8], signature: &[u8]) -> HeaderMap {
+    let names = if svix {
+        [SVIX_ID_HEADER, SVIX_TIMESTAMP_HEADER, SVIX_SIGNATURE_HEADER]
+    } else {
+        [
+            STANDARD_ID_HEADER,
+            STANDARD_TIMESTAMP_HEADER,
+            STANDARD_SIGNATURE_HEADER,
+        ]
+    };
     let mut headers = HeaderMap::new();
-    for (name, value) in [
-        (STANDARD_ID_HEADER, id),
-        (STANDARD_TIMESTAMP_HEADER, timestamp),
-        (STANDARD_SIGNATURE_HEADER, signature),
-    ] {
+    for (name, value) in names.into_iter().zip([id, timestamp, signature]) {
         if let Ok(value) = HeaderValue::from_bytes(value) {
             headers.insert(HeaderName::from_static(name), value);
         }
@@ -90,10 +101,12 @@ fn verifier(current: &str, previous: &[String]) -> Verifier {
 proptest! {
     #![proptest_config(config())]
 
-    /// Whatever the three Standard Webhooks headers hold, the verifier answers without panicking,
-    /// and it accepts only when one entry is the right MAC for a timestamp inside the window.
+    /// Whatever the three Standard Webhooks headers hold (under either family of names), the
+    /// verifier answers without panicking, and it accepts only when one entry is the right MAC for
+    /// a timestamp inside the window.
     #[test]
     fn standard_webhooks_headers_of_any_bytes_are_judged_and_only_the_right_mac_passes(
+        svix in any::<bool>(),
         secret in secret(),
         id in header_bytes(),
         timestamp in prop_oneof![header_bytes(), (0u64..u64::MAX).prop_map(|n| n.to_string().into_bytes())],
@@ -101,7 +114,7 @@ proptest! {
         body in body(),
     ) {
         let verifier = verifier(&secret, &[]);
-        let headers = standard_headers(&id, &timestamp, &signature);
+        let headers = standard_headers_as(svix, &id, &timestamp, &signature);
         let verdict = verifier.verify(&headers, &body, NOW);
         if verdict.is_ok() {
             // Only possible if the bytes happen to be a right signature: check it independently.
@@ -112,10 +125,11 @@ proptest! {
         }
     }
 
-    /// A message signed by the sender's rules verifies; any change to the id, the timestamp, the
-    /// body or one character of the signature breaks it.
+    /// A message signed by the sender's rules verifies, under either family of names; any change
+    /// to the id, the timestamp, the body or one character of the signature breaks it.
     #[test]
     fn standard_webhooks_signatures_verify_and_any_change_breaks_them(
+        svix in any::<bool>(),
         secret in secret(),
         id in message_id(),
         skew in -300i64..=300,
@@ -131,8 +145,9 @@ proptest! {
         let mut entries = junk.clone();
         entries.insert(place.index(junk.len() + 1), right.clone());
         let list = entries.join(" ");
-        let headers = standard_headers(id.as_bytes(), timestamp.to_string().as_bytes(), list.as_bytes());
-        prop_assert_eq!(verifier.verify(&headers, &body, NOW), Ok(Scheme::StandardWebhooks));
+        let headers = standard_headers_as(svix, id.as_bytes(), timestamp.to_string().as_bytes(), list.as_bytes());
+        let scheme = if svix { Scheme::Svix } else { Scheme::StandardWebhooks };
+        prop_assert_eq!(verifier.verify(&headers, &body, NOW), Ok(scheme));
 
         let (id2, timestamp2, mut body2, mut signature2) = (id.clone(), timestamp, body.clone(), right.clone().into_bytes());
         let (id2, timestamp2) = match change {
@@ -149,7 +164,7 @@ proptest! {
                 (id2, timestamp2)
             }
         };
-        let tampered = standard_headers(id2.as_bytes(), timestamp2.to_string().as_bytes(), &signature2);
+        let tampered = standard_headers_as(svix, id2.as_bytes(), timestamp2.to_string().as_bytes(), &signature2);
         let verdict = verifier.verify(&tampered, &body2, NOW);
         prop_assert!(verdict.is_err(), "change {} accepted", change);
     }
