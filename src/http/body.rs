@@ -30,10 +30,17 @@ impl BodyBudget {
     }
 }
 
-/// A body read in full, holding its share of the budget until it is dropped (once verified).
+/// A body read in full, holding its share of the budget until it is verified and released.
 pub struct HeldBody {
     pub bytes: Bytes,
     _share: Option<OwnedSemaphorePermit>,
+}
+
+impl HeldBody {
+    /// The bytes, once verified: they no longer count against the budget of unverified bytes.
+    pub fn release(self) -> Bytes {
+        self.bytes
+    }
 }
 
 /// Reads at most `max_body_bytes` within `body_read_timeout`, taking each chunk's bytes from
@@ -95,66 +102,53 @@ mod tests {
 
     use super::*;
 
-    fn limits(max_body_bytes: usize, timeout: Duration) -> Limits {
-        Limits {
+    /// Reads `chunks` as one body of at most `max_body_bytes`, within `timeout`, from `budget`.
+    async fn read(
+        budget: &BodyBudget,
+        chunks: &[&'static [u8]],
+        max_body_bytes: usize,
+        timeout: Duration,
+    ) -> Result<HeldBody, ApiError> {
+        let limits = Limits {
             max_body_bytes,
             body_read_timeout: timeout,
             ..Limits::default()
-        }
-    }
-
-    fn chunked(chunks: &[&'static [u8]]) -> Body {
+        };
         let chunks: Vec<Result<Bytes, std::io::Error>> =
             chunks.iter().map(|chunk| Ok(Bytes::from_static(chunk))).collect();
-        Body::from_stream(stream::iter(chunks))
+        read_body(
+            Body::from_stream(stream::iter(chunks)),
+            &HeaderMap::new(),
+            &limits,
+            budget,
+        )
+        .await
     }
 
     #[tokio::test]
-    async fn a_body_holds_its_bytes_of_the_budget_until_dropped() {
+    async fn a_body_holds_its_bytes_of_the_budget_until_released() {
         let budget = BodyBudget::new(100);
-        let held = read_body(
-            chunked(&[b"hello ", b"world"]),
-            &HeaderMap::new(),
-            &limits(64, Duration::from_secs(1)),
-            &budget,
-        )
-        .await
-        .map_err(|error| error.to_string())
-        .expect("read");
-        assert_eq!(&held.bytes[..], b"hello world");
+        let held = read(&budget, &[b"hello ", b"world"], 64, Duration::from_secs(1))
+            .await
+            .map_err(|error| error.to_string())
+            .expect("read");
         assert_eq!(budget.available(), 89);
-        drop(held);
+        let bytes = held.release();
+        assert_eq!(&bytes[..], b"hello world");
         assert_eq!(budget.available(), 100);
     }
 
     #[tokio::test]
     async fn a_body_waits_while_the_budget_is_spent_and_gives_up_at_its_timeout() {
         let budget = BodyBudget::new(10);
-        let first = read_body(
-            chunked(&[b"0123456789"]),
-            &HeaderMap::new(),
-            &limits(10, Duration::from_secs(1)),
-            &budget,
-        )
-        .await
-        .map_err(|error| error.to_string())
-        .expect("the first fits");
-        let second = read_body(
-            chunked(&[b"x"]),
-            &HeaderMap::new(),
-            &limits(10, Duration::from_millis(100)),
-            &budget,
-        )
-        .await;
+        let first = read(&budget, &[b"0123456789"], 10, Duration::from_secs(1))
+            .await
+            .map_err(|error| error.to_string())
+            .expect("the first fits");
+        let second = read(&budget, &[b"x"], 10, Duration::from_millis(100)).await;
         assert!(matches!(second, Err(ApiError::BodyTimeout)));
         drop(first);
-        let third = read_body(
-            chunked(&[b"x"]),
-            &HeaderMap::new(),
-            &limits(10, Duration::from_millis(100)),
-            &budget,
-        )
-        .await;
+        let third = read(&budget, &[b"x"], 10, Duration::from_millis(100)).await;
         assert!(third.is_ok(), "the budget came back");
         drop(third);
         assert_eq!(budget.available(), 10);
@@ -163,11 +157,11 @@ mod tests {
     #[tokio::test]
     async fn a_body_over_the_limit_is_refused_and_gives_its_share_back() {
         let budget = BodyBudget::new(100);
-        let refused = read_body(
-            chunked(&[b"0123456789", b"0123456789"]),
-            &HeaderMap::new(),
-            &limits(15, Duration::from_secs(1)),
+        let refused = read(
             &budget,
+            &[b"0123456789", b"0123456789"],
+            15,
+            Duration::from_secs(1),
         )
         .await;
         assert!(matches!(refused, Err(ApiError::PayloadTooLarge)));

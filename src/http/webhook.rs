@@ -161,9 +161,7 @@ async fn ingest(
     verifier
         .verify(headers, &held.bytes, unix_now_secs())
         .map_err(Rejection::of_signature)?;
-    // Verified: the body no longer counts against the budget of unverified bytes.
-    let body = held.bytes.clone();
-    drop(held);
+    let body = held.release();
     let message = parse_message(&body)
         .map_err(|errors| Rejection::new(WebhookResult::ValidationError, ApiError::Validation(errors)))?;
     let message_id = message.message_id.clone();

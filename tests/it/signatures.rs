@@ -76,6 +76,18 @@ fn assert_refused(answer: (StatusCode, Value), what: &str) {
     );
 }
 
+/// Runs a Python `script` with `input` on its standard input; its output once it has exited.
+fn run_python(script: &str, input: &str) -> std::io::Result<std::process::Output> {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().expect("stdin").write_all(input.as_bytes())?;
+    child.wait_with_output()
+}
+
 /// What the official `svix` library (PyPI) makes of one request: its signature, and whether it
 /// accepts `ours`, the crate's signature of the same request. `Err` says why it cannot run.
 fn svix_library(
@@ -102,21 +114,9 @@ except WebhookVerificationError:
     accepted = False
 print(json.dumps({"signature": signature, "accepts_ours": accepted}))
 "#;
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|error| format!("python3 cannot run: {error}"))?;
     let request = json!({"secret": secret, "id": id, "timestamp": timestamp, "body": body, "ours": ours});
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(request.to_string().as_bytes())
-        .expect("write to python3");
-    let output = child.wait_with_output().expect("python3 output");
+    let output =
+        run_python(SCRIPT, &request.to_string()).map_err(|error| format!("python3 cannot run: {error}"))?;
     match output.status.code() {
         Some(0) => {}
         Some(3) => return Err("the svix Python library is not installed (pip install svix)".to_owned()),
@@ -150,13 +150,6 @@ for line in sys.stdin:
     standard = "v1," + base64.b64encode(hmac.new(key, content, hashlib.sha256).digest()).decode()
     print(json.dumps({"x": raw, "github": "sha256=" + raw, "standard": standard}))
 "#;
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run python3");
     let mut input = String::new();
     for (secret, id, timestamp, body) in requests {
         use base64::Engine;
@@ -168,13 +161,7 @@ for line in sys.stdin:
         });
         input.push_str(&format!("{line}\n"));
     }
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write to python3");
-    let output = child.wait_with_output().expect("python3 output");
+    let output = run_python(SCRIPT, &input).expect("run python3");
     assert!(output.status.success(), "python3 failed");
     String::from_utf8(output.stdout)
         .expect("UTF-8")

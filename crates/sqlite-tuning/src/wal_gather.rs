@@ -261,8 +261,8 @@ fn write_gathered(state: &mut FileState, file: *mut ffi::sqlite3_file) -> c_int 
     rc
 }
 
-/// Writes to the WAL through the default VFS, unless an earlier write failed; a failure poisons
-/// the file.
+/// Writes to the WAL through the default VFS; a failure poisons the file. (Nothing reaches this
+/// once poisoned: `wal_write` refuses every write then, and poisoning empties the buffer.)
 fn write_through(
     state: &mut FileState,
     file: *mut ffi::sqlite3_file,
@@ -270,9 +270,6 @@ fn write_through(
     amount: c_int,
     offset: i64,
 ) -> c_int {
-    if poisoned(state) {
-        return ffi::SQLITE_IOERR_WRITE;
-    }
     #[cfg(test)]
     if faults::take_write_failure() {
         return poison(state, ffi::SQLITE_IOERR_WRITE);
@@ -617,21 +614,26 @@ pub fn wal_write_failed(conn: &rusqlite::Connection) -> bool {
 
 /// The WAL file of `conn`'s main database if this VFS opened it, else null.
 fn wal_file(conn: &rusqlite::Connection) -> *mut ffi::sqlite3_file {
-    let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
-    // SAFETY: the handle is open for as long as `conn` is borrowed; this file control writes a
-    // pointer to the pager's journal or WAL file into `file`, and reads nothing else.
-    let rc = unsafe {
-        ffi::sqlite3_file_control(
-            conn.handle(),
-            c"main".as_ptr(),
-            ffi::SQLITE_FCNTL_JOURNAL_POINTER,
-            (&raw mut file).cast(),
-        )
-    };
+    let file = file_of(conn, ffi::SQLITE_FCNTL_JOURNAL_POINTER);
     // SAFETY: a non-null result is a file of this connection; only a WAL we opened has our
     // methods (a closed file has none).
-    let ours = rc == ffi::SQLITE_OK && !file.is_null() && unsafe { ptr::eq((*file).pMethods, &WAL_METHODS) };
+    let ours = !file.is_null() && unsafe { ptr::eq((*file).pMethods, &WAL_METHODS) };
     if ours { file } else { ptr::null_mut() }
+}
+
+/// A file of `conn`'s main database, as the file control `op` (one that writes a file pointer)
+/// finds it; null when there is none.
+fn file_of(conn: &rusqlite::Connection, op: c_int) -> *mut ffi::sqlite3_file {
+    let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+    // SAFETY: the handle is open for as long as `conn` is borrowed; `op` writes a pointer to one
+    // of the pager's files into `file`, and reads nothing else.
+    let rc =
+        unsafe { ffi::sqlite3_file_control(conn.handle(), c"main".as_ptr(), op, (&raw mut file).cast()) };
+    if rc == ffi::SQLITE_OK {
+        file
+    } else {
+        ptr::null_mut()
+    }
 }
 
 /// Failures of the WAL's writes on demand, for the tests of the poisoning rule.
@@ -810,17 +812,7 @@ mod tests {
 
     /// The main database file of `conn`.
     fn database_file(conn: &Connection) -> *mut ffi::sqlite3_file {
-        let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
-        // SAFETY: as in `wal_file`.
-        let rc = unsafe {
-            ffi::sqlite3_file_control(
-                conn.handle(),
-                c"main".as_ptr(),
-                ffi::SQLITE_FCNTL_FILE_POINTER,
-                (&raw mut file).cast(),
-            )
-        };
-        assert_eq!(rc, ffi::SQLITE_OK);
+        let file = file_of(conn, ffi::SQLITE_FCNTL_FILE_POINTER);
         assert!(!file.is_null());
         file
     }

@@ -124,6 +124,15 @@ impl FileIdentity {
     }
 }
 
+/// What became of a file the writer opened, given what the path names now (not that file).
+fn what_became_of(current: Option<FileIdentity>) -> &'static str {
+    if current.is_none() {
+        "was removed"
+    } else {
+        "was replaced"
+    }
+}
+
 /// How the write connection is opened, and where `created_at` comes from.
 pub struct WriterSettings {
     pub synchronous: Synchronous,
@@ -306,11 +315,7 @@ impl Writer {
         if let Some(path) = self.target.path().map(Path::to_path_buf) {
             let current = FileIdentity::of(&path);
             if self.conn.is_some() && current != self.opened {
-                let what = if current.is_none() {
-                    "was removed"
-                } else {
-                    "was replaced"
-                };
+                let what = what_became_of(current);
                 self.abandon(&format!("the database file {} {what}", path.display()));
             }
             if self.conn.is_some() {
@@ -348,11 +353,7 @@ impl Writer {
         if current == Some(opened) {
             return Ok(());
         }
-        let what = if current.is_none() {
-            "was removed"
-        } else {
-            "was replaced"
-        };
+        let what = what_became_of(current);
         if let Some(conn) = &self.conn {
             conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::TRUNCATE)
                 .map_err(|error| {
