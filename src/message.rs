@@ -23,7 +23,8 @@ pub const TIMESTAMP_PATTERN: &str = concat!(
 /// Text without U+0000, which neither store can hold (for the OpenAPI document).
 pub const NO_NUL_PATTERN: &str = r"^[^\u0000]*$";
 
-/// A message that passed every rule of `POST /webhook`.
+/// A message that passed every rule of its source. It serializes as the Part A fields alone,
+/// the items of `/messages`; [`WithSource`] adds `source`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Message {
     pub message_id: String,
@@ -31,6 +32,67 @@ pub struct Message {
     pub to: String,
     pub ts: Timestamp,
     pub text: Option<String>,
+    #[serde(skip)]
+    pub source: Source,
+}
+
+/// The message as the export and the detail show it: the Part A fields, then `source`.
+#[derive(Debug, Serialize)]
+pub struct WithSource<'a> {
+    #[serde(flatten)]
+    pub message: &'a Message,
+    pub source: Source,
+}
+
+impl Message {
+    pub fn with_source(&self) -> WithSource<'_> {
+        WithSource {
+            message: self,
+            source: self.source,
+        }
+    }
+}
+
+/// Where a message came in: `POST /webhook` (Part A) or a provider's own route (SPEC B6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[default]
+    Webhook,
+    Whatsapp,
+    Twilio,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Webhook, Source::Whatsapp, Source::Twilio];
+
+    /// The name the API, the database and the metrics use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "webhook",
+            Source::Whatsapp => "whatsapp",
+            Source::Twilio => "twilio",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|source| source.as_str() == name)
+    }
+}
+
+/// A message on its way to the store, with what its provider sent for it: the JSON of that one
+/// message (for Twilio, its form fields as an object), or `None` for a Part A message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub message: Message,
+    /// JSON text, stored as it is and served inside the detail's JSON.
+    pub raw: Option<String>,
+}
+
+impl From<Message> for NewMessage {
+    fn from(message: Message) -> Self {
+        NewMessage { message, raw: None }
+    }
 }
 
 /// A UTC instant as the client wrote it, plus a key that sorts as the instant does.
@@ -158,9 +220,10 @@ pub struct FieldError {
     /// What kind of rule broke, in pydantic's words (`missing`, `string_too_long`, ...).
     #[serde(rename = "type")]
     pub kind: &'static str,
-    /// Where: `["body"]`, `["body", field]` or `["query", parameter]`.
+    /// Where: `["body"]`, `["body", field]` or `["query", parameter]`; inside a provider's
+    /// body, the path down to the field, with array positions as numbers.
     #[schema(min_items = 1)]
-    pub loc: Vec<&'static str>,
+    pub loc: Vec<LocPart>,
     pub msg: String,
     /// The value that broke the rule (any JSON value).
     #[schema(value_type = Value)]
@@ -171,8 +234,51 @@ pub struct FieldError {
     pub ctx: Option<Value>,
 }
 
+/// One step of an error's `loc`: a field's name or an array position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum LocPart {
+    Name(&'static str),
+    Index(usize),
+}
+
+impl utoipa::PartialSchema for LocPart {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0)))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for LocPart {}
+
+impl From<&'static str> for LocPart {
+    fn from(name: &'static str) -> Self {
+        LocPart::Name(name)
+    }
+}
+
+impl From<usize> for LocPart {
+    fn from(index: usize) -> Self {
+        LocPart::Index(index)
+    }
+}
+
+impl PartialEq<&str> for LocPart {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self, LocPart::Name(name) if name == other)
+    }
+}
+
 impl FieldError {
     pub fn new(kind: &'static str, loc: Vec<&'static str>, msg: impl Into<String>, input: Value) -> Self {
+        Self::at(kind, loc.into_iter().map(LocPart::from).collect(), msg, input)
+    }
+
+    /// An entry at a `loc` that may hold array positions.
+    pub fn at(kind: &'static str, loc: Vec<LocPart>, msg: impl Into<String>, input: Value) -> Self {
         FieldError {
             kind,
             loc,
@@ -190,7 +296,12 @@ impl FieldError {
 
 /// The entry of a string longer than `max_chars` characters.
 pub fn too_long(loc: Vec<&'static str>, max_chars: usize, input: Value) -> FieldError {
-    FieldError::new(
+    too_long_at(loc.into_iter().map(LocPart::from).collect(), max_chars, input)
+}
+
+/// [`too_long`] at a `loc` that may hold array positions.
+pub fn too_long_at(loc: Vec<LocPart>, max_chars: usize, input: Value) -> FieldError {
+    FieldError::at(
         "string_too_long",
         loc,
         format!("String should have at most {max_chars} characters"),
@@ -204,14 +315,14 @@ pub fn parse_message(body: &[u8]) -> Result<Message, Vec<FieldError>> {
     let fields = parse_object(body)?;
     let mut errors = Vec::new();
     let message_id = required(&fields, "message_id", &mut errors)
-        .and_then(|value| check_string(value, "message_id", 1, MAX_MESSAGE_ID_CHARS, &mut errors));
+        .and_then(|value| check_string(value, body_field("message_id"), 1, MAX_MESSAGE_ID_CHARS, &mut errors));
     let from =
-        required(&fields, "from", &mut errors).and_then(|value| check_msisdn(value, "from", &mut errors));
-    let to = required(&fields, "to", &mut errors).and_then(|value| check_msisdn(value, "to", &mut errors));
+        required(&fields, "from", &mut errors).and_then(|value| check_msisdn(value, body_field("from"), &mut errors));
+    let to = required(&fields, "to", &mut errors).and_then(|value| check_msisdn(value, body_field("to"), &mut errors));
     let ts = required(&fields, "ts", &mut errors).and_then(|value| check_timestamp(value, &mut errors));
     let text = match fields.get("text") {
         None | Some(Value::Null) => Some(None),
-        Some(value) => check_string(value, "text", 0, MAX_TEXT_CHARS, &mut errors).map(Some),
+        Some(value) => check_string(value, body_field("text"), 0, MAX_TEXT_CHARS, &mut errors).map(Some),
     };
     match (message_id, from, to, ts, text) {
         (Some(message_id), Some(from), Some(to), Some(ts), Some(text)) if errors.is_empty() => Ok(Message {
@@ -220,13 +331,14 @@ pub fn parse_message(body: &[u8]) -> Result<Message, Vec<FieldError>> {
             to,
             ts,
             text,
+            source: Source::Webhook,
         }),
         _ => Err(errors),
     }
 }
 
 /// The body as a JSON object, or the single entry that says why it is not one.
-fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Vec<FieldError>> {
+pub fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Vec<FieldError>> {
     let whole_body_error = |error| vec![error];
     if body.is_empty() {
         return Err(whole_body_error(FieldError::new(
@@ -272,16 +384,21 @@ fn required<'a>(
     value
 }
 
-fn check_string(
+/// `["body", name]`.
+fn body_field(name: &'static str) -> Vec<LocPart> {
+    vec![LocPart::Name("body"), LocPart::Name(name)]
+}
+
+/// A string of `min_chars` to `max_chars` characters without U+0000, else an entry at `loc`.
+pub fn check_string(
     value: &Value,
-    name: &'static str,
+    loc: Vec<LocPart>,
     min_chars: usize,
     max_chars: usize,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
-    let loc = vec!["body", name];
     let Value::String(text) = value else {
-        errors.push(FieldError::new(
+        errors.push(FieldError::at(
             "string_type",
             loc,
             "Input should be a valid string",
@@ -292,7 +409,7 @@ fn check_string(
     let chars = text.chars().count();
     if chars < min_chars {
         errors.push(
-            FieldError::new(
+            FieldError::at(
                 "string_too_short",
                 loc,
                 format!("String should have at least {min_chars} character"),
@@ -303,12 +420,12 @@ fn check_string(
         return None;
     }
     if chars > max_chars {
-        errors.push(too_long(loc, max_chars, value.clone()));
+        errors.push(too_long_at(loc, max_chars, value.clone()));
         return None;
     }
     // PostgreSQL cannot store U+0000 in text; rejecting it keeps both backends answering alike.
     if text.contains('\0') {
-        errors.push(FieldError::new(
+        errors.push(FieldError::at(
             "value_error",
             loc,
             "Value error, must not contain the NUL character (U+0000)",
@@ -319,13 +436,13 @@ fn check_string(
     Some(text.clone())
 }
 
-fn check_msisdn(value: &Value, name: &'static str, errors: &mut Vec<FieldError>) -> Option<String> {
-    let loc = vec!["body", name];
+/// `+` then digits, else an entry at `loc`.
+pub fn check_msisdn(value: &Value, loc: Vec<LocPart>, errors: &mut Vec<FieldError>) -> Option<String> {
     match value {
         Value::String(text) if is_msisdn(text) => Some(text.clone()),
         Value::String(_) => {
             errors.push(
-                FieldError::new(
+                FieldError::at(
                     "string_pattern_mismatch",
                     loc,
                     format!("String should match pattern '{MSISDN_PATTERN}'"),
@@ -336,7 +453,7 @@ fn check_msisdn(value: &Value, name: &'static str, errors: &mut Vec<FieldError>)
             None
         }
         _ => {
-            errors.push(FieldError::new(
+            errors.push(FieldError::at(
                 "string_type",
                 loc,
                 "Input should be a valid string",

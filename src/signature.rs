@@ -8,15 +8,15 @@
 //!   `id.timestamp.body`, with a `whsec_<base64>` secret base64-decoded first;
 //! - Svix: Standard Webhooks under the names `svix-id`, `svix-timestamp` and `svix-signature`,
 //!   which senders built on Svix send;
-//! - Twilio's `X-Twilio-Signature`, over the URL and the form fields (see [`twilio`]), checked
-//!   on its own route.
+//!
+//! The providers' routes (`crate::sources`) check one scheme each: WhatsApp's with
+//! [`Verifier::verify_hub_signature`], Twilio's with a verifier of its own.
 //!
 //! A request passes when one scheme it carries verifies. Every comparison of a MAC takes the same
 //! time however many bytes match, and every secret is tried even after one matched, so timing
 //! tells neither how close a guess was nor which secret signed. A refusal names the scheme and the
 //! check that failed, for the log; it never holds a secret or the expected signature.
 
-pub mod twilio;
 
 use std::time::Duration;
 
@@ -330,6 +330,12 @@ impl Verifier {
         }))
     }
 
+    /// Checks `X-Hub-Signature-256` alone (Meta's header, GitHub's too), whatever else `headers`
+    /// carry: a provider that signs one way only is held to that way.
+    pub fn verify_hub_signature(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), SignatureError> {
+        self.verify_scheme(Scheme::GitHub, headers, body, 0)
+    }
+
     fn verify_scheme(
         &self,
         scheme: Scheme,
@@ -396,7 +402,7 @@ impl Verifier {
 }
 
 /// The value of a header sent exactly once.
-fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a HeaderValue, SignatureError> {
+pub(crate) fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a HeaderValue, SignatureError> {
     let mut values = headers.get_all(name).iter();
     let value = values.next().ok_or(SignatureError::Missing)?;
     if values.next().is_some() {

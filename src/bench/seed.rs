@@ -71,7 +71,7 @@ pub async fn run(args: &SeedArgs) -> Result<SeedSummary, BenchError> {
 }
 
 async fn fill(store: Arc<dyn Store>, args: &SeedArgs) -> Result<SeedSummary, BenchError> {
-    let present = store.stats().await.map_err(BenchError::Store)?.total_messages;
+    let present = store.stats(None).await.map_err(BenchError::Store)?.total_messages;
     if present > 0 {
         return Err(BenchError::NotEmpty {
             database: args.storage.database_url.to_string(),
@@ -183,6 +183,7 @@ pub fn seeded_message(row: u64, plan: RowPlan) -> Result<Message, BenchError> {
         to: RECIPIENT.to_owned(),
         ts,
         text: Some(data::text(row, plan.text_bytes, data::is_marked(row))),
+        source: crate::message::Source::Webhook,
     })
 }
 

@@ -39,6 +39,10 @@ pub enum ApiError {
     BodyTimeout,
     #[error("Not Found")]
     NotFound,
+    #[error("message not found")]
+    MessageNotFound,
+    #[error("verification failed")]
+    VerificationFailed,
     #[error("Method Not Allowed")]
     MethodNotAllowed,
     #[error("webhook secret not configured")]
@@ -59,7 +63,8 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnreadableBody => StatusCode::BAD_REQUEST,
             ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::MessageNotFound => StatusCode::NOT_FOUND,
+            ApiError::VerificationFailed => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::SecretNotConfigured | ApiError::StorageUnavailable(_) | ApiError::QueryTimeout => {
                 StatusCode::SERVICE_UNAVAILABLE

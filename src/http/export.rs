@@ -47,7 +47,7 @@ enum ExportFormat {
     Csv,
 }
 
-const CSV_HEADER: &[u8] = b"message_id,from,to,ts,text\r\n";
+const CSV_HEADER: &[u8] = b"message_id,from,to,ts,text,source\r\n";
 
 impl ExportFormat {
     fn parse(text: &str) -> Option<ExportFormat> {
@@ -83,7 +83,7 @@ impl ExportFormat {
         for message in rows {
             match self {
                 ExportFormat::Ndjson => {
-                    serde_json::to_writer(&mut *out, message)?;
+                    serde_json::to_writer(&mut *out, &message.with_source())?;
                     out.push(b'\n');
                 }
                 ExportFormat::Csv => csv_row(message, out),
@@ -101,7 +101,7 @@ impl IntoParams for FormatParam {
         let formats = [ExportFormat::Ndjson, ExportFormat::Csv].map(ExportFormat::name);
         vec![query_parameter(
             "format",
-            "`ndjson` (one message object per line) or `csv` (header `message_id,from,to,ts,text`, RFC 4180, CRLF).",
+            "`ndjson` (one message object per line, with its `source`) or `csv` (header `message_id,from,to,ts,text,source`, RFC 4180, CRLF).",
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .enum_values(Some(formats))
@@ -125,7 +125,7 @@ impl IntoParams for FormatParam {
             headers(("Content-Disposition" = String, description = "`attachment; filename=\"messages-<UTC time>.<format>\"`")),
             content(
                 (String = "application/x-ndjson", example = json!("{\"message_id\":\"m1\",\"from\":\"+919876543210\",\"to\":\"+14155550100\",\"ts\":\"2025-01-15T10:00:00Z\",\"text\":\"Hello\"}\n")),
-                (String = "text/csv", example = json!("message_id,from,to,ts,text\r\nm1,+919876543210,+14155550100,2025-01-15T10:00:00Z,Hello\r\n")),
+                (String = "text/csv", example = json!("message_id,from,to,ts,text,source\r\nm1,+919876543210,+14155550100,2025-01-15T10:00:00Z,Hello,webhook\r\n")),
             )),
         (status = 422, description = "A bad parameter: one entry per bad one.", body = ValidationErrors),
         (status = 503, description = "The database cannot answer (`storage unavailable`), or the read took longer than `READ_TIMEOUT_MS` (`query timed out`).", body = ErrorDetail, example = json!({"detail": "storage unavailable"})),
@@ -269,6 +269,8 @@ fn csv_row(message: &Message, out: &mut Vec<u8>) {
     if let Some(text) = &message.text {
         csv_field(&defuse_formula(text), out);
     }
+    out.push(b',');
+    csv_field(message.source.as_str(), out);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -310,6 +312,7 @@ mod tests {
             to: "+14155550100".to_owned(),
             ts: Timestamp::parse("2025-01-15T10:00:00.5Z").unwrap(),
             text: text.map(str::to_owned),
+            source: crate::message::Source::Webhook,
         }
     }
 

@@ -66,6 +66,15 @@ impl IntoParams for PageParams {
                     .build(),
             ),
             query_parameter(
+                "include",
+                "`source`: each item carries its `source` too. Without it, the items hold exactly \
+                 the fields that `POST /webhook` takes.",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["source"]))
+                    .build(),
+            ),
+            query_parameter(
                 "cursor",
                 "A `next_cursor` this service gave out, with the same filters and `order`: the page \
                  after it. Any other value is refused (422).",
@@ -82,7 +91,8 @@ impl IntoParams for PageParams {
 /// One page of messages, ordered by `ts` (as instants) then `message_id`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MessagesPage {
-    data: Vec<Message>,
+    #[schema(value_type = Vec<Message>)]
+    data: Items,
     /// Every row that matches the filters, whatever `limit` and `offset` say.
     total: u64,
     limit: u32,
@@ -90,6 +100,34 @@ pub struct MessagesPage {
     /// Pass as `?cursor=` (with the same filters) for the next page; null on the last one.
     #[schema(required = true)]
     next_cursor: Option<String>,
+}
+
+/// The items of a page: the Part A fields, and `source` too when `include=source` asks for it.
+#[derive(Debug)]
+struct Items {
+    messages: Vec<Message>,
+    with_source: bool,
+}
+
+impl Serialize for Items {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut items = serializer.serialize_seq(Some(self.messages.len()))?;
+        for message in &self.messages {
+            if self.with_source {
+                items.serialize_element(&message.with_source())?;
+            } else {
+                items.serialize_element(message)?;
+            }
+        }
+        items.end()
+    }
+}
+
+/// What a page of `/messages` shows besides the Part A fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Include {
+    source: bool,
 }
 
 /// Stored messages, filtered and paged.
@@ -109,11 +147,15 @@ pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<MessagesPage>, ApiError> {
-    let (filter, page) = parse_query(query.as_deref().unwrap_or_default()).map_err(ApiError::Validation)?;
+    let (filter, page, include) =
+        parse_query(query.as_deref().unwrap_or_default()).map_err(ApiError::Validation)?;
     let (limit, offset) = (page.limit, page.offset);
     let found = state.store.list(filter, page).await?;
     Ok(Json(MessagesPage {
-        data: found.messages,
+        data: Items {
+            messages: found.messages,
+            with_source: include.source,
+        },
         total: found.total,
         limit,
         offset,
@@ -144,7 +186,7 @@ fn decode_cursor(cursor: &str) -> Option<Position> {
 
 /// Reads the query string, collecting an error entry for every bad parameter. When a
 /// parameter repeats, the last one counts; unknown parameters are ignored.
-fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldError>> {
+fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest, Include), Vec<FieldError>> {
     let mut raw = RawParams::read(query);
     let mut errors = Vec::new();
     let limit = raw.limit.as_deref().map_or(Some(DEFAULT_LIMIT), |text| {
@@ -156,6 +198,9 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
             .and_then(|n| u64::try_from(n).ok())
     });
     let filter = raw.take_filter(&mut errors);
+    let include = raw.include.as_deref().map_or(Some(Include::default()), |text| {
+        parse_include(text, &mut errors)
+    });
     let order = raw
         .order
         .as_deref()
@@ -182,8 +227,8 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
             position
         }
     };
-    match (limit, offset, order) {
-        (Some(limit), Some(offset), Some(order)) if errors.is_empty() => Ok((
+    match (limit, offset, order, include) {
+        (Some(limit), Some(offset), Some(order), Some(include)) if errors.is_empty() => Ok((
             filter,
             PageRequest {
                 limit,
@@ -191,8 +236,29 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest), Vec<FieldErr
                 after,
                 order,
             },
+            include,
         )),
         _ => Err(errors),
+    }
+}
+
+/// `source` (or nothing, when empty), or an error entry worded as FastAPI words it for an enum.
+fn parse_include(text: &str, errors: &mut Vec<FieldError>) -> Option<Include> {
+    match text {
+        "" => Some(Include::default()),
+        "source" => Some(Include { source: true }),
+        _ => {
+            errors.push(
+                FieldError::new(
+                    "enum",
+                    vec!["query", "include"],
+                    "Input should be 'source'",
+                    Value::String(text.to_owned()),
+                )
+                .with_ctx(json!({ "expected": "'source'" })),
+            );
+            None
+        }
     }
 }
 
@@ -277,7 +343,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_nothing_is_given() {
-        let (filter, page) = parse_query("").unwrap();
+        let (filter, page, _) = parse_query("").unwrap();
         assert_eq!(filter, MessageFilter::default());
         assert_eq!(
             page,
@@ -306,11 +372,11 @@ mod tests {
 
     #[test]
     fn an_unencoded_plus_in_from_is_restored() {
-        let (filter, _) = parse_query("from=+919876543210").unwrap();
+        let (filter, _, _) = parse_query("from=+919876543210").unwrap();
         assert_eq!(filter.from.as_deref(), Some("+919876543210"));
-        let (filter, _) = parse_query("from=%2B919876543210").unwrap();
+        let (filter, _, _) = parse_query("from=%2B919876543210").unwrap();
         assert_eq!(filter.from.as_deref(), Some("+919876543210"));
-        let (filter, _) = parse_query("from=%20abc").unwrap();
+        let (filter, _, _) = parse_query("from=%20abc").unwrap();
         assert_eq!(filter.from.as_deref(), Some(" abc"));
     }
 

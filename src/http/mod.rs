@@ -1,10 +1,11 @@
 //! The HTTP API: one router per resource, merged here under the shared middleware.
 
 mod auth;
-mod body;
+pub(crate) mod body;
 mod error;
 mod export;
 mod health;
+mod message;
 mod messages;
 mod metrics;
 mod middleware;
@@ -13,7 +14,7 @@ mod page;
 mod query;
 mod schemas;
 mod stats;
-mod webhook;
+pub(crate) mod webhook;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub const ROUTES: &[&str] = &[
     webhook::PATH,
     messages::PATH,
     export::PATH,
+    message::PATH,
     stats::PATH,
     health::LIVE_PATH,
     health::READY_PATH,
@@ -67,6 +69,7 @@ fn reads_behind_the_token(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .merge(messages::router())
         .merge(export::router())
+        .merge(message::router())
         .merge(stats::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(state),

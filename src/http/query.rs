@@ -7,7 +7,9 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Object, Required};
 
-use crate::message::{FieldError, NO_NUL_PATTERN, TIMESTAMP_PATTERN, Timestamp, timestamp_error, too_long};
+use crate::message::{
+    FieldError, NO_NUL_PATTERN, Source, TIMESTAMP_PATTERN, Timestamp, timestamp_error, too_long,
+};
 use crate::store::MessageFilter;
 
 /// The longest `q`, in characters: a search term, not a document (each character of it is a
@@ -47,6 +49,7 @@ impl IntoParams for FilterParams {
                     .examples([Value::from("hello")])
                     .build(),
             ),
+            source_parameter("Only messages from this source. Empty: no constraint."),
         ]
     }
 }
@@ -74,6 +77,8 @@ pub struct RawParams {
     pub q: Option<String>,
     pub format: Option<String>,
     pub order: Option<String>,
+    pub source: Option<String>,
+    pub include: Option<String>,
 }
 
 impl RawParams {
@@ -89,6 +94,8 @@ impl RawParams {
                 "q" => &mut raw.q,
                 "format" => &mut raw.format,
                 "order" => &mut raw.order,
+                "source" => &mut raw.source,
+                "include" => &mut raw.include,
                 _ => continue,
             };
             *slot = Some(value.into_owned());
@@ -99,6 +106,7 @@ impl RawParams {
     /// The filter that `from`, `since` and `q` ask for (taking them out), with an error entry in
     /// `errors` for each bad one. Empty `from` and `q` mean no constraint.
     pub fn take_filter(&mut self, errors: &mut Vec<FieldError>) -> MessageFilter {
+        let source = take_source(&mut self.source, errors);
         let since = self.since.take().and_then(|text| {
             let parsed = Timestamp::parse(&text);
             if parsed.is_none() {
@@ -121,8 +129,39 @@ impl RawParams {
             from: self.from.take().filter(|from| !from.is_empty()).map(restore_plus),
             since,
             text_contains: self.q.take().filter(|q| !q.is_empty()),
+            source,
         }
     }
+}
+
+/// The source `source` names; empty means no constraint, any other name is an error entry.
+pub fn take_source(source: &mut Option<String>, errors: &mut Vec<FieldError>) -> Option<Source> {
+    let name = source.take().filter(|name| !name.is_empty())?;
+    let found = Source::parse(&name);
+    if found.is_none() {
+        errors.push(
+            FieldError::new(
+                "enum",
+                vec!["query", "source"],
+                "Input should be 'webhook', 'whatsapp' or 'twilio'",
+                Value::String(name),
+            )
+            .with_ctx(serde_json::json!({ "expected": "'webhook', 'whatsapp' or 'twilio'" })),
+        );
+    }
+    found
+}
+
+/// The `source` parameter, for the OpenAPI document.
+pub fn source_parameter(description: &str) -> Parameter {
+    query_parameter(
+        "source",
+        description,
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(Source::ALL.map(Source::as_str)))
+            .build(),
+    )
 }
 
 fn reject_nul(value: Option<&str>, name: &'static str, errors: &mut Vec<FieldError>) {

@@ -65,23 +65,76 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (log, mut response) = match ingest(&state, &budget, &headers, body).await {
-        Ok((message_id, outcome)) => {
+    let outcome = ingest(&state, &budget, &headers, body)
+        .await
+        .map(|(message_id, outcome)| Stored::one(message_id, outcome));
+    answer(outcome, || Json(WebhookAccepted::default()).into_response())
+}
+
+/// What a write route stored, for its log line and its metrics.
+pub struct Stored {
+    pub message_id: Option<String>,
+    /// How many messages a provider's request carried; `None` on `/webhook`.
+    pub messages: Option<usize>,
+    pub result: WebhookResult,
+}
+
+impl Stored {
+    fn one(message_id: String, outcome: InsertOutcome) -> Stored {
+        Stored {
+            message_id: Some(message_id),
+            messages: None,
+            result: result_of(outcome),
+        }
+    }
+
+    /// A provider's request of `outcomes.len()` messages: created when any was new, duplicate
+    /// when all were stored before, ignored when it carried none.
+    pub fn many(message_ids: &[&str], outcomes: &[InsertOutcome]) -> Stored {
+        let result = if outcomes.contains(&InsertOutcome::Created) {
+            WebhookResult::Created
+        } else if outcomes.is_empty() {
+            WebhookResult::Ignored
+        } else {
+            WebhookResult::Duplicate
+        };
+        Stored {
+            message_id: match message_ids {
+                [only] => Some((*only).to_owned()),
+                _ => None,
+            },
+            messages: Some(outcomes.len()),
+            result,
+        }
+    }
+}
+
+fn result_of(outcome: InsertOutcome) -> WebhookResult {
+    match outcome {
+        InsertOutcome::Created => WebhookResult::Created,
+        InsertOutcome::Duplicate => WebhookResult::Duplicate,
+    }
+}
+
+/// The response of a write route, with its log line in the extensions (for the access log and
+/// `webhook_requests_total`): `accepted` builds the answer to a request that stored.
+pub fn answer(outcome: Result<Stored, Rejection>, accepted: impl FnOnce() -> Response) -> Response {
+    let (log, mut response) = match outcome {
+        Ok(stored) => {
             let log = WebhookLog {
-                message_id: Some(message_id),
-                dup: outcome == InsertOutcome::Duplicate,
-                result: match outcome {
-                    InsertOutcome::Created => WebhookResult::Created,
-                    InsertOutcome::Duplicate => WebhookResult::Duplicate,
-                },
+                message_id: stored.message_id,
+                messages: stored.messages,
+                dup: stored.result == WebhookResult::Duplicate,
+                result: stored.result,
                 signature_scheme: None,
                 signature_error: None,
             };
-            (log, Json(WebhookAccepted::default()).into_response())
+            (log, accepted())
         }
         Err(rejection) => {
             let log = WebhookLog {
                 message_id: None,
+                messages: None,
                 dup: false,
                 result: rejection.result,
                 signature_scheme: rejection
@@ -111,14 +164,14 @@ enum Accepted {
 }
 
 /// Why a request stored nothing, in the words of the metrics, the log and the client.
-struct Rejection {
+pub struct Rejection {
     result: WebhookResult,
     signature: Option<Refusal>,
     error: ApiError,
 }
 
 impl Rejection {
-    fn new(result: WebhookResult, error: ApiError) -> Self {
+    pub fn new(result: WebhookResult, error: ApiError) -> Self {
         Rejection {
             result,
             signature: None,
@@ -126,7 +179,7 @@ impl Rejection {
         }
     }
 
-    fn of_body(error: ApiError) -> Self {
+    pub fn of_body(error: ApiError) -> Self {
         let result = match error {
             ApiError::PayloadTooLarge => WebhookResult::PayloadTooLarge,
             ApiError::BodyTimeout => WebhookResult::BodyTimeout,
@@ -135,11 +188,19 @@ impl Rejection {
         Rejection::new(result, error)
     }
 
-    fn of_signature(refusal: Refusal) -> Self {
+    pub fn of_signature(refusal: Refusal) -> Self {
         Rejection {
             signature: Some(refusal),
             ..Rejection::new(WebhookResult::InvalidSignature, ApiError::InvalidSignature)
         }
+    }
+
+    pub fn invalid(errors: Vec<crate::message::FieldError>) -> Self {
+        Rejection::new(WebhookResult::ValidationError, ApiError::Validation(errors))
+    }
+
+    pub fn of_store(error: crate::store::StoreError) -> Self {
+        Rejection::new(WebhookResult::StorageUnavailable, error.into())
     }
 }
 
@@ -162,20 +223,15 @@ async fn ingest(
         .verify(headers, &held.bytes, unix_now_secs())
         .map_err(Rejection::of_signature)?;
     let body = held.release();
-    let message = parse_message(&body)
-        .map_err(|errors| Rejection::new(WebhookResult::ValidationError, ApiError::Validation(errors)))?;
+    let message = parse_message(&body).map_err(Rejection::invalid)?;
     let message_id = message.message_id.clone();
-    let outcome = state
-        .store
-        .insert(message)
-        .await
-        .map_err(|error| Rejection::new(WebhookResult::StorageUnavailable, error.into()))?;
+    let outcome = state.store.insert(message).await.map_err(Rejection::of_store)?;
     Ok((message_id, outcome))
 }
 
 /// Seconds since the Unix epoch, for the Standard Webhooks tolerance window (0 if the clock is
 /// set before 1970, which makes every timestamp stale rather than accepted).
-fn unix_now_secs() -> u64 {
+pub fn unix_now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs())

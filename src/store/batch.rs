@@ -12,15 +12,20 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::contract::{InsertOutcome, StoreError};
-use crate::message::Message;
+use crate::message::{Message, NewMessage};
 
 /// How many commands may wait for a writer before senders are made to wait too.
 const QUEUE_DEPTH: usize = 2048;
 
 pub enum Command<Job> {
     Insert {
-        message: Message,
+        message: NewMessage,
         reply: Reply,
+    },
+    /// Messages that are committed in the same transaction, never split across two.
+    InsertTogether {
+        messages: Vec<NewMessage>,
+        reply: TogetherReply,
     },
     /// Work of the backend's own, run after the insert batch it arrives with.
     Job(Job),
@@ -31,6 +36,13 @@ pub enum Command<Job> {
 }
 
 type Reply = oneshot::Sender<Result<InsertOutcome, StoreError>>;
+type TogetherReply = oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>;
+
+/// Who waits for a batch's outcomes: a single insert, or a group and how many it holds.
+enum Waiter {
+    One(Reply),
+    Together(TogetherReply, usize),
+}
 
 /// Where a backend's job sends its answer.
 pub type JobReply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -50,8 +62,20 @@ impl<Job> WriterHandle<Job> {
     /// Queues `message` and waits until the writer has committed it (or failed to).
     pub async fn insert(&self, message: Message) -> Result<InsertOutcome, StoreError> {
         let (reply, outcome) = oneshot::channel();
+        let message = NewMessage::from(message);
         self.send(Command::Insert { message, reply }).await?;
         outcome.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Queues `messages` as one group and waits until the writer has committed all of them in
+    /// one transaction (or failed to).
+    pub async fn insert_together(&self, messages: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, outcomes) = oneshot::channel();
+        self.send(Command::InsertTogether { messages, reply }).await?;
+        outcomes.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
     /// Queues the job that `make` builds around its reply, and waits for the answer.
@@ -129,22 +153,40 @@ impl StoredCount {
 }
 
 /// The requests of a committed batch, still waiting for their answers.
-pub struct PendingAnswers(Vec<Reply>);
+pub struct PendingAnswers(Vec<Waiter>);
 
 impl PendingAnswers {
-    /// One outcome each, in the order of the batch, or the same error to all.
+    /// One outcome per message, in the order of the batch, or the same error to all.
     pub fn answer(self, committed: Result<Vec<InsertOutcome>, StoreError>) {
+        // A client that went away no longer waits for its answer; its rows are stored anyway.
         match committed {
             Ok(outcomes) => {
-                for (reply, outcome) in self.0.into_iter().zip(outcomes) {
-                    // A client that went away no longer waits for its answer; its row is stored anyway.
-                    let _ = reply.send(Ok(outcome));
+                let mut outcomes = outcomes.into_iter();
+                for waiter in self.0 {
+                    match waiter {
+                        Waiter::One(reply) => {
+                            if let Some(outcome) = outcomes.next() {
+                                let _ = reply.send(Ok(outcome));
+                            }
+                        }
+                        Waiter::Together(reply, count) => {
+                            let _ = reply.send(Ok(outcomes.by_ref().take(count).collect()));
+                        }
+                    }
                 }
             }
             Err(error) => {
                 tracing::error!(error = %error, requests = self.0.len(), "write batch failed; answering 503");
-                for reply in self.0 {
-                    let _ = reply.send(Err(StoreError::Unavailable(error.to_string())));
+                let refusal = || StoreError::Unavailable(error.to_string());
+                for waiter in self.0 {
+                    match waiter {
+                        Waiter::One(reply) => {
+                            let _ = reply.send(Err(refusal()));
+                        }
+                        Waiter::Together(reply, _) => {
+                            let _ = reply.send(Err(refusal()));
+                        }
+                    }
                 }
             }
         }
@@ -152,7 +194,7 @@ impl PendingAnswers {
 
     #[cfg(test)]
     pub fn from_replies(replies: Vec<Reply>) -> PendingAnswers {
-        PendingAnswers(replies)
+        PendingAnswers(replies.into_iter().map(Waiter::One).collect())
     }
 }
 
@@ -160,8 +202,8 @@ impl PendingAnswers {
 /// to stop.
 pub struct Batch<Job> {
     max_len: usize,
-    messages: Vec<Message>,
-    replies: Vec<Reply>,
+    messages: Vec<NewMessage>,
+    waiters: Vec<Waiter>,
     jobs: Vec<Job>,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -171,20 +213,25 @@ impl<Job> Batch<Job> {
         Batch {
             max_len,
             messages: Vec::with_capacity(max_len),
-            replies: Vec::with_capacity(max_len),
+            waiters: Vec::with_capacity(max_len),
             jobs: Vec::new(),
             shutdown_waiters: Vec::new(),
         }
     }
 
-    /// Takes `first` and whatever else is already waiting, up to the bound; never waits.
+    /// Takes `first` and whatever else is already waiting, up to the bound (a group is taken
+    /// whole, and may pass it); never waits.
     pub fn gather(&mut self, first: Command<Job>, commands: &mut mpsc::Receiver<Command<Job>>) {
         let mut next = Some(first);
         while let Some(command) = next {
             match command {
                 Command::Insert { message, reply } => {
                     self.messages.push(message);
-                    self.replies.push(reply);
+                    self.waiters.push(Waiter::One(reply));
+                }
+                Command::InsertTogether { messages, reply } => {
+                    self.waiters.push(Waiter::Together(reply, messages.len()));
+                    self.messages.extend(messages);
                 }
                 Command::Job(job) => self.jobs.push(job),
                 Command::Shutdown { done } => {
@@ -201,7 +248,7 @@ impl<Job> Batch<Job> {
         }
     }
 
-    pub fn messages(&self) -> &[Message] {
+    pub fn messages(&self) -> &[NewMessage] {
         &self.messages
     }
 
@@ -214,7 +261,7 @@ impl<Job> Batch<Job> {
     /// elsewhere (once the commit is on disk).
     pub fn answer_later(&mut self) -> PendingAnswers {
         self.messages.clear();
-        PendingAnswers(std::mem::take(&mut self.replies))
+        PendingAnswers(std::mem::take(&mut self.waiters))
     }
 
     /// The jobs that arrived with this batch, to be run after its commit.

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::message::{Message, Timestamp};
+use crate::message::{Message, NewMessage, Source, Timestamp};
 
 /// What storing a message did: the first write of an id wins, later ones change nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,7 @@ pub struct MessageFilter {
     pub from: Option<String>,
     pub since: Option<Timestamp>,
     pub text_contains: Option<String>,
+    pub source: Option<Source>,
 }
 
 /// A window into the filtered, ordered messages: `limit` rows from `offset`, counted from just
@@ -112,10 +113,22 @@ impl MessagePage {
     }
 }
 
-/// The figures of `/stats`.
+/// One stored message as `GET /messages/{message_id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageDetail {
+    pub message: Message,
+    /// When this service stored it (UTC, RFC 3339).
+    pub received_at: String,
+    /// The provider's JSON for this message, as text; `None` for a Part A message.
+    pub raw: Option<String>,
+}
+
+/// The figures of `/stats`, of every message or of one source's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub total_messages: u64,
+    /// How many of them came from each source.
+    pub messages_per_source: SourceCounts,
     pub senders_count: u64,
     /// The top senders by count (at most `TOP_SENDERS`), descending, ties by `from`.
     pub messages_per_sender: Vec<SenderCount>,
@@ -125,6 +138,39 @@ pub struct Stats {
     /// The latest `ts`, verbatim; null when nothing is stored.
     #[schema(required = true)]
     pub last_message_ts: Option<String>,
+}
+
+/// A count per source, every source named (0 when none came from it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SourceCounts {
+    pub webhook: u64,
+    pub whatsapp: u64,
+    pub twilio: u64,
+}
+
+impl SourceCounts {
+    pub fn add(&mut self, source: Source, count: u64) {
+        *match source {
+            Source::Webhook => &mut self.webhook,
+            Source::Whatsapp => &mut self.whatsapp,
+            Source::Twilio => &mut self.twilio,
+        } += count;
+    }
+
+    pub fn get(&self, source: Source) -> u64 {
+        match source {
+            Source::Webhook => self.webhook,
+            Source::Whatsapp => self.whatsapp,
+            Source::Twilio => self.twilio,
+        }
+    }
+
+    /// Only `source`'s count, the others 0.
+    pub fn only(&self, source: Source) -> SourceCounts {
+        let mut only = SourceCounts::default();
+        only.add(source, self.get(source));
+        only
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -168,6 +214,14 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `message` unless its id exists; returns only once the outcome is committed.
     async fn insert(&self, message: Message) -> Result<InsertOutcome, StoreError>;
 
+    /// Stores every one of `messages` whose id does not exist yet, all in the same transaction
+    /// (one provider request's messages are stored together or not at all); one outcome each,
+    /// in order, once committed.
+    async fn insert_together(&self, messages: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError>;
+
+    /// The message stored under `message_id`, if any.
+    async fn get(&self, message_id: &str) -> Result<Option<MessageDetail>, StoreError>;
+
     /// The page of matching messages ordered by `ts` (as instants), then `message_id`.
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError>;
 
@@ -180,7 +234,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Message>, StoreError>;
 
-    async fn stats(&self) -> Result<Stats, StoreError>;
+    /// The figures of every message, or of `source`'s alone.
+    async fn stats(&self, source: Option<Source>) -> Result<Stats, StoreError>;
 
     /// How many messages are stored, from the count the store keeps in memory: no read of the
     /// database (`/metrics` asks on every scrape). Exact on SQLite; on PostgreSQL this replica's

@@ -78,6 +78,9 @@ pub struct AccessLine<'a> {
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookLog {
     pub message_id: Option<String>,
+    /// How many messages a provider's request carried (absent on `/webhook`, which carries one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<usize>,
     pub dup: bool,
     #[serde(serialize_with = "serialize_result")]
     pub result: WebhookResult,

@@ -45,10 +45,12 @@ pub enum WebhookResult {
     NotConfigured,
     StorageUnavailable,
     BodyTimeout,
+    /// A provider's request that carried no message (a status update, another field).
+    Ignored,
 }
 
 impl WebhookResult {
-    pub const ALL: [WebhookResult; 8] = [
+    pub const ALL: [WebhookResult; 9] = [
         WebhookResult::Created,
         WebhookResult::Duplicate,
         WebhookResult::InvalidSignature,
@@ -57,6 +59,7 @@ impl WebhookResult {
         WebhookResult::NotConfigured,
         WebhookResult::StorageUnavailable,
         WebhookResult::BodyTimeout,
+        WebhookResult::Ignored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +72,7 @@ impl WebhookResult {
             WebhookResult::NotConfigured => "not_configured",
             WebhookResult::StorageUnavailable => "storage_unavailable",
             WebhookResult::BodyTimeout => "body_timeout",
+            WebhookResult::Ignored => "ignored",
         }
     }
 }

@@ -27,6 +27,7 @@ fn message(n: usize) -> Message {
         to: "+14155550100".to_owned(),
         ts: Timestamp::parse("2025-01-15T10:00:00Z").expect("timestamp"),
         text: Some(format!("{n:06} {}", "x".repeat(TEXT_BYTES))),
+        source: webhook_inbox::message::Source::Webhook,
     }
 }
 

@@ -71,6 +71,7 @@ fn build(id: &str, from: &str, ts: &str, text: Option<&str>) -> Message {
         to: "+14155550100".to_owned(),
         ts: Timestamp::parse(ts).unwrap_or_else(|| panic!("bad ts {ts}")),
         text: text.map(str::to_owned),
+        source: webhook_inbox::message::Source::Webhook,
     }
 }
 

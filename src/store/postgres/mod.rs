@@ -25,10 +25,10 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::clock::Clock;
-use crate::message::Message;
+use crate::message::{Message, NewMessage, Source};
 use crate::store::batch::{StoredCount, WriteObserver, WriterHandle};
 use crate::store::{
-    InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
+    InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
 };
 use connection::{PoolSettings, Pools, ReadConnection, connect_pools, pool_error, read_failed};
 use writer::NoJobs;
@@ -114,6 +114,15 @@ impl Store for PostgresStore {
         self.writer.insert(message).await
     }
 
+    async fn insert_together(&self, messages: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.writer.insert_together(messages).await
+    }
+
+    async fn get(&self, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
+        self.read(async |client| queries::get_message(client, message_id).await)
+            .await
+    }
+
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError> {
         self.read(async |client| {
             let tx = queries::snapshot(client).await?;
@@ -134,10 +143,10 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn stats(&self) -> Result<Stats, StoreError> {
+    async fn stats(&self, source: Option<Source>) -> Result<Stats, StoreError> {
         self.read(async |client| {
             let tx = queries::snapshot(client).await?;
-            let stats = queries::read_stats(&tx).await?;
+            let stats = queries::read_stats(&tx, source).await?;
             tx.commit().await.map_err(read_failed)?;
             Ok(stats)
         })

@@ -5,10 +5,14 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::connection::read_failed;
-use crate::message::{Message, Timestamp, fold_case};
+use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, Stats, StoreError, TOP_SENDERS,
+    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SourceCounts, Stats,
+    StoreError, TOP_SENDERS,
 };
+
+/// The columns [`message_from_row`] reads.
+const MESSAGE_COLUMNS: &str = "message_id, from_msisdn, to_msisdn, ts, text, ts_key, source";
 
 /// A read-only transaction whose statements all see one snapshot, so a page and its total agree.
 pub async fn snapshot(
@@ -39,10 +43,24 @@ fn filter_clause(filter: &MessageFilter) -> (String, Vec<Box<dyn ToSql + Sync + 
         values.push(Box::new(like_contains_pattern(&fold_case(needle))));
         conditions.push(format!("text_folded LIKE ${}", values.len()));
     }
+    if let Some(source) = filter.source {
+        values.push(Box::new(source.as_str()));
+        conditions.push(source_condition(source, values.len()));
+    }
     if conditions.is_empty() {
         (String::new(), values)
     } else {
         (format!(" WHERE {}", conditions.join(" AND ")), values)
+    }
+}
+
+/// Keeps one source's rows, `$n` being the source's name. A provider's rows are found through the
+/// partial index of the providers' rows, which the planner uses only when the query itself
+/// excludes `webhook`.
+fn source_condition(source: Source, n: usize) -> String {
+    match source {
+        Source::Webhook => format!("source = ${n}"),
+        Source::Whatsapp | Source::Twilio => format!("source = ${n} AND source <> 'webhook'"),
     }
 }
 
@@ -98,7 +116,7 @@ async fn select_messages(
     let direction = order.sql();
     let select = client
         .prepare_cached(&format!(
-            "SELECT message_id, from_msisdn, to_msisdn, ts, text, ts_key FROM messages{clause} \
+            "SELECT {MESSAGE_COLUMNS} FROM messages{clause} \
              ORDER BY ts_key {direction}, message_id {direction} {window}"
         ))
         .await
@@ -107,7 +125,7 @@ async fn select_messages(
         .query(&select, &params(values))
         .await
         .map_err(read_failed)?;
-    Ok(rows.iter().map(message_from_row).collect())
+    rows.iter().map(message_from_row).collect()
 }
 
 /// `clause` narrowed to the rows after `after` in `order`.
@@ -153,6 +171,7 @@ pub async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) 
             from: None,
             since: None,
             text_contains: None,
+            source: None,
         } => client
             .query_one(
                 "SELECT COALESCE(SUM(messages), 0)::BIGINT FROM message_totals",
@@ -162,9 +181,16 @@ pub async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) 
             .map_err(read_failed)?
             .get(0),
         MessageFilter {
+            from: None,
+            since: None,
+            text_contains: None,
+            source: Some(source),
+        } => source_rows(client, *source).await?,
+        MessageFilter {
             from: Some(from),
             since: None,
             text_contains: None,
+            source: None,
         } => client
             .query_opt(
                 "SELECT message_count FROM sender_counts WHERE from_msisdn = $1",
@@ -189,17 +215,144 @@ pub async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) 
     Ok(count_of(total))
 }
 
-fn message_from_row(row: &Row) -> Message {
-    Message {
+/// A row of [`MESSAGE_COLUMNS`]; a source this binary does not know (written by a newer one)
+/// fails the read.
+fn message_from_row(row: &Row) -> Result<Message, StoreError> {
+    let source: &str = row.get(6);
+    Ok(Message {
         message_id: row.get(0),
         from: row.get(1),
         to: row.get(2),
         ts: Timestamp::from_stored(row.get(3), row.get(5)),
         text: row.get(4),
+        source: Source::parse(source)
+            .ok_or_else(|| StoreError::SchemaMismatch(format!("unknown source {source:?}")))?,
+    })
+}
+
+/// The message stored under `message_id`, with when it arrived and what its provider sent.
+pub async fn get_message(client: &impl GenericClient, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS}, created_at, raw FROM messages WHERE message_id = $1"
+        ))
+        .await
+        .map_err(read_failed)?;
+    let Some(row) = client
+        .query_opt(&statement, &[&message_id])
+        .await
+        .map_err(read_failed)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(MessageDetail {
+        message: message_from_row(&row)?,
+        received_at: row.get(7),
+        raw: row.get(8),
+    }))
+}
+
+async fn source_rows(client: &impl GenericClient, source: Source) -> Result<i64, StoreError> {
+    Ok(client
+        .query_one(
+            "SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM source_counts WHERE source = $1",
+            &[&source.as_str()],
+        )
+        .await
+        .map_err(read_failed)?
+        .get(0))
+}
+
+async fn source_counts(client: &impl GenericClient) -> Result<SourceCounts, StoreError> {
+    let rows = client
+        .query(
+            "SELECT source, SUM(message_count)::BIGINT FROM source_counts GROUP BY source",
+            &[],
+        )
+        .await
+        .map_err(read_failed)?;
+    let mut counts = SourceCounts::default();
+    for row in rows {
+        if let Some(source) = Source::parse(row.get(0)) {
+            counts.add(source, count_of(row.get(1)));
+        }
+    }
+    Ok(counts)
+}
+
+/// The figures of every message, or of one source's. The first come from the counts kept at
+/// insert time. So do a source's when every message came from it (the usual case); otherwise its
+/// senders are counted from its rows, at a cost that grows with them.
+pub async fn read_stats(client: &impl GenericClient, source: Option<Source>) -> Result<Stats, StoreError> {
+    let per_source = source_counts(client).await?;
+    let all = per_source.webhook + per_source.whatsapp + per_source.twilio;
+    match source {
+        None => read_all_stats(client, per_source).await,
+        Some(source) if per_source.get(source) == all => {
+            let stats = read_all_stats(client, per_source).await?;
+            Ok(Stats {
+                messages_per_source: per_source.only(source),
+                ..stats
+            })
+        }
+        Some(source) => read_source_stats(client, source, per_source).await,
     }
 }
 
-pub async fn read_stats(client: &impl GenericClient) -> Result<Stats, StoreError> {
+async fn read_source_stats(
+    client: &impl GenericClient,
+    source: Source,
+    per_source: SourceCounts,
+) -> Result<Stats, StoreError> {
+    let condition = source_condition(source, 1);
+    let name = source.as_str();
+    let senders: i64 = client
+        .query_one(
+            &format!("SELECT COUNT(DISTINCT from_msisdn) FROM messages WHERE {condition}"),
+            &[&name],
+        )
+        .await
+        .map_err(read_failed)?
+        .get(0);
+    let top = client
+        .query(
+            &format!(
+                "SELECT from_msisdn, COUNT(*) AS sent FROM messages WHERE {condition} \
+                 GROUP BY from_msisdn ORDER BY sent DESC, from_msisdn ASC LIMIT $2"
+            ),
+            &[&name, &i64::from(TOP_SENDERS)],
+        )
+        .await
+        .map_err(read_failed)?;
+    let edge_ts = |order: &'static str| {
+        let query = format!(
+            "SELECT ts FROM messages WHERE {condition} ORDER BY ts_key {order}, message_id {order} LIMIT 1"
+        );
+        async move {
+            client
+                .query_opt(&query, &[&name])
+                .await
+                .map(|row| row.map(|row| row.get::<_, String>(0)))
+                .map_err(read_failed)
+        }
+    };
+    Ok(Stats {
+        total_messages: per_source.get(source),
+        messages_per_source: per_source.only(source),
+        senders_count: count_of(senders),
+        messages_per_sender: top
+            .iter()
+            .map(|row| SenderCount {
+                from: row.get(0),
+                count: count_of(row.get(1)),
+            })
+            .collect(),
+        first_message_ts: edge_ts("ASC").await?,
+        last_message_ts: edge_ts("DESC").await?,
+    })
+}
+
+async fn read_all_stats(client: &impl GenericClient, per_source: SourceCounts) -> Result<Stats, StoreError> {
     let totals = client
         .query_one(
             "SELECT COALESCE(SUM(messages), 0)::BIGINT, COALESCE(SUM(senders), 0)::BIGINT FROM message_totals",
@@ -227,6 +380,7 @@ pub async fn read_stats(client: &impl GenericClient) -> Result<Stats, StoreError
     };
     Ok(Stats {
         total_messages: count_of(totals.get(0)),
+        messages_per_source: per_source,
         senders_count: count_of(totals.get(1)),
         messages_per_sender: top
             .iter()

@@ -26,12 +26,12 @@ const LOCK_TIMEOUT: &str = "5s";
 const LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i32 = 3;
+pub const CURRENT_VERSION: i32 = 4;
 
 /// Any constant works as long as every replica uses the same one ("wbhk" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7762_686b;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2_CREATED_AT), (3, V3_TOTALS)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2_CREATED_AT), (3, V3_TOTALS), (4, V4_SOURCES)];
 
 /// Text columns that are ordered or compared use the "C" collation: byte order, as SQLite's
 /// BINARY, so both backends sort `message_id` and `from` alike whatever the database's locale.
@@ -134,6 +134,58 @@ CREATE TRIGGER sender_counts_update_totals AFTER UPDATE ON sender_counts
 CREATE TRIGGER sender_counts_delete_totals AFTER DELETE ON sender_counts
     REFERENCING OLD TABLE AS deleted
     FOR EACH STATEMENT EXECUTE FUNCTION sender_counts_deleted();
+"#;
+
+/// Where each message came from and what its provider sent (SPEC B6). Every row stored before
+/// this version came from `POST /webhook`; a column with a constant default rewrites no row.
+///
+/// The source index holds the providers' rows only, so Part A inserts cost nothing more; a read
+/// of a provider's rows says `source <> 'webhook'` beside `source = $n` so that the planner may
+/// use it. The count per source is kept by statement-level triggers on `messages`, from the rows
+/// each statement inserted or deleted (transition tables), in 16 shards like the totals: so it
+/// holds whatever writes the rows, and concurrent replicas do not queue on one row's lock.
+/// `ALTER TABLE` holds writers back until the triggers exist, so the backfill from the totals
+/// misses nothing.
+const V4_SOURCES: &str = r#"
+ALTER TABLE messages ADD COLUMN source TEXT COLLATE "C" NOT NULL DEFAULT 'webhook';
+ALTER TABLE messages ADD COLUMN raw TEXT;
+CREATE INDEX messages_by_source_ts ON messages (source, ts_key, message_id) WHERE source <> 'webhook';
+
+CREATE TABLE source_counts (
+    source        TEXT COLLATE "C" NOT NULL,
+    shard         SMALLINT NOT NULL,
+    message_count BIGINT NOT NULL,
+    PRIMARY KEY (source, shard)
+);
+INSERT INTO source_counts (source, shard, message_count)
+    SELECT 'webhook', 0, COALESCE(SUM(messages), 0) FROM message_totals;
+
+CREATE FUNCTION messages_inserted_per_source() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO source_counts (source, shard, message_count)
+        SELECT source, (pg_backend_pid() % 16)::SMALLINT, COUNT(*) FROM inserted GROUP BY source ORDER BY source
+    ON CONFLICT (source, shard) DO UPDATE SET message_count = source_counts.message_count + excluded.message_count;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION messages_deleted_per_source() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO source_counts (source, shard, message_count)
+        SELECT source, (pg_backend_pid() % 16)::SMALLINT, -COUNT(*) FROM deleted GROUP BY source ORDER BY source
+    ON CONFLICT (source, shard) DO UPDATE SET message_count = source_counts.message_count + excluded.message_count;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER messages_insert_source_counts AFTER INSERT ON messages
+    REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION messages_inserted_per_source();
+CREATE TRIGGER messages_delete_source_counts AFTER DELETE ON messages
+    REFERENCING OLD TABLE AS deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION messages_deleted_per_source();
 "#;
 
 const BOOKKEEPING: &str = "

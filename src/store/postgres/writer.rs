@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::connection::{Failure, classify, retrying};
 use crate::clock::Clock;
-use crate::message::{Message, fold_case};
+use crate::message::{NewMessage, fold_case};
 use crate::store::InsertOutcome;
 use crate::store::batch::{Batch, Command, StoredCount, WriteObserver, WriterHandle};
 
@@ -22,11 +22,12 @@ pub const MAX_BATCH: usize = 512;
 /// several replicas take their row locks in one order and cannot deadlock each other.
 const INSERT_BATCH: &str = r#"
 WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-        AS b (message_id, from_msisdn, to_msisdn, ts, text, ts_key, text_folded)
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::text[], $10::text[]
+    ) AS b (message_id, from_msisdn, to_msisdn, ts, text, ts_key, text_folded, source, raw)
 ), inserted AS (
-    INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key, text_folded)
-    SELECT message_id, from_msisdn, to_msisdn, ts, text, $8, ts_key, text_folded FROM batch
+    INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key, text_folded, source, raw)
+    SELECT message_id, from_msisdn, to_msisdn, ts, text, $8, ts_key, text_folded, source, raw FROM batch
     ON CONFLICT (message_id) DO NOTHING
     RETURNING message_id, from_msisdn
 ), counted AS (
@@ -75,7 +76,7 @@ async fn run(
     batch.finish();
 }
 
-async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<InsertOutcome>, Failure> {
+async fn commit(pool: &Pool, messages: &[NewMessage], clock: &Clock) -> Result<Vec<InsertOutcome>, Failure> {
     if messages.is_empty() {
         return Ok(Vec::new());
     }
@@ -96,6 +97,8 @@ async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<
                 &columns.ts_key,
                 &columns.text_folded,
                 &created_at,
+                &columns.source,
+                &columns.raw,
             ],
         )
         .await
@@ -106,9 +109,9 @@ async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<
         .enumerate()
         .map(|(index, message)| {
             let is_first = unique
-                .get(message.message_id.as_str())
+                .get(message.message.message_id.as_str())
                 .is_some_and(|first| std::ptr::eq(*first, &messages[index]));
-            if is_first && inserted.contains(message.message_id.as_str()) {
+            if is_first && inserted.contains(message.message.message_id.as_str()) {
                 InsertOutcome::Created
             } else {
                 InsertOutcome::Duplicate
@@ -119,10 +122,10 @@ async fn commit(pool: &Pool, messages: &[Message], clock: &Clock) -> Result<Vec<
 
 /// The first message of each id in the batch, sorted by id: later ones with the same id are
 /// duplicates whatever the database holds (first write wins inside a batch too).
-fn first_of_each_id(messages: &[Message]) -> BTreeMap<&str, &Message> {
+fn first_of_each_id(messages: &[NewMessage]) -> BTreeMap<&str, &NewMessage> {
     let mut unique = BTreeMap::new();
     for message in messages {
-        unique.entry(message.message_id.as_str()).or_insert(message);
+        unique.entry(message.message.message_id.as_str()).or_insert(message);
     }
     unique
 }
@@ -136,10 +139,12 @@ struct Columns<'a> {
     text: Vec<Option<&'a str>>,
     ts_key: Vec<&'a str>,
     text_folded: Vec<Option<String>>,
+    source: Vec<&'static str>,
+    raw: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
-    fn of(messages: impl ExactSizeIterator<Item = &'a Message>) -> Self {
+    fn of(messages: impl ExactSizeIterator<Item = &'a NewMessage>) -> Self {
         let len = messages.len();
         let mut columns = Columns {
             message_id: Vec::with_capacity(len),
@@ -149,8 +154,10 @@ impl<'a> Columns<'a> {
             text: Vec::with_capacity(len),
             ts_key: Vec::with_capacity(len),
             text_folded: Vec::with_capacity(len),
+            source: Vec::with_capacity(len),
+            raw: Vec::with_capacity(len),
         };
-        for message in messages {
+        for NewMessage { message, raw } in messages {
             columns.message_id.push(&message.message_id);
             columns.from.push(&message.from);
             columns.to.push(&message.to);
@@ -158,6 +165,8 @@ impl<'a> Columns<'a> {
             columns.text.push(message.text.as_deref());
             columns.ts_key.push(message.ts.sort_key());
             columns.text_folded.push(message.text.as_deref().map(fold_case));
+            columns.source.push(message.source.as_str());
+            columns.raw.push(raw.as_deref());
         }
         columns
     }

@@ -27,10 +27,10 @@ use async_trait::async_trait;
 
 use crate::clock::Clock;
 use crate::config::{Synchronous, defaults};
-use crate::message::Message;
+use crate::message::{Message, NewMessage, Source};
 use crate::store::batch::{StoredCount, WriteObserver, WriterHandle, unobserved};
 use crate::store::{
-    InsertOutcome, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
+    InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
 };
 use connection::{Target, unavailable};
 use read_pool::ReadPool;
@@ -129,6 +129,17 @@ impl Store for SqliteStore {
         self.writer.insert(message).await
     }
 
+    async fn insert_together(&self, messages: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError> {
+        self.writer.insert_together(messages).await
+    }
+
+    async fn get(&self, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
+        let message_id = message_id.to_owned();
+        self.readers
+            .run(move |conn| queries::get_message(conn, &message_id))
+            .await
+    }
+
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError> {
         self.readers
             .run(move |conn| queries::list_messages(conn, &filter, page))
@@ -147,8 +158,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn stats(&self) -> Result<Stats, StoreError> {
-        self.readers.run(queries::read_stats).await
+    async fn stats(&self, source: Option<Source>) -> Result<Stats, StoreError> {
+        self.readers.run(move |conn| queries::read_stats(conn, source)).await
     }
 
     fn stored_messages(&self) -> u64 {

@@ -4,10 +4,14 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use rustc_hash::{FxBuildHasher, FxHashSet};
 
-use crate::message::{Message, Timestamp, fold_case};
+use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, Stats, TOP_SENDERS,
+    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SourceCounts, Stats,
+    TOP_SENDERS,
 };
+
+/// The columns [`message_from_row`] reads, of `messages AS m`.
+const MESSAGE_COLUMNS: &str = "m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key, m.source";
 
 /// Shorter terms have no trigram to look up; they are found by scanning.
 const MIN_INDEXED_CHARS: usize = 3;
@@ -124,6 +128,10 @@ impl Selection {
             selection.conditions.push("m.from_msisdn = ?");
             selection.values.push(SqlValue::Text(from.clone()));
         }
+        if let Some(source) = filter.source {
+            selection.conditions.push(source_condition(source));
+            selection.values.push(SqlValue::Text(source.as_str().to_owned()));
+        }
         if let Some(since) = &filter.since {
             selection.conditions.push("m.ts_key >= ?");
             selection.values.push(SqlValue::Text(since.sort_key().to_owned()));
@@ -147,6 +155,15 @@ impl Selection {
         } else {
             format!(" FROM {} WHERE {}", self.from, self.conditions.join(" AND "))
         }
+    }
+}
+
+/// Keeps one source's rows. A provider's rows are found through the partial index of the
+/// providers' rows, which SQLite uses only when the query itself excludes `webhook`.
+fn source_condition(source: Source) -> &'static str {
+    match source {
+        Source::Webhook => "m.source = ?",
+        Source::Whatsapp | Source::Twilio => "m.source = ? AND m.source <> 'webhook'",
     }
 }
 
@@ -261,8 +278,7 @@ fn list_messages_keeping(
     let order = page.order.sql();
     let rows = conn
         .prepare_cached(&format!(
-            "SELECT m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key{} \
-             ORDER BY m.ts_key {order}, m.message_id {order} LIMIT ? OFFSET ?",
+            "SELECT {MESSAGE_COLUMNS}{} ORDER BY m.ts_key {order}, m.message_id {order} LIMIT ? OFFSET ?",
             selection.sql()
         ))?
         .query_map(params_from_iter(selection.values.iter()), message_from_row)?
@@ -289,8 +305,7 @@ pub fn export_page(
     }
     selection.values.push(SqlValue::Integer(i64::from(limit)));
     conn.prepare_cached(&format!(
-        "SELECT m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key{} \
-         ORDER BY m.ts_key, m.message_id LIMIT ?",
+        "SELECT {MESSAGE_COLUMNS}{} ORDER BY m.ts_key, m.message_id LIMIT ?",
         selection.sql()
     ))?
     .query_map(params_from_iter(selection.values.iter()), message_from_row)?
@@ -322,6 +337,7 @@ fn count_matches(conn: &Connection, filter: &MessageFilter, search: &Search) -> 
             MessageFilter {
                 from: None,
                 since: None,
+                source: None,
                 ..
             },
             Search::None,
@@ -330,6 +346,16 @@ fn count_matches(conn: &Connection, filter: &MessageFilter, search: &Search) -> 
             MessageFilter {
                 from: None,
                 since: None,
+                source: Some(source),
+                ..
+            },
+            Search::None,
+        ) => source_rows(conn, *source),
+        (
+            MessageFilter {
+                from: None,
+                since: None,
+                source: None,
                 ..
             },
             Search::WalkOrder { hits, .. } | Search::SortHits { hits: Some(hits), .. },
@@ -338,6 +364,7 @@ fn count_matches(conn: &Connection, filter: &MessageFilter, search: &Search) -> 
             MessageFilter {
                 from: Some(from),
                 since: None,
+                source: None,
                 ..
             },
             Search::None,
@@ -355,6 +382,7 @@ fn count_matches(conn: &Connection, filter: &MessageFilter, search: &Search) -> 
     }
 }
 
+/// A row of [`MESSAGE_COLUMNS`].
 fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         message_id: row.get(0)?,
@@ -362,7 +390,55 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         to: row.get(2)?,
         ts: Timestamp::from_stored(row.get(3)?, row.get(5)?),
         text: row.get(4)?,
+        source: source_of(row, 6)?,
     })
+}
+
+/// A `source` column; a name this binary does not know (written by a newer one) is refused.
+fn source_of(row: &Row<'_>, column: usize) -> rusqlite::Result<Source> {
+    let name: String = row.get(column)?;
+    Source::parse(&name).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown source {name:?}").into(),
+        )
+    })
+}
+
+/// The message stored under `message_id`, with when it arrived and what its provider sent.
+pub fn get_message(conn: &Connection, message_id: &str) -> rusqlite::Result<Option<MessageDetail>> {
+    conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS}, m.created_at, m.raw FROM messages AS m WHERE m.message_id = ?"
+    ))?
+    .query_row([message_id], |row| {
+        Ok(MessageDetail {
+            message: message_from_row(row)?,
+            received_at: row.get(7)?,
+            raw: row.get(8)?,
+        })
+    })
+    .optional()
+}
+
+fn source_rows(conn: &Connection, source: Source) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT message_count FROM source_counts WHERE source = ?")?
+        .query_row([source.as_str()], |row| row.get(0))
+        .optional()
+        .map(|found| found.map_or(0, count))
+}
+
+fn source_counts(conn: &Connection) -> rusqlite::Result<SourceCounts> {
+    let mut counts = SourceCounts::default();
+    let mut select = conn.prepare_cached("SELECT source, message_count FROM source_counts")?;
+    let mut rows = select.query([])?;
+    while let Some(row) = rows.next()? {
+        let name: String = row.get(0)?;
+        if let Some(source) = Source::parse(&name) {
+            counts.add(source, count(row.get(1)?));
+        }
+    }
+    Ok(counts)
 }
 
 /// The number of stored messages, from the totals kept at insert time.
@@ -373,7 +449,62 @@ pub fn count_messages(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(count(total))
 }
 
-pub fn read_stats(conn: &Connection) -> rusqlite::Result<Stats> {
+/// The figures of every message, or of one source's. The first come from the counts kept at
+/// insert time. So do a source's when every message came from it (the usual case); otherwise its
+/// senders are counted from its rows, at a cost that grows with them.
+pub fn read_stats(conn: &Connection, source: Option<Source>) -> rusqlite::Result<Stats> {
+    let per_source = source_counts(conn)?;
+    let all = per_source.webhook + per_source.whatsapp + per_source.twilio;
+    match source {
+        None => read_all_stats(conn, per_source),
+        Some(source) if per_source.get(source) == all => {
+            read_all_stats(conn, per_source).map(|stats| Stats {
+                messages_per_source: per_source.only(source),
+                ..stats
+            })
+        }
+        Some(source) => read_source_stats(conn, source, per_source),
+    }
+}
+
+fn read_source_stats(conn: &Connection, source: Source, per_source: SourceCounts) -> rusqlite::Result<Stats> {
+    let condition = source_condition(source);
+    let senders: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(DISTINCT m.from_msisdn) FROM messages AS m WHERE {condition}"
+        ))?
+        .query_row([source.as_str()], |row| row.get(0))?;
+    let messages_per_sender = conn
+        .prepare_cached(&format!(
+            "SELECT m.from_msisdn, COUNT(*) AS sent FROM messages AS m WHERE {condition} \
+             GROUP BY m.from_msisdn ORDER BY sent DESC, m.from_msisdn ASC LIMIT ?"
+        ))?
+        .query_map(params![source.as_str(), TOP_SENDERS], |row| {
+            Ok(SenderCount {
+                from: row.get(0)?,
+                count: count(row.get(1)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let edge_ts = |order: &str| -> rusqlite::Result<Option<String>> {
+        conn.prepare_cached(&format!(
+            "SELECT m.ts FROM messages AS m WHERE {condition} \
+             ORDER BY m.ts_key {order}, m.message_id {order} LIMIT 1"
+        ))?
+        .query_row([source.as_str()], |row| row.get(0))
+        .optional()
+    };
+    Ok(Stats {
+        total_messages: per_source.get(source),
+        messages_per_source: per_source.only(source),
+        senders_count: count(senders),
+        messages_per_sender,
+        first_message_ts: edge_ts("ASC")?,
+        last_message_ts: edge_ts("DESC")?,
+    })
+}
+
+fn read_all_stats(conn: &Connection, per_source: SourceCounts) -> rusqlite::Result<Stats> {
     let (total, senders): (i64, i64) = conn
         .prepare_cached("SELECT messages, senders FROM message_totals WHERE id = 1")?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -398,6 +529,7 @@ pub fn read_stats(conn: &Connection) -> rusqlite::Result<Stats> {
     };
     Ok(Stats {
         total_messages: count(total),
+        messages_per_source: per_source,
         senders_count: count(senders),
         messages_per_sender,
         first_message_ts: edge_ts("ASC")?,

@@ -30,7 +30,7 @@ DELETE FROM messages WHERE rowid IN (
     WHERE created_at < ?1
     LIMIT ?2
 )
-RETURNING rowid, from_msisdn, text IS NOT NULL";
+RETURNING rowid, from_msisdn, text IS NOT NULL, source";
 
 const UNINDEX_TEXT: &str = "DELETE FROM message_search WHERE rowid = ?1";
 
@@ -39,6 +39,7 @@ struct Deleted {
     rowid: i64,
     from: String,
     has_text: bool,
+    source: String,
 }
 
 /// Deletes up to `request.limit` messages stored before `request.cutoff`; returns how many.
@@ -52,6 +53,7 @@ pub fn delete_batch(conn: &mut Connection, request: &DeleteRequest) -> rusqlite:
                 rowid: row.get(0)?,
                 from: row.get(1)?,
                 has_text: row.get(2)?,
+                source: row.get(3)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -78,8 +80,16 @@ fn unindex(tx: &Transaction<'_>, deleted: &[Deleted]) -> rusqlite::Result<()> {
 /// totals.
 fn uncount(tx: &Transaction<'_>, deleted: &[Deleted]) -> rusqlite::Result<()> {
     let mut per_sender: HashMap<&str, i64> = HashMap::new();
+    let mut per_source: HashMap<&str, i64> = HashMap::new();
     for row in deleted {
         *per_sender.entry(row.from.as_str()).or_default() += 1;
+        *per_source.entry(row.source.as_str()).or_default() += 1;
+    }
+    let mut uncount_source = tx.prepare_cached(
+        "UPDATE source_counts SET message_count = message_count - ?2 WHERE source = ?1",
+    )?;
+    for (source, count) in &per_source {
+        uncount_source.execute(params![source, count])?;
     }
     let mut decrement = tx.prepare_cached(
         "UPDATE sender_counts SET message_count = message_count - ?2 WHERE from_msisdn = ?1

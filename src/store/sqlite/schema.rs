@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::message::{Timestamp, fold_case};
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i64 = 4;
+pub const CURRENT_VERSION: i64 = 5;
 
 /// Adds a stored message's case-folded text to the search index under the message's rowid.
 pub const INDEX_TEXT: &str = "INSERT INTO message_search (rowid, text_folded) VALUES (?1, ?2)";
@@ -76,6 +76,27 @@ const V4_FEWER_SEARCH_MERGES: &str = "
 INSERT INTO message_search (message_search, rank) VALUES ('automerge', 8);
 ";
 
+/// Where each message came from and what its provider sent (SPEC B6), with a count per source
+/// kept at insert time, as the other counts are. Every row stored before this version came from
+/// `POST /webhook`; adding a column with a constant default rewrites no row.
+///
+/// The source index holds the providers' rows only: Part A messages, the bulk of most databases,
+/// cost their inserts nothing more. A read of a provider's rows says `source <> 'webhook'` next to
+/// its `source = ?`, which lets SQLite use this partial index; a read of `webhook` rows walks the
+/// `ts` order.
+const V5_SOURCES: &str = "
+ALTER TABLE messages ADD COLUMN source TEXT NOT NULL DEFAULT 'webhook';
+ALTER TABLE messages ADD COLUMN raw TEXT;
+CREATE INDEX messages_by_source_ts ON messages (source, ts_key, message_id) WHERE source <> 'webhook';
+
+CREATE TABLE source_counts (
+    source        TEXT PRIMARY KEY,
+    message_count INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO source_counts (source, message_count) VALUES
+    ('webhook', (SELECT COUNT(*) FROM messages)), ('whatsapp', 0), ('twilio', 0);
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error(
@@ -111,6 +132,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
     }
     if found < 4 {
         tx.execute_batch(V4_FEWER_SEARCH_MERGES)?;
+    }
+    if found < 5 {
+        tx.execute_batch(V5_SOURCES)?;
     }
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;
@@ -168,15 +192,64 @@ mod tests {
         assert_eq!(automerge(&conn), 8);
     }
 
+    /// A database as a binary of `version` left it.
+    fn database_at(version: i64) -> Connection {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        let tx = conn.transaction().expect("transaction");
+        tx.execute_batch(super::V1_TABLE).expect("v1");
+        tx.execute_batch(super::V1_INDEXES).expect("v1 indexes");
+        let later = [
+            super::V2_COUNTS_AND_SEARCH,
+            super::V3_WRITE_PROBE,
+            super::V4_FEWER_SEARCH_MERGES,
+            super::V5_SOURCES,
+        ];
+        for step in later.iter().take(usize::try_from(version - 1).expect("a version from 1")) {
+            tx.execute_batch(step).expect("migration step");
+        }
+        tx.pragma_update(None, "user_version", version).expect("version");
+        tx.commit().expect("commit");
+        conn
+    }
+
+    #[test]
+    fn a_version_4_database_keeps_its_rows_as_webhook_messages_counted_per_source() {
+        let mut conn = database_at(4);
+        conn.execute_batch(
+            "INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key)
+             VALUES ('old-1', '+1', '+2', '2025-01-15T10:00:00Z', 'hi', '2025-01-15T10:00:01Z', 'k1'),
+                    ('old-2', '+1', '+2', '2025-01-15T10:00:00Z', NULL, '2025-01-15T10:00:01Z', 'k2');",
+        )
+        .expect("version 4 rows");
+
+        migrate(&mut conn).expect("migrate from 4");
+        let sources: Vec<(String, Option<String>)> = conn
+            .prepare("SELECT source, raw FROM messages ORDER BY message_id")
+            .expect("select")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(sources, vec![("webhook".to_owned(), None), ("webhook".to_owned(), None)]);
+        let counts: Vec<(String, i64)> = conn
+            .prepare("SELECT source, message_count FROM source_counts ORDER BY source")
+            .expect("select")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            counts,
+            vec![("twilio".to_owned(), 0), ("webhook".to_owned(), 2), ("whatsapp".to_owned(), 0)]
+        );
+        assert_eq!(schema_version(&conn).expect("version"), CURRENT_VERSION);
+    }
+
     #[test]
     fn a_version_3_database_is_brought_to_eight_and_migrating_again_changes_nothing() {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        migrate(&mut conn).expect("migrate");
-        conn.execute_batch(
-            "INSERT INTO message_search (message_search, rank) VALUES ('automerge', 4);
-             PRAGMA user_version = 3;",
-        )
-        .expect("back to version 3");
+        let mut conn = database_at(3);
+        conn.execute_batch("INSERT INTO message_search (message_search, rank) VALUES ('automerge', 4)")
+            .expect("the default, written down");
         assert_eq!(automerge(&conn), 4);
 
         migrate(&mut conn).expect("migrate from 3");

@@ -36,7 +36,7 @@ use super::tuning;
 use super::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer, wal_path};
 use crate::clock::Clock;
 use crate::config::Synchronous;
-use crate::message::{Message, fold_case};
+use crate::message::{Message, NewMessage, Source, fold_case};
 use crate::store::batch::{Batch, Command, JobReply, StoredCount, WriteObserver, WriterHandle};
 use crate::store::{InsertOutcome, StoreError};
 
@@ -51,8 +51,8 @@ const PROBE_FRESH: Duration = Duration::from_secs(1);
 const PROBE_PAGES: i64 = 16;
 
 const INSERT: &str = "
-INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key, source, raw)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
 ON CONFLICT (message_id) DO NOTHING";
 
 /// What the SQLite store asks of its writer besides inserts.
@@ -215,7 +215,7 @@ impl Writer {
     }
 
     /// Commits one batch; any failure answers the whole batch with the error.
-    fn commit(&mut self, messages: &[Message]) -> Result<Vec<InsertOutcome>, StoreError> {
+    fn commit(&mut self, messages: &[NewMessage]) -> Result<Vec<InsertOutcome>, StoreError> {
         let created_at = self.settings.clock.now_rfc3339();
         let conn = self.usable_connection()?;
         let committed = commit(conn, messages, &created_at).map_err(unavailable);
@@ -481,7 +481,7 @@ fn write_probe(conn: &mut Connection) -> rusqlite::Result<()> {
 /// indexes their text for search and bumps the counts that `/stats` reads.
 fn commit(
     conn: &mut Connection,
-    messages: &[Message],
+    messages: &[NewMessage],
     created_at: &str,
 ) -> rusqlite::Result<Vec<InsertOutcome>> {
     if messages.is_empty() {
@@ -489,12 +489,12 @@ fn commit(
     }
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(messages.len());
-    let mut created_per_sender: HashMap<&str, i64> = HashMap::new();
+    let mut created = CreatedCounts::default();
     {
         let mut insert = tx.prepare_cached(INSERT)?;
         let mut index_text = tx.prepare_cached(INDEX_TEXT)?;
-        for message in messages {
-            let created = insert.execute(params![
+        for NewMessage { message, raw } in messages {
+            let stored = insert.execute(params![
                 message.message_id,
                 message.from,
                 message.to,
@@ -502,29 +502,54 @@ fn commit(
                 message.text,
                 created_at,
                 message.ts.sort_key(),
+                message.source.as_str(),
+                raw,
             ])? == 1;
-            if created {
+            if stored {
                 if let Some(text) = &message.text {
                     index_text.execute(params![tx.last_insert_rowid(), fold_case(text)])?;
                 }
-                *created_per_sender.entry(message.from.as_str()).or_default() += 1;
+                created.add(message);
             }
-            outcomes.push(if created {
+            outcomes.push(if stored {
                 InsertOutcome::Created
             } else {
                 InsertOutcome::Duplicate
             });
         }
     }
-    count_created(&tx, &created_per_sender)?;
+    count_created(&tx, &created)?;
     tx.commit()?;
     Ok(outcomes)
 }
 
-/// Adds the batch's new rows to the per-sender counts and the totals.
-fn count_created(tx: &Transaction<'_>, created_per_sender: &HashMap<&str, i64>) -> rusqlite::Result<()> {
+/// The rows a batch really stored, per sender and per source.
+#[derive(Default)]
+struct CreatedCounts<'a> {
+    per_sender: HashMap<&'a str, i64>,
+    per_source: [i64; Source::ALL.len()],
+}
+
+impl<'a> CreatedCounts<'a> {
+    fn add(&mut self, message: &'a Message) {
+        *self.per_sender.entry(message.from.as_str()).or_default() += 1;
+        self.per_source[message.source as usize] += 1;
+    }
+}
+
+/// Adds the batch's new rows to the per-sender and per-source counts and the totals.
+fn count_created(tx: &Transaction<'_>, created: &CreatedCounts<'_>) -> rusqlite::Result<()> {
+    let created_per_sender = &created.per_sender;
     if created_per_sender.is_empty() {
         return Ok(());
+    }
+    let mut bump_source = tx.prepare_cached(
+        "UPDATE source_counts SET message_count = message_count + ?2 WHERE source = ?1",
+    )?;
+    for (source, count) in Source::ALL.iter().zip(created.per_source) {
+        if count > 0 {
+            bump_source.execute(params![source.as_str(), count])?;
+        }
     }
     let mut bump = tx.prepare_cached(
         "INSERT INTO sender_counts (from_msisdn, message_count) VALUES (?1, ?2)
@@ -562,6 +587,7 @@ mod tests {
             to: "+14155550100".to_owned(),
             ts: Timestamp::parse("2025-01-15T10:00:00Z").expect("timestamp"),
             text: Some(format!("text of {id}")),
+            source: Source::Webhook,
         }
     }
 

@@ -18,7 +18,7 @@ use subtle::{Choice, ConstantTimeEq};
 
 use axum::http::HeaderMap;
 
-use super::{SignatureError, single_header};
+use crate::signature::{SignatureError, single_header};
 
 type HmacSha1 = Hmac<Sha1>;
 
