@@ -12,8 +12,12 @@ use crate::config::{Limits, ServeArgs};
 use crate::credentials::Credentials;
 use crate::retention::{Retainer, RetentionPolicy};
 use crate::signature::SecretError;
+use crate::sources::{ProviderError, Providers};
 use crate::store::{self, Store, StoreError};
 use crate::telemetry::{Logger, Metrics};
+
+/// A body size that holds Meta's largest WhatsApp batches (1,000 messages).
+const WHATSAPP_BATCH_BYTES: usize = 1 << 20;
 
 /// Everything a request handler, the server and retention may use. [`AppState::from_settings`]
 /// builds the service's; a caller that opened the store itself (tests, tools) fills the fields,
@@ -21,6 +25,8 @@ use crate::telemetry::{Logger, Metrics};
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub credentials: Credentials,
+    /// The messaging providers configured as sources; none by default.
+    pub providers: Providers,
     pub limits: Limits,
     pub metrics: Metrics,
     pub logger: Logger,
@@ -51,6 +57,8 @@ impl ShutdownFlag {
 pub enum StartError {
     #[error("{0}")]
     Secret(#[from] SecretError),
+    #[error("{0}")]
+    Provider(#[from] ProviderError),
     #[error("cannot open {database}: {source}")]
     OpenStore { database: String, source: StoreError },
 }
@@ -60,6 +68,13 @@ impl AppState {
     /// system clock, fresh metrics, and the store `DATABASE_URL` names, reporting to them.
     pub async fn from_settings(args: &ServeArgs, logger: Logger) -> Result<Arc<AppState>, StartError> {
         let credentials = Credentials::from_args(args)?;
+        let providers = Providers::from_args(&args.providers)?;
+        if providers.whatsapp.is_some() && args.max_body_bytes < WHATSAPP_BATCH_BYTES {
+            tracing::warn!(
+                max_body_bytes = args.max_body_bytes,
+                "Meta may put up to 1,000 messages in one WhatsApp POST: set MAX_BODY_BYTES to 1048576 or more, or such a batch is refused with 413 and retried by Meta"
+            );
+        }
         let clock = Clock::system();
         let metrics = Metrics::new();
         let store = store::open(&args.storage, clock.clone(), metrics.writer_observer())
@@ -71,6 +86,7 @@ impl AppState {
         Ok(Arc::new(AppState {
             store,
             credentials,
+            providers,
             limits: Limits::from_args(args),
             metrics,
             logger,

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::{ServeArgs, StorageArgs};
 use crate::server::serve;
 use crate::signature::SigningKey;
+use crate::sources::twilio;
 use crate::store::{self, StoreError};
 use crate::telemetry::{self, Logger};
 
@@ -69,12 +70,44 @@ pub struct SignArgs {
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    #[command(flatten)]
-    pub sign: SignArgs,
+    /// Who sends the body, and so how it is signed and where it goes.
+    #[arg(long, value_enum, default_value_t = SendAs::Webhook)]
+    pub provider: SendAs,
 
-    /// Where to POST the body.
+    /// `webhook`: the HMAC key, as the service has it.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// `whatsapp`: the Meta app secret, as the service has it.
+    #[arg(long, env = "WHATSAPP_APP_SECRET", hide_env_values = true)]
+    pub whatsapp_app_secret: Option<String>,
+
+    /// `twilio`: the auth token, as the service has it.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+
+    /// `twilio`: the service's `PUBLIC_URL`, which Twilio signatures cover; unset: the URL called.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Where to POST the body. A URL ending in `/webhook` gets the provider's route appended.
     #[arg(long, env = "WEBHOOK_URL", default_value = "http://localhost:8000/webhook")]
     pub url: String,
+
+    /// The body: JSON for `webhook` and `whatsapp`, a JSON object of form fields for `twilio`;
+    /// stdin when absent or `-`.
+    pub file: Option<PathBuf>,
+}
+
+/// The sender `send` acts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendAs {
+    /// `POST /webhook` with `X-Signature`.
+    Webhook,
+    /// `POST /webhook/whatsapp` with Meta's `X-Hub-Signature-256`.
+    Whatsapp,
+    /// `POST /webhook/twilio`, form-encoded, with `X-Twilio-Signature`.
+    Twilio,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +126,13 @@ pub enum CliError {
     Request(#[from] reqwest::Error),
     #[error("the service answered {0}")]
     Refused(reqwest::StatusCode),
+    #[error("send --provider {provider} needs {setting}")]
+    MissingSecret {
+        provider: &'static str,
+        setting: &'static str,
+    },
+    #[error("send --provider twilio takes a JSON object of form fields with string values: {0}")]
+    NotAForm(String),
     #[error("bench: {0}")]
     Bench(#[from] BenchError),
 }
@@ -166,15 +206,50 @@ async fn migrate(storage: StorageArgs) -> Result<(), CliError> {
 }
 
 async fn send(args: SendArgs) -> Result<(), CliError> {
-    let body = read_body(args.sign.file.as_ref())?;
-    let signature = SigningKey::new(args.sign.secret.as_bytes()).sign(&body);
-    let response = reqwest::Client::new()
-        .post(&args.url)
-        .header("content-type", "application/json")
-        .header("x-signature", signature)
-        .body(body)
-        .send()
-        .await?;
+    let body = read_body(args.file.as_ref())?;
+    let url = send_url(&args.url, args.provider);
+    let request = reqwest::Client::new().post(&url);
+    let request = match args.provider {
+        SendAs::Webhook => {
+            let secret = required(args.secret.as_deref(), "webhook", "WEBHOOK_SECRET (or --secret)")?;
+            request
+                .header("content-type", "application/json")
+                .header("x-signature", SigningKey::new(secret.as_bytes()).sign(&body))
+                .body(body)
+        }
+        SendAs::Whatsapp => {
+            let secret = required(
+                args.whatsapp_app_secret.as_deref(),
+                "whatsapp",
+                "WHATSAPP_APP_SECRET (or --whatsapp-app-secret)",
+            )?;
+            request
+                .header("content-type", "application/json")
+                .header("x-hub-signature-256", crate::signature::signer::github(secret, &body))
+                .body(body)
+        }
+        SendAs::Twilio => {
+            let token = required(
+                args.twilio_auth_token.as_deref(),
+                "twilio",
+                "TWILIO_AUTH_TOKEN (or --twilio-auth-token)",
+            )?;
+            let fields = form_fields(&body)?;
+            let signed_url = twilio_signed_url(&url, args.public_url.as_deref());
+            request
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header(
+                    twilio::TWILIO_SIGNATURE_HEADER,
+                    twilio::sign(token, &signed_url, &fields),
+                )
+                .body(
+                    form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(&fields)
+                        .finish(),
+                )
+        }
+    };
+    let response = request.send().await?;
     let status = response.status();
     println!("{}", response.text().await?);
     if status.is_success() {
@@ -182,6 +257,49 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
     } else {
         Err(CliError::Refused(status))
     }
+}
+
+fn required<'a>(value: Option<&'a str>, provider: &'static str, setting: &'static str) -> Result<&'a str, CliError> {
+    value
+        .filter(|value| !value.is_empty())
+        .ok_or(CliError::MissingSecret { provider, setting })
+}
+
+/// `url`, with the provider's route appended when it is the `/webhook` endpoint.
+fn send_url(url: &str, provider: SendAs) -> String {
+    let route = match provider {
+        SendAs::Webhook => return url.to_owned(),
+        SendAs::Whatsapp => "/whatsapp",
+        SendAs::Twilio => "/twilio",
+    };
+    match url.trim_end_matches('/').strip_suffix("/webhook") {
+        Some(base) => format!("{base}/webhook{route}"),
+        None => url.to_owned(),
+    }
+}
+
+/// The URL Twilio would have signed: `public_url` with the called URL's path and query, or the
+/// called URL itself.
+fn twilio_signed_url(called: &str, public_url: Option<&str>) -> String {
+    let Some(public_url) = public_url.filter(|url| !url.is_empty()) else {
+        return called.to_owned();
+    };
+    let after_scheme = called.find("://").map_or(0, |at| at + 3);
+    let path_and_query = called[after_scheme..].find('/').map_or("/", |at| &called[after_scheme + at..]);
+    format!("{}{path_and_query}", public_url.trim_end_matches('/'))
+}
+
+/// A JSON object of string values, in its order, as form fields.
+fn form_fields(body: &[u8]) -> Result<Vec<(String, String)>, CliError> {
+    let object: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(body).map_err(|error| CliError::NotAForm(error.to_string()))?;
+    object
+        .into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(text) => Ok((name, text)),
+            other => Err(CliError::NotAForm(format!("{name} is {other}"))),
+        })
+        .collect()
 }
 
 fn read_body(file: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {
@@ -218,5 +336,29 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
         () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SendAs, send_url, twilio_signed_url};
+
+    #[test]
+    fn a_provider_is_sent_to_its_route_under_the_webhook_endpoint() {
+        let base = "http://localhost:8000/webhook";
+        assert_eq!(send_url(base, SendAs::Webhook), base);
+        assert_eq!(send_url(base, SendAs::Whatsapp), "http://localhost:8000/webhook/whatsapp");
+        assert_eq!(send_url("http://h/webhook/", SendAs::Twilio), "http://h/webhook/twilio");
+        assert_eq!(send_url("http://h/custom", SendAs::Twilio), "http://h/custom");
+    }
+
+    #[test]
+    fn twilio_signs_the_public_url_with_the_called_path_and_query() {
+        let called = "http://127.0.0.1:8000/webhook/twilio?a=1";
+        assert_eq!(twilio_signed_url(called, None), called);
+        assert_eq!(
+            twilio_signed_url(called, Some("https://inbox.example.com/")),
+            "https://inbox.example.com/webhook/twilio?a=1"
+        );
     }
 }

@@ -93,6 +93,44 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub retention: RetentionArgs,
+
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+}
+
+/// The messaging providers whose own webhooks the service takes (docs/providers.md). A provider whose
+/// secrets are unset has no route (404) and no say in readiness.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProviderArgs {
+    /// WhatsApp Business Cloud API: the Meta app secret that signs `POST /webhook/whatsapp`
+    /// (`X-Hub-Signature-256`). Needs `WHATSAPP_VERIFY_TOKEN`. Unset: the route answers 404.
+    #[arg(long, env = "WHATSAPP_APP_SECRET", hide_env_values = true)]
+    pub whatsapp_app_secret: Option<String>,
+
+    /// Older app secrets still accepted while Meta moves to the new one (comma-separated, as
+    /// `WEBHOOK_SECRET_PREVIOUS`).
+    #[arg(long, env = "WHATSAPP_APP_SECRET_PREVIOUS", hide_env_values = true)]
+    pub whatsapp_app_secret_previous: Option<String>,
+
+    /// The verify token typed into Meta's console, which its subscription handshake
+    /// (`GET /webhook/whatsapp`) presents.
+    #[arg(long, env = "WHATSAPP_VERIFY_TOKEN", hide_env_values = true)]
+    pub whatsapp_verify_token: Option<String>,
+
+    /// Twilio Messaging: the account's auth token that signs `POST /webhook/twilio`
+    /// (`X-Twilio-Signature`). Needs `PUBLIC_URL`. Unset: the route answers 404.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<String>,
+
+    /// Older auth tokens still accepted while Twilio moves to the new one (comma-separated).
+    #[arg(long, env = "TWILIO_AUTH_TOKEN_PREVIOUS", hide_env_values = true)]
+    pub twilio_auth_token_previous: Option<String>,
+
+    /// The URL the providers call this service at, as written in their consoles, without the
+    /// route (`https://inbox.example.com`, or with a path prefix a proxy strips). Twilio signs
+    /// the URL it called, so its signatures are checked against this plus the path and query.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// Longest `RETENTION_DAYS` accepted: a hundred years, which keeps the cutoff a four-digit year.

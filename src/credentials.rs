@@ -57,7 +57,7 @@ impl Credentials {
     }
 }
 
-fn warn_if_short<'a>(setting: &'static str, values: impl Iterator<Item = &'a str>) {
+pub(crate) fn warn_if_short<'a>(setting: &'static str, values: impl Iterator<Item = &'a str>) {
     for value in values.filter(|value| value.len() < MIN_SECRET_BYTES) {
         tracing::warn!(
             setting,

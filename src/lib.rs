@@ -18,5 +18,6 @@ pub mod message;
 pub mod retention;
 pub mod server;
 pub mod signature;
+pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -53,7 +53,7 @@ impl Message {
     }
 }
 
-/// Where a message came in: `POST /webhook` (Part A) or a provider's own route (SPEC B6).
+/// Where a message came in: `POST /webhook` (Part A) or a provider's own route (docs/providers.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
@@ -222,7 +222,7 @@ pub struct FieldError {
     pub kind: &'static str,
     /// Where: `["body"]`, `["body", field]` or `["query", parameter]`; inside a provider's
     /// body, the path down to the field, with array positions as numbers.
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, inline)]
     pub loc: Vec<LocPart>,
     pub msg: String,
     /// The value that broke the rule (any JSON value).
@@ -235,10 +235,12 @@ pub struct FieldError {
 }
 
 /// One step of an error's `loc`: a field's name or an array position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum LocPart {
     Name(&'static str),
+    /// A name taken from the input (a provider's own message type).
+    Key(String),
     Index(usize),
 }
 
@@ -254,6 +256,22 @@ impl utoipa::PartialSchema for LocPart {
 
 impl utoipa::ToSchema for LocPart {}
 
+impl LocPart {
+    /// The field's name; `None` for an array position.
+    pub fn as_name(&self) -> Option<&str> {
+        match self {
+            LocPart::Name(name) => Some(name),
+            LocPart::Key(key) => Some(key),
+            LocPart::Index(_) => None,
+        }
+    }
+}
+
+/// A `loc` of names only, as `FieldError::new` takes it.
+pub fn loc(names: Vec<&'static str>) -> Vec<LocPart> {
+    names.into_iter().map(LocPart::Name).collect()
+}
+
 impl From<&'static str> for LocPart {
     fn from(name: &'static str) -> Self {
         LocPart::Name(name)
@@ -268,13 +286,17 @@ impl From<usize> for LocPart {
 
 impl PartialEq<&str> for LocPart {
     fn eq(&self, other: &&str) -> bool {
-        matches!(self, LocPart::Name(name) if name == other)
+        match self {
+            LocPart::Name(name) => name == other,
+            LocPart::Key(key) => key == other,
+            LocPart::Index(_) => false,
+        }
     }
 }
 
 impl FieldError {
     pub fn new(kind: &'static str, loc: Vec<&'static str>, msg: impl Into<String>, input: Value) -> Self {
-        Self::at(kind, loc.into_iter().map(LocPart::from).collect(), msg, input)
+        Self::at(kind, self::loc(loc), msg, input)
     }
 
     /// An entry at a `loc` that may hold array positions.

@@ -303,6 +303,7 @@ fn defuse_formula(value: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::loc;
     use crate::message::Timestamp;
 
     fn message(id: &str, text: Option<&str>) -> Message {
@@ -327,21 +328,21 @@ mod tests {
         let row = |text| csv_of(&message("m1", text));
         assert_eq!(
             row(Some("plain")),
-            "m1,+919876543210,+14155550100,2025-01-15T10:00:00.5Z,plain\r\n"
+            "m1,+919876543210,+14155550100,2025-01-15T10:00:00.5Z,plain,webhook\r\n"
         );
         assert_eq!(
             row(None),
-            "m1,+919876543210,+14155550100,2025-01-15T10:00:00.5Z,\r\n"
+            "m1,+919876543210,+14155550100,2025-01-15T10:00:00.5Z,,webhook\r\n"
         );
         assert_eq!(
             row(Some("")),
-            "m1,+919876543210,+14155550100,2025-01-15T10:00:00.5Z,\"\"\r\n"
+            "m1,+919876543210,+14155550100,2025-01-15T10:00:00.5Z,\"\",webhook\r\n"
         );
-        assert!(row(Some("a,b")).ends_with(",\"a,b\"\r\n"));
-        assert!(row(Some("say \"hi\"")).ends_with(",\"say \"\"hi\"\"\"\r\n"));
-        assert!(row(Some("\"")).ends_with(",\"\"\"\"\r\n"));
-        assert!(row(Some("two\nlines\r\n")).ends_with(",\"two\nlines\r\n\"\r\n"));
-        assert!(row(Some("héllo 👋")).ends_with(",héllo 👋\r\n"));
+        assert!(row(Some("a,b")).ends_with(",\"a,b\",webhook\r\n"));
+        assert!(row(Some("say \"hi\"")).ends_with(",\"say \"\"hi\"\"\",webhook\r\n"));
+        assert!(row(Some("\"")).ends_with(",\"\"\"\",webhook\r\n"));
+        assert!(row(Some("two\nlines\r\n")).ends_with(",\"two\nlines\r\n\",webhook\r\n"));
+        assert!(row(Some("héllo 👋")).ends_with(",héllo 👋,webhook\r\n"));
         assert!(csv_of(&message("a\"b,c", None)).starts_with("\"a\"\"b,c\","));
     }
 
@@ -356,20 +357,20 @@ mod tests {
         let row = csv_of(&message("=id", Some("\r=cmd")));
         assert_eq!(
             row,
-            "'=id,+919876543210,+14155550100,2025-01-15T10:00:00.5Z,\"'\r=cmd\"\r\n"
+            "'=id,+919876543210,+14155550100,2025-01-15T10:00:00.5Z,\"'\r=cmd\",webhook\r\n"
         );
     }
 
     #[test]
-    fn ndjson_lines_carry_the_messages_keys() {
+    fn ndjson_lines_carry_the_messages_keys_and_source() {
         let mut out = Vec::new();
         ExportFormat::Ndjson
             .encode(&[message("m1", None), message("m2", Some("hi\n"))], &mut out)
             .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\"message_id\":\"m1\",\"from\":\"+919876543210\",\"to\":\"+14155550100\",\"ts\":\"2025-01-15T10:00:00.5Z\",\"text\":null}\n\
-             {\"message_id\":\"m2\",\"from\":\"+919876543210\",\"to\":\"+14155550100\",\"ts\":\"2025-01-15T10:00:00.5Z\",\"text\":\"hi\\n\"}\n"
+            "{\"message_id\":\"m1\",\"from\":\"+919876543210\",\"to\":\"+14155550100\",\"ts\":\"2025-01-15T10:00:00.5Z\",\"text\":null,\"source\":\"webhook\"}\n\
+             {\"message_id\":\"m2\",\"from\":\"+919876543210\",\"to\":\"+14155550100\",\"ts\":\"2025-01-15T10:00:00.5Z\",\"text\":\"hi\\n\",\"source\":\"webhook\"}\n"
         );
     }
 
@@ -402,13 +403,13 @@ mod tests {
         assert_eq!(
             kinds("format=CSV&limit=5&offset=0&cursor=x&since=bad"),
             vec![
-                ("extra_forbidden", vec!["query", "limit"]),
-                ("extra_forbidden", vec!["query", "offset"]),
-                ("extra_forbidden", vec!["query", "cursor"]),
-                ("value_error", vec!["query", "since"]),
-                ("enum", vec!["query", "format"]),
+                ("extra_forbidden", loc(vec!["query", "limit"])),
+                ("extra_forbidden", loc(vec!["query", "offset"])),
+                ("extra_forbidden", loc(vec!["query", "cursor"])),
+                ("value_error", loc(vec!["query", "since"])),
+                ("enum", loc(vec!["query", "format"])),
             ]
         );
-        assert_eq!(kinds("format="), vec![("enum", vec!["query", "format"])]);
+        assert_eq!(kinds("format="), vec![("enum", loc(vec!["query", "format"]))]);
     }
 }

@@ -331,8 +331,9 @@ fn bounded_integer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::{LocPart, loc};
 
-    fn error_types(query: &str) -> Vec<(&'static str, Vec<&'static str>)> {
+    fn error_types(query: &str) -> Vec<(&'static str, Vec<LocPart>)> {
         parse_query(query)
             .err()
             .unwrap_or_default()
@@ -365,7 +366,7 @@ mod tests {
             assert_eq!(errors.len(), 1, "{bad:?}");
             assert_eq!(
                 (errors[0].kind, errors[0].loc.clone()),
-                ("enum", vec!["query", "order"])
+                ("enum", loc(vec!["query", "order"]))
             );
         }
     }
@@ -385,36 +386,36 @@ mod tests {
         assert_eq!(
             error_types("limit=0&offset=-1&since=2025-02-30T00:00:00Z"),
             vec![
-                ("greater_than_equal", vec!["query", "limit"]),
-                ("greater_than_equal", vec!["query", "offset"]),
-                ("value_error", vec!["query", "since"]),
+                ("greater_than_equal", loc(vec!["query", "limit"])),
+                ("greater_than_equal", loc(vec!["query", "offset"])),
+                ("value_error", loc(vec!["query", "since"])),
             ]
         );
         assert_eq!(
             error_types("limit=101"),
-            vec![("less_than_equal", vec!["query", "limit"])]
+            vec![("less_than_equal", loc(vec!["query", "limit"]))]
         );
         assert_eq!(
             error_types("limit=abc"),
-            vec![("int_parsing", vec!["query", "limit"])]
+            vec![("int_parsing", loc(vec!["query", "limit"]))]
         );
         assert_eq!(
             error_types("limit=1.5"),
-            vec![("int_parsing", vec!["query", "limit"])]
+            vec![("int_parsing", loc(vec!["query", "limit"]))]
         );
         assert_eq!(
             error_types("limit="),
-            vec![("int_parsing", vec!["query", "limit"])]
+            vec![("int_parsing", loc(vec!["query", "limit"]))]
         );
         assert_eq!(
             error_types("since="),
-            vec![("value_error", vec!["query", "since"])]
+            vec![("value_error", loc(vec!["query", "since"]))]
         );
         assert_eq!(
             error_types("q=a%00bcd&from=%2B91%00"),
             vec![
-                ("value_error", vec!["query", "from"]),
-                ("value_error", vec!["query", "q"])
+                ("value_error", loc(vec!["query", "from"])),
+                ("value_error", loc(vec!["query", "q"]))
             ]
         );
         assert!(
@@ -431,7 +432,7 @@ mod tests {
         };
         let cursor = encode_cursor(&position);
         assert_eq!(decode_cursor(&cursor), Some(position));
-        let (_, page) = parse_query(&format!("cursor={cursor}")).unwrap();
+        let (_, page, _) = parse_query(&format!("cursor={cursor}")).unwrap();
         assert!(page.after.is_some());
         for forged in [
             "",
@@ -444,11 +445,11 @@ mod tests {
         }
         assert_eq!(
             error_types("cursor=abc"),
-            vec![("value_error", vec!["query", "cursor"])]
+            vec![("value_error", loc(vec!["query", "cursor"]))]
         );
         assert_eq!(
             error_types(&format!("cursor={cursor}&offset=5")),
-            vec![("value_error", vec!["query", "offset"])]
+            vec![("value_error", loc(vec!["query", "offset"]))]
         );
     }
 
@@ -462,7 +463,7 @@ mod tests {
         );
         assert_eq!(
             error_types("offset=9223372036854775808"),
-            vec![("less_than_equal", vec!["query", "offset"])]
+            vec![("less_than_equal", loc(vec!["query", "offset"]))]
         );
     }
 }

@@ -22,13 +22,16 @@ use axum::Router;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorDetail, ValidationErrors};
 
 use crate::app::AppState;
+use crate::sources::{twilio, whatsapp};
 
 /// The route templates, as `http_requests_total{path}` names them.
 pub const ROUTES: &[&str] = &[
     webhook::PATH,
+    whatsapp::PATH,
+    twilio::PATH,
     messages::PATH,
     export::PATH,
     message::PATH,
@@ -46,8 +49,10 @@ pub const ROUTES: &[&str] = &[
 /// The whole API for `state`.
 pub fn router(state: Arc<AppState>) -> Router {
     state.metrics.register_routes(ROUTES);
+    let budget = body::BodyBudget::new(state.limits.body_buffer_bytes);
     Router::new()
-        .merge(webhook::router(&state))
+        .merge(webhook::router(budget.clone()))
+        .merge(providers(&state, &budget))
         .merge(reads_behind_the_token(&state))
         .merge(health::router())
         .merge(metrics::router())
@@ -61,6 +66,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             middleware::observe,
         ))
         .with_state(state)
+}
+
+/// The routes of the configured providers, sharing `budget` with `/webhook`.
+fn providers(state: &AppState, budget: &body::BodyBudget) -> Router<Arc<AppState>> {
+    let mut router = Router::new();
+    if state.providers.whatsapp.is_some() {
+        router = router.merge(whatsapp::router(budget.clone()));
+    }
+    if state.providers.twilio.is_some() {
+        router = router.merge(twilio::router(budget.clone()));
+    }
+    router
 }
 
 /// The endpoints that read stored messages: behind `API_TOKEN` when it is set.

@@ -22,10 +22,11 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::error::{ErrorDetail, ValidationErrors};
 use super::middleware::MAX_REQUEST_ID_LEN;
 use super::schemas::WebhookBody;
-use super::{export, health, messages, page, stats, webhook};
+use super::{export, health, message, messages, page, stats, webhook};
 use crate::app::AppState;
 use crate::message::{FieldError, Message};
-use crate::store::{SenderCount, Stats};
+use crate::sources::{twilio, whatsapp};
+use crate::store::{SenderCount, SourceCounts, Stats};
 
 pub const PATH: &str = "/openapi.json";
 
@@ -52,8 +53,12 @@ const NOT_AUTHENTICATED: &str = "NotAuthenticated";
     ),
     paths(
         webhook::receive,
+        whatsapp::route::handshake,
+        whatsapp::route::receive,
+        twilio::route::receive,
         messages::list,
         export::export,
+        message::show,
         stats::stats,
         health::live,
         health::ready,
@@ -61,7 +66,7 @@ const NOT_AUTHENTICATED: &str = "NotAuthenticated";
         openapi_json,
     ),
     components(
-        schemas(Message, WebhookBody, ErrorDetail, ValidationErrors, FieldError, Stats, SenderCount),
+        schemas(Message, WebhookBody, ErrorDetail, ValidationErrors, FieldError, Stats, SenderCount, SourceCounts),
     ),
     modifiers(&Completion),
 )]

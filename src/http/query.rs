@@ -188,6 +188,7 @@ fn restore_plus(from: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::loc;
 
     fn filter_of(query: &str) -> (MessageFilter, Vec<FieldError>) {
         let mut errors = Vec::new();
@@ -232,9 +233,9 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                ("value_error", vec!["query", "since"]),
-                ("value_error", vec!["query", "from"]),
-                ("value_error", vec!["query", "q"]),
+                ("value_error", loc(vec!["query", "since"])),
+                ("value_error", loc(vec!["query", "from"])),
+                ("value_error", loc(vec!["query", "q"])),
             ]
         );
     }

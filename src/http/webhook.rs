@@ -18,17 +18,16 @@ use super::error::{ErrorDetail, ValidationErrors};
 use super::schemas::WebhookBody;
 use crate::app::AppState;
 use crate::message::parse_message;
-use crate::signature::{Refusal, Scheme};
+use crate::signature::{Refusal, Scheme, SignatureError};
 use crate::store::InsertOutcome;
 use crate::telemetry::{WebhookLog, WebhookResult};
 
 pub const PATH: &str = "/webhook";
 
-/// The route, with the body budget of the state's limits (see `body`).
-pub fn router(state: &AppState) -> Router<Arc<AppState>> {
-    Router::new()
-        .route(PATH, post(receive))
-        .layer(Extension(BodyBudget::new(state.limits.body_buffer_bytes)))
+/// The route, holding unverified bodies within `budget` (see `body`), which the providers'
+/// routes share.
+pub fn router(budget: BodyBudget) -> Router<Arc<AppState>> {
+    Router::new().route(PATH, post(receive)).layer(Extension(budget))
 }
 
 /// Stores one signed message. At least one signature scheme must be present,
@@ -88,9 +87,9 @@ impl Stored {
         }
     }
 
-    /// A provider's request of `outcomes.len()` messages: created when any was new, duplicate
-    /// when all were stored before, ignored when it carried none.
-    pub fn many(message_ids: &[&str], outcomes: &[InsertOutcome]) -> Stored {
+    /// A provider's request of `outcomes.len()` messages (`only_id` when it is one): created
+    /// when any was new, duplicate when all were stored before, ignored when it carried none.
+    pub fn many(only_id: Option<String>, outcomes: &[InsertOutcome]) -> Stored {
         let result = if outcomes.contains(&InsertOutcome::Created) {
             WebhookResult::Created
         } else if outcomes.is_empty() {
@@ -99,10 +98,7 @@ impl Stored {
             WebhookResult::Duplicate
         };
         Stored {
-            message_id: match message_ids {
-                [only] => Some((*only).to_owned()),
-                _ => None,
-            },
+            message_id: only_id,
             messages: Some(outcomes.len()),
             result,
         }
@@ -137,11 +133,8 @@ pub fn answer(outcome: Result<Stored, Rejection>, accepted: impl FnOnce() -> Res
                 messages: None,
                 dup: false,
                 result: rejection.result,
-                signature_scheme: rejection
-                    .signature
-                    .and_then(|refusal| refusal.scheme)
-                    .map(Scheme::as_str),
-                signature_error: rejection.signature.map(|refusal| refusal.error.as_str()),
+                signature_scheme: rejection.signature_scheme,
+                signature_error: rejection.signature_error,
             };
             (log, rejection.error.into_response())
         }
@@ -166,7 +159,9 @@ enum Accepted {
 /// Why a request stored nothing, in the words of the metrics, the log and the client.
 pub struct Rejection {
     result: WebhookResult,
-    signature: Option<Refusal>,
+    /// Which signature scheme was judged, and which of its checks failed.
+    signature_scheme: Option<&'static str>,
+    signature_error: Option<&'static str>,
     error: ApiError,
 }
 
@@ -174,7 +169,8 @@ impl Rejection {
     pub fn new(result: WebhookResult, error: ApiError) -> Self {
         Rejection {
             result,
-            signature: None,
+            signature_scheme: None,
+            signature_error: None,
             error,
         }
     }
@@ -190,7 +186,17 @@ impl Rejection {
 
     pub fn of_signature(refusal: Refusal) -> Self {
         Rejection {
-            signature: Some(refusal),
+            signature_scheme: refusal.scheme.map(Scheme::as_str),
+            signature_error: Some(refusal.error.as_str()),
+            ..Rejection::new(WebhookResult::InvalidSignature, ApiError::InvalidSignature)
+        }
+    }
+
+    /// A provider's signature (its one scheme, named `scheme` in the log) did not verify.
+    pub fn of_provider_signature(scheme: &'static str, error: SignatureError) -> Self {
+        Rejection {
+            signature_scheme: Some(scheme),
+            signature_error: Some(error.as_str()),
             ..Rejection::new(WebhookResult::InvalidSignature, ApiError::InvalidSignature)
         }
     }

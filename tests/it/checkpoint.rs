@@ -80,7 +80,7 @@ async fn the_wal_is_copied_into_the_database_and_starts_afresh_under_steady_inge
         file_size(&path)
     );
     assert_eq!(
-        store.stats().await.expect("stats").total_messages,
+        store.stats(None).await.expect("stats").total_messages,
         MESSAGES as u64
     );
 }
@@ -97,5 +97,5 @@ async fn a_store_reopened_after_shutdown_has_every_message() {
     drop(store);
 
     let reopened = open(&path).await;
-    assert_eq!(reopened.stats().await.expect("stats").total_messages, 2_000);
+    assert_eq!(reopened.stats(None).await.expect("stats").total_messages, 2_000);
 }

@@ -293,6 +293,13 @@ fn verify_file(path: &Path, rows: usize) {
         0,
         "a sender's count differs from its rows"
     );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) FROM source_counts s WHERE message_count <> (SELECT COUNT(*) FROM messages m WHERE m.source = s.source)"
+        ),
+        0,
+        "a source's count differs from its rows"
+    );
 }
 
 fn absorb(ledger: &mut Ledger, outcomes: Vec<(String, Outcome, bool)>) {

@@ -64,6 +64,12 @@ fn item(message: &Message) -> Value {
     })
 }
 
+/// An item as the export writes it: the `/messages` item, then its source.
+fn with_source(mut item: Value) -> Value {
+    item["source"] = json!("webhook");
+    item
+}
+
 fn build(id: &str, from: &str, ts: &str, text: Option<&str>) -> Message {
     Message {
         message_id: id.to_owned(),
@@ -172,7 +178,11 @@ async fn every_row_comes_in_the_messages_order_with_every_filter(app: TestApp) {
     ];
     let ordered = in_messages_order(rows);
     for (query, keep) in cases {
-        let expected: Vec<Value> = ordered.iter().filter(|m| keep(m)).map(item).collect();
+        let expected: Vec<Value> = ordered
+            .iter()
+            .filter(|m| keep(m))
+            .map(|m| with_source(item(m)))
+            .collect();
         let found = ndjson(&app, query).await;
         assert_eq!(found.len(), expected.len(), "{query}");
         assert!(found == expected, "{query}: rows or order differ");
@@ -180,13 +190,13 @@ async fn every_row_comes_in_the_messages_order_with_every_filter(app: TestApp) {
     // The same rows, in the same order, as paging through `/messages` with its cursor.
     let exported: Vec<Value> = ndjson(&app, "?q=hay").await;
     let mut paged = Vec::new();
-    let mut next = String::from("/messages?q=hay&limit=100");
+    let mut next = String::from("/messages?q=hay&limit=100&include=source");
     loop {
         let (status, page) = app.get_json(&next).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         paged.extend(page["data"].as_array().expect("data").iter().cloned());
         match page["next_cursor"].as_str() {
-            Some(cursor) => next = format!("/messages?q=hay&limit=100&cursor={cursor}"),
+            Some(cursor) => next = format!("/messages?q=hay&limit=100&include=source&cursor={cursor}"),
             None => break,
         }
     }
@@ -219,21 +229,21 @@ async fn csv_quotes_what_needs_quoting_and_keeps_null_apart_from_empty(app: Test
     for body in &stored {
         app.store(body).await;
     }
-    let expected = "message_id,from,to,ts,text\r\n\
-        m01,+919876543210,+14155550100,2025-01-15T10:00:01Z,plain\r\n\
-        m02,+919876543210,+14155550100,2025-01-15T10:00:02Z,\"a,b\"\r\n\
-        m03,+919876543210,+14155550100,2025-01-15T10:00:03Z,\"say \"\"hi\"\"\"\r\n\
-        m04,+919876543210,+14155550100,2025-01-15T10:00:04Z,\"one\ntwo\r\nthree\r\"\r\n\
-        m05,+919876543210,+14155550100,2025-01-15T10:00:05Z,héllo – 👋 日本\r\n\
-        m06,+919876543210,+14155550100,2025-01-15T10:00:06Z,\r\n\
-        m07,+919876543210,+14155550100,2025-01-15T10:00:07Z,\"\"\r\n\
-        m08,+911234567890,+14155550100,2025-01-15T10:00:08Z,\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"\r\n\
-        m09,+911234567890,+14155550100,2025-01-15T10:00:09Z,'+1 for this\r\n\
-        m10,+911234567890,+14155550100,2025-01-15T10:00:10Z,'-5\r\n\
-        m11,+911234567890,+14155550100,2025-01-15T10:00:11Z,'@sum\r\n\
-        m12,+911234567890,+14155550100,2025-01-15T10:00:12Z,''quoted\r\n\
-        \"id,\"\"13\"\"\",+911234567890,+14155550100,2025-01-15T10:00:13Z, =not a formula\r\n\
-        '=id14,+911234567890,+14155550100,2025-01-15T10:00:13.5Z,x\r\n";
+    let expected = "message_id,from,to,ts,text,source\r\n\
+        m01,+919876543210,+14155550100,2025-01-15T10:00:01Z,plain,webhook\r\n\
+        m02,+919876543210,+14155550100,2025-01-15T10:00:02Z,\"a,b\",webhook\r\n\
+        m03,+919876543210,+14155550100,2025-01-15T10:00:03Z,\"say \"\"hi\"\"\",webhook\r\n\
+        m04,+919876543210,+14155550100,2025-01-15T10:00:04Z,\"one\ntwo\r\nthree\r\",webhook\r\n\
+        m05,+919876543210,+14155550100,2025-01-15T10:00:05Z,héllo – 👋 日本,webhook\r\n\
+        m06,+919876543210,+14155550100,2025-01-15T10:00:06Z,,webhook\r\n\
+        m07,+919876543210,+14155550100,2025-01-15T10:00:07Z,\"\",webhook\r\n\
+        m08,+911234567890,+14155550100,2025-01-15T10:00:08Z,\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",webhook\r\n\
+        m09,+911234567890,+14155550100,2025-01-15T10:00:09Z,'+1 for this,webhook\r\n\
+        m10,+911234567890,+14155550100,2025-01-15T10:00:10Z,'-5,webhook\r\n\
+        m11,+911234567890,+14155550100,2025-01-15T10:00:11Z,'@sum,webhook\r\n\
+        m12,+911234567890,+14155550100,2025-01-15T10:00:12Z,''quoted,webhook\r\n\
+        \"id,\"\"13\"\"\",+911234567890,+14155550100,2025-01-15T10:00:13Z, =not a formula,webhook\r\n\
+        '=id14,+911234567890,+14155550100,2025-01-15T10:00:13.5Z,x,webhook\r\n";
     assert_eq!(csv_text(&app, "?format=csv").await, expected);
     // The same rows as NDJSON: verbatim, null and empty text told apart.
     let lines = ndjson(&app, "").await;
@@ -245,7 +255,7 @@ async fn csv_quotes_what_needs_quoting_and_keeps_null_apart_from_empty(app: Test
     // Filters apply to CSV as well.
     assert_eq!(
         csv_text(&app, "?format=csv&from=+919876543210&q=HÉLLO").await,
-        "message_id,from,to,ts,text\r\nm05,+919876543210,+14155550100,2025-01-15T10:00:05Z,héllo – 👋 日本\r\n"
+        "message_id,from,to,ts,text,source\r\nm05,+919876543210,+14155550100,2025-01-15T10:00:05Z,héllo – 👋 日本,webhook\r\n"
     );
 }
 
@@ -285,14 +295,14 @@ async fn an_empty_result_is_an_empty_body_or_the_header_alone(app: TestApp) {
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
     assert_eq!(
         csv_text(&app, "?format=csv").await,
-        "message_id,from,to,ts,text\r\n"
+        "message_id,from,to,ts,text,source\r\n"
     );
     app.store(&message("m1", ALICE, "2025-01-15T10:00:00Z", Some("Hello")))
         .await;
     assert_eq!(ndjson(&app, "?q=absent").await, Vec::<Value>::new());
     assert_eq!(
         csv_text(&app, "?format=csv&since=2025-01-15T10:00:00.000000001Z").await,
-        "message_id,from,to,ts,text\r\n"
+        "message_id,from,to,ts,text,source\r\n"
     );
 }
 
@@ -392,7 +402,7 @@ async fn the_export_wants_the_api_token_when_one_is_set() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.text().await.expect("body"),
-        "message_id,from,to,ts,text\r\nm1,+919876543210,+14155550100,2025-01-15T10:00:00Z,Hello\r\n"
+        "message_id,from,to,ts,text,source\r\nm1,+919876543210,+14155550100,2025-01-15T10:00:00Z,Hello,webhook\r\n"
     );
 }
 
@@ -582,7 +592,7 @@ async fn check_csv_round_trip(messages: Vec<Message>) {
         .from_reader(body.as_bytes());
     let mut record = csv::StringRecord::new();
     assert!(reader.read_record(&mut record).expect("header"));
-    assert_eq!(record, vec!["message_id", "from", "to", "ts", "text"]);
+    assert_eq!(record, vec!["message_id", "from", "to", "ts", "text", "source"]);
     for expected in in_messages_order(messages) {
         let start = reader.position().byte() as usize;
         assert!(
@@ -598,14 +608,15 @@ async fn check_csv_round_trip(messages: Vec<Message>) {
             .strip_suffix("\r\n")
             .or_else(|| raw.strip_suffix('\r'))
             .unwrap_or(raw);
-        assert_eq!(record.len(), 5, "{raw:?}");
+        assert_eq!(record.len(), 6, "{raw:?}");
+        assert_eq!(&record[5], "webhook", "{raw:?}");
         assert_eq!(undo_formula_guard(&record[0]), expected.message_id, "{raw:?}");
         assert_eq!(&record[1], expected.from, "{raw:?}");
         assert_eq!(&record[2], expected.to, "{raw:?}");
         assert_eq!(&record[3], expected.ts.as_str(), "{raw:?}");
         match expected.text.as_deref() {
-            None => assert!(raw.ends_with(','), "null text: {raw:?}"),
-            Some("") => assert!(raw.ends_with(",\"\""), "empty text: {raw:?}"),
+            None => assert!(raw.ends_with(",,webhook"), "null text: {raw:?}"),
+            Some("") => assert!(raw.ends_with(",\"\",webhook"), "empty text: {raw:?}"),
             Some(text) => assert_eq!(undo_formula_guard(&record[4]), text, "{raw:?}"),
         }
     }
@@ -657,7 +668,9 @@ async fn seed_sqlite_file(path: &std::path::Path) {
              UPDATE message_totals
                  SET messages = (SELECT COUNT(*) FROM messages),
                      senders = (SELECT COUNT(*) FROM sender_counts)
-                 WHERE id = 1;",
+                 WHERE id = 1;
+             UPDATE source_counts SET message_count = (SELECT COUNT(*) FROM messages)
+                 WHERE source = 'webhook';",
             last = SEEDED_ROWS - 1
         ))
         .expect("seed");

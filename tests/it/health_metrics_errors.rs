@@ -271,7 +271,7 @@ async fn webhook_answers_are_counted_by_status(app: TestApp) {
 }
 
 async fn unknown_paths_count_as_unmatched(app: TestApp) {
-    for path in ["/nope", "/messages/123", "/webhook/", "/admin?x=1"] {
+    for path in ["/nope", "/messages/123/extra", "/webhook/", "/admin?x=1"] {
         assert_eq!(app.get(path).await.status(), StatusCode::NOT_FOUND, "{path}");
     }
     let metrics = metrics_text(&app).await;
@@ -284,7 +284,7 @@ async fn unknown_paths_count_as_unmatched(app: TestApp) {
         Some(4.0),
         "{metrics}"
     );
-    for raw in ["/nope", "/messages/123", "/webhook/", "/admin"] {
+    for raw in ["/nope", "/messages/123/extra", "/webhook/", "/admin"] {
         assert!(
             !metrics.contains(&format!("path=\"{raw}\"")),
             "{raw} in\n{metrics}"
@@ -297,7 +297,7 @@ async fn unknown_paths_count_as_unmatched(app: TestApp) {
 // ---------------------------------------------------------------------------------------------
 
 async fn unknown_route_is_404_not_found(app: TestApp) {
-    for path in ["/nope", "/messages/m1", "/health", "/webhook/extra", "/%FF"] {
+    for path in ["/nope", "/messages/m1/raw", "/health", "/webhook/extra", "/webhook/whatsapp", "/%FF"] {
         assert_eq!(
             app.get_json(path).await,
             (StatusCode::NOT_FOUND, json!({"detail": "Not Found"})),

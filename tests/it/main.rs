@@ -31,6 +31,7 @@ mod postgres_tls;
 mod process;
 mod process_security;
 mod properties;
+mod providers;
 mod read_access;
 mod retention;
 mod signatures;

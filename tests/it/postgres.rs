@@ -55,11 +55,11 @@ async fn replicas_starting_together_apply_each_migration_once() {
     for start in starts {
         start.await.expect("task").expect("every replica opens the store");
     }
-    // One row per migration (1: the tables, 2: the retention index, 3: the totals), each applied
-    // once.
+    // One row per migration (1: the tables, 2: the retention index, 3: the totals, 4: the
+    // sources), each applied once.
     assert_eq!(
         schema.query_i64("SELECT COUNT(*) FROM schema_migrations").await,
-        3
+        4
     );
     assert_eq!(
         schema
@@ -187,8 +187,54 @@ async fn concurrent_posts_across_three_replicas_store_each_id_once() {
     );
 }
 
+/// Takes the schema back to version 3, as a database written by the binary before sources existed.
+async fn back_to_version_3(schema: &PgSchema) {
+    schema
+        .execute(
+            "DROP TRIGGER messages_insert_source_counts ON messages;
+             DROP TRIGGER messages_delete_source_counts ON messages;
+             DROP FUNCTION messages_inserted_per_source, messages_deleted_per_source;
+             DROP TABLE source_counts;
+             ALTER TABLE messages DROP COLUMN source, DROP COLUMN raw;
+             DELETE FROM schema_migrations WHERE version = 4",
+        )
+        .await;
+}
+
+/// Rows written by the previous version become `webhook` messages, counted per source, and the
+/// counts then follow inserts and deletes whoever makes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_source() {
+    require_postgres!();
+    let schema = PgSchema::create().await;
+    let apps = replicas(&schema, 1).await;
+    for n in 0..5 {
+        apps[0]
+            .store(&message(&format!("old-{n}"), "+919876543210", "2025-01-15T10:00:00Z", None))
+            .await;
+    }
+    drop(apps);
+    back_to_version_3(&schema).await;
+
+    let apps = replicas(&schema, 1).await;
+    assert_eq!(schema.query_i64("SELECT MAX(version)::bigint FROM schema_migrations").await, 4);
+    let (_, stats) = apps[0].get_json("/stats").await;
+    assert_eq!(stats["messages_per_source"], json!({"webhook": 5, "whatsapp": 0, "twilio": 0}));
+    let (_, one) = apps[0].get_json("/messages/old-3").await;
+    assert_eq!((&one["source"], &one["raw"]), (&json!("webhook"), &Value::Null));
+    // The count per source follows the rows whoever writes them: a statement of an operator's too.
+    schema.execute("DELETE FROM messages WHERE message_id = 'old-0'").await;
+    assert_eq!(
+        schema
+            .query_i64("SELECT SUM(message_count)::bigint FROM source_counts WHERE source = 'webhook'")
+            .await,
+        4
+    );
+}
+
 /// Takes the schema back to version 2, as a database written by the binary before totals existed.
 async fn back_to_version_2(schema: &PgSchema) {
+    back_to_version_3(schema).await;
     schema
         .execute(
             "DROP FUNCTION sender_counts_inserted, sender_counts_updated, sender_counts_deleted CASCADE;

@@ -169,7 +169,7 @@ async fn open(url: String) -> Result<std::sync::Arc<dyn Store>, StoreError> {
 /// Whether the connections of the store opened with `store_url` are encrypted, as the server
 /// sees them.
 async fn encrypted(cluster: &TlsCluster, store: &dyn Store, store_url: &str) -> bool {
-    store.stats().await.expect("a read");
+    store.stats(None).await.expect("a read");
     let admin = url(cluster, "127.0.0.1", "sslmode=disable");
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await

@@ -156,6 +156,7 @@ async fn assert_counts_match_a_recount(app: &TestApp) {
         stats,
         json!({
             "total_messages": rows.len(),
+            "messages_per_source": {"webhook": rows.len(), "whatsapp": 0, "twilio": 0},
             "senders_count": per_sender.len(),
             "messages_per_sender": top,
             "first_message_ts": rows.first().map(|row| row["ts"].clone()),
@@ -206,7 +207,8 @@ async fn old_messages_go_and_newer_ones_stay(app: TestApp) {
     assert!(stored_ids(&app).await.is_empty());
     assert_eq!(
         app.get_json("/stats").await.1,
-        json!({ "total_messages": 0, "senders_count": 0, "messages_per_sender": [],
+        json!({ "total_messages": 0, "messages_per_source": {"webhook": 0, "whatsapp": 0, "twilio": 0},
+                "senders_count": 0, "messages_per_sender": [],
                 "first_message_ts": null, "last_message_ts": null })
     );
 }

@@ -27,6 +27,7 @@ async fn empty_store_has_zero_stats_and_null_timestamps(app: TestApp) {
         stats(&app).await,
         json!({
             "total_messages": 0,
+            "messages_per_source": {"webhook": 0, "whatsapp": 0, "twilio": 0},
             "senders_count": 0,
             "messages_per_sender": [],
             "first_message_ts": null,
@@ -48,6 +49,7 @@ async fn evaluator_data_gives_the_evaluator_stats(app: TestApp) {
         stats(&app).await,
         json!({
             "total_messages": 4,
+            "messages_per_source": {"webhook": 4, "whatsapp": 0, "twilio": 0},
             "senders_count": 2,
             "messages_per_sender": [
                 {"from": BOB, "count": 2},
@@ -66,6 +68,7 @@ async fn one_message_is_both_first_and_last(app: TestApp) {
         stats(&app).await,
         json!({
             "total_messages": 1,
+            "messages_per_source": {"webhook": 1, "whatsapp": 0, "twilio": 0},
             "senders_count": 1,
             "messages_per_sender": [{"from": ALICE, "count": 1}],
             "first_message_ts": "2025-01-15T10:00:00.25Z",
@@ -180,6 +183,7 @@ async fn duplicates_do_not_change_stats(app: TestApp) {
         before,
         json!({
             "total_messages": 2,
+            "messages_per_source": {"webhook": 2, "whatsapp": 0, "twilio": 0},
             "senders_count": 2,
             "messages_per_sender": [
                 {"from": BOB, "count": 1},

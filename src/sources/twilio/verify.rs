@@ -71,6 +71,34 @@ impl TwilioVerifier {
     }
 }
 
+/// A configured Twilio source: its auth tokens, and the public URL Twilio calls the service at.
+#[derive(Clone)]
+pub struct TwilioSource {
+    pub verifier: TwilioVerifier,
+    /// `http(s)://host[:port][/prefix]`, no trailing `/`.
+    pub public_url: String,
+}
+
+impl std::fmt::Debug for TwilioSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TwilioSource({}, ..)", self.public_url)
+    }
+}
+
+impl TwilioSource {
+    pub fn new<'a>(token: &'a str, previous: impl IntoIterator<Item = &'a str>, public_url: String) -> TwilioSource {
+        TwilioSource {
+            verifier: TwilioVerifier::new(token, previous),
+            public_url,
+        }
+    }
+
+    /// The URL Twilio called for `path_and_query`, as it signed it.
+    pub fn called_url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.public_url)
+    }
+}
+
 /// The `X-Twilio-Signature` Twilio sends for `url` and `params`, for the CLI and the tests.
 pub fn sign(token: &str, url: &str, params: &[(String, String)]) -> String {
     STANDARD.encode(mac(&keyed(token.as_bytes()), &signed_content(url, params)))

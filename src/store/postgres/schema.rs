@@ -136,7 +136,7 @@ CREATE TRIGGER sender_counts_delete_totals AFTER DELETE ON sender_counts
     FOR EACH STATEMENT EXECUTE FUNCTION sender_counts_deleted();
 "#;
 
-/// Where each message came from and what its provider sent (SPEC B6). Every row stored before
+/// Where each message came from and what its provider sent (docs/providers.md). Every row stored before
 /// this version came from `POST /webhook`; a column with a constant default rewrites no row.
 ///
 /// The source index holds the providers' rows only, so Part A inserts cost nothing more; a read

@@ -76,7 +76,7 @@ const V4_FEWER_SEARCH_MERGES: &str = "
 INSERT INTO message_search (message_search, rank) VALUES ('automerge', 8);
 ";
 
-/// Where each message came from and what its provider sent (SPEC B6), with a count per source
+/// Where each message came from and what its provider sent (docs/providers.md), with a count per source
 /// kept at insert time, as the other counts are. Every row stored before this version came from
 /// `POST /webhook`; adding a column with a constant default rewrites no row.
 ///

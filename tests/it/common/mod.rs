@@ -13,6 +13,7 @@ use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use webhook_inbox::sources::Providers;
 use webhook_inbox::app::{AppState, ShutdownFlag};
 use webhook_inbox::clock::Clock;
 use webhook_inbox::config::{Limits, StorageArgs, StoreUrl, defaults};
@@ -291,6 +292,8 @@ pub struct Options {
     pub retention: Option<RetentionPolicy>,
     /// `READ_TIMEOUT_MS`.
     pub read_timeout: Duration,
+    /// The messaging providers configured; none by default.
+    pub providers: Providers,
 }
 
 impl Options {
@@ -305,6 +308,7 @@ impl Options {
             clock: Clock::system(),
             retention: None,
             read_timeout: Duration::from_millis(defaults::READ_TIMEOUT_MS),
+            providers: Providers::default(),
         }
     }
 
@@ -373,6 +377,7 @@ impl TestApp {
         let state = Arc::new(AppState {
             store,
             credentials: options.credentials(),
+            providers: options.providers.clone(),
             limits: options.limits,
             metrics,
             logger: Logger::disabled(),
