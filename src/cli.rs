@@ -225,7 +225,10 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
             )?;
             request
                 .header("content-type", "application/json")
-                .header("x-hub-signature-256", crate::signature::signer::github(secret, &body))
+                .header(
+                    "x-hub-signature-256",
+                    crate::signature::signer::github(secret, &body),
+                )
                 .body(body)
         }
         SendAs::Twilio => {
@@ -259,7 +262,11 @@ async fn send(args: SendArgs) -> Result<(), CliError> {
     }
 }
 
-fn required<'a>(value: Option<&'a str>, provider: &'static str, setting: &'static str) -> Result<&'a str, CliError> {
+fn required<'a>(
+    value: Option<&'a str>,
+    provider: &'static str,
+    setting: &'static str,
+) -> Result<&'a str, CliError> {
     value
         .filter(|value| !value.is_empty())
         .ok_or(CliError::MissingSecret { provider, setting })
@@ -285,7 +292,9 @@ fn twilio_signed_url(called: &str, public_url: Option<&str>) -> String {
         return called.to_owned();
     };
     let after_scheme = called.find("://").map_or(0, |at| at + 3);
-    let path_and_query = called[after_scheme..].find('/').map_or("/", |at| &called[after_scheme + at..]);
+    let path_and_query = called[after_scheme..]
+        .find('/')
+        .map_or("/", |at| &called[after_scheme + at..]);
     format!("{}{path_and_query}", public_url.trim_end_matches('/'))
 }
 
@@ -347,8 +356,14 @@ mod tests {
     fn a_provider_is_sent_to_its_route_under_the_webhook_endpoint() {
         let base = "http://localhost:8000/webhook";
         assert_eq!(send_url(base, SendAs::Webhook), base);
-        assert_eq!(send_url(base, SendAs::Whatsapp), "http://localhost:8000/webhook/whatsapp");
-        assert_eq!(send_url("http://h/webhook/", SendAs::Twilio), "http://h/webhook/twilio");
+        assert_eq!(
+            send_url(base, SendAs::Whatsapp),
+            "http://localhost:8000/webhook/whatsapp"
+        );
+        assert_eq!(
+            send_url("http://h/webhook/", SendAs::Twilio),
+            "http://h/webhook/twilio"
+        );
         assert_eq!(send_url("http://h/custom", SendAs::Twilio), "http://h/custom");
     }
 

@@ -336,11 +336,19 @@ pub fn too_long_at(loc: Vec<LocPart>, max_chars: usize, input: Value) -> FieldEr
 pub fn parse_message(body: &[u8]) -> Result<Message, Vec<FieldError>> {
     let fields = parse_object(body)?;
     let mut errors = Vec::new();
-    let message_id = required(&fields, "message_id", &mut errors)
-        .and_then(|value| check_string(value, body_field("message_id"), 1, MAX_MESSAGE_ID_CHARS, &mut errors));
-    let from =
-        required(&fields, "from", &mut errors).and_then(|value| check_msisdn(value, body_field("from"), &mut errors));
-    let to = required(&fields, "to", &mut errors).and_then(|value| check_msisdn(value, body_field("to"), &mut errors));
+    let message_id = required(&fields, "message_id", &mut errors).and_then(|value| {
+        check_string(
+            value,
+            body_field("message_id"),
+            1,
+            MAX_MESSAGE_ID_CHARS,
+            &mut errors,
+        )
+    });
+    let from = required(&fields, "from", &mut errors)
+        .and_then(|value| check_msisdn(value, body_field("from"), &mut errors));
+    let to = required(&fields, "to", &mut errors)
+        .and_then(|value| check_msisdn(value, body_field("to"), &mut errors));
     let ts = required(&fields, "ts", &mut errors).and_then(|value| check_timestamp(value, &mut errors));
     let text = match fields.get("text") {
         None | Some(Value::Null) => Some(None),

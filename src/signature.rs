@@ -17,7 +17,6 @@
 //! tells neither how close a guess was nor which secret signed. A refusal names the scheme and the
 //! check that failed, for the log; it never holds a secret or the expected signature.
 
-
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue};
@@ -402,7 +401,10 @@ impl Verifier {
 }
 
 /// The value of a header sent exactly once.
-pub(crate) fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a HeaderValue, SignatureError> {
+pub(crate) fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<&'a HeaderValue, SignatureError> {
     let mut values = headers.get_all(name).iter();
     let value = values.next().ok_or(SignatureError::Missing)?;
     if values.next().is_some() {

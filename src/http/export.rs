@@ -303,8 +303,8 @@ fn defuse_formula(value: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::loc;
     use crate::message::Timestamp;
+    use crate::message::loc;
 
     fn message(id: &str, text: Option<&str>) -> Message {
         Message {

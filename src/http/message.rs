@@ -58,7 +58,11 @@ pub(super) async fn show(
 ) -> Result<Json<Value>, ApiError> {
     // An id that does not decode to UTF-8 text cannot have been stored.
     let Path(message_id) = message_id.map_err(|_| ApiError::MessageNotFound)?;
-    let detail = state.store.get(&message_id).await?.ok_or(ApiError::MessageNotFound)?;
+    let detail = state
+        .store
+        .get(&message_id)
+        .await?
+        .ok_or(ApiError::MessageNotFound)?;
     Ok(Json(view(&detail)))
 }
 

@@ -198,9 +198,10 @@ fn parse_query(query: &str) -> Result<(MessageFilter, PageRequest, Include), Vec
             .and_then(|n| u64::try_from(n).ok())
     });
     let filter = raw.take_filter(&mut errors);
-    let include = raw.include.as_deref().map_or(Some(Include::default()), |text| {
-        parse_include(text, &mut errors)
-    });
+    let include = raw
+        .include
+        .as_deref()
+        .map_or(Some(Include::default()), |text| parse_include(text, &mut errors));
     let order = raw
         .order
         .as_deref()

@@ -50,7 +50,10 @@ pub(super) async fn stats(
     RawQuery(query): RawQuery,
 ) -> Result<Json<Stats>, ApiError> {
     let mut errors = Vec::new();
-    let source = take_source(&mut RawParams::read(query.as_deref().unwrap_or_default()).source, &mut errors);
+    let source = take_source(
+        &mut RawParams::read(query.as_deref().unwrap_or_default()).source,
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

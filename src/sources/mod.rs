@@ -24,11 +24,20 @@ pub struct Providers {
 /// Why the providers' settings cannot be used; each is one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("{missing} must be set with {given} (Meta's subscription handshake needs the one, its signatures the other)")]
-    WhatsappHalfConfigured { given: &'static str, missing: &'static str },
-    #[error("PUBLIC_URL must be set with TWILIO_AUTH_TOKEN: Twilio signs the URL it called (for example PUBLIC_URL=https://inbox.example.com)")]
+    #[error(
+        "{missing} must be set with {given} (Meta's subscription handshake needs the one, its signatures the other)"
+    )]
+    WhatsappHalfConfigured {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error(
+        "PUBLIC_URL must be set with TWILIO_AUTH_TOKEN: Twilio signs the URL it called (for example PUBLIC_URL=https://inbox.example.com)"
+    )]
     PublicUrlMissing,
-    #[error("PUBLIC_URL must be an absolute http:// or https:// URL without query or fragment, such as https://inbox.example.com (got {0:?})")]
+    #[error(
+        "PUBLIC_URL must be an absolute http:// or https:// URL without query or fragment, such as https://inbox.example.com (got {0:?})"
+    )]
     PublicUrlInvalid(String),
     #[error("{0}")]
     Secret(#[from] SecretError),
@@ -88,7 +97,10 @@ fn twilio_from_args(args: &ProviderArgs) -> Result<Option<twilio::TwilioSource>,
 }
 
 fn previous_secrets(list: &Option<String>) -> Result<Vec<String>, SecretError> {
-    set(list).map(Verifier::split_previous).transpose().map(Option::unwrap_or_default)
+    set(list)
+        .map(Verifier::split_previous)
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 /// `http(s)://host[:port][/prefix]`, without a trailing `/`, as the base of the URLs a provider
@@ -143,7 +155,10 @@ mod tests {
         };
         assert!(matches!(
             Providers::from_args(&whatsapp_secret_only),
-            Err(ProviderError::WhatsappHalfConfigured { missing: "WHATSAPP_VERIFY_TOKEN", .. })
+            Err(ProviderError::WhatsappHalfConfigured {
+                missing: "WHATSAPP_VERIFY_TOKEN",
+                ..
+            })
         ));
         let token_only = ProviderArgs {
             whatsapp_verify_token: Some("verify-token".to_owned()),
@@ -151,13 +166,18 @@ mod tests {
         };
         assert!(matches!(
             Providers::from_args(&token_only),
-            Err(ProviderError::WhatsappHalfConfigured { missing: "WHATSAPP_APP_SECRET", .. })
+            Err(ProviderError::WhatsappHalfConfigured {
+                missing: "WHATSAPP_APP_SECRET",
+                ..
+            })
         ));
         let twilio_alone = ProviderArgs {
             twilio_auth_token: Some("auth-token".to_owned()),
             ..ProviderArgs::default()
         };
-        let refusal = Providers::from_args(&twilio_alone).expect_err("refused").to_string();
+        let refusal = Providers::from_args(&twilio_alone)
+            .expect_err("refused")
+            .to_string();
         assert!(refusal.starts_with("PUBLIC_URL must be set"), "{refusal}");
         assert!(!refusal.contains('\n'));
         let none = Providers::from_args(&ProviderArgs {

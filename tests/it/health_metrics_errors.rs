@@ -297,7 +297,14 @@ async fn unknown_paths_count_as_unmatched(app: TestApp) {
 // ---------------------------------------------------------------------------------------------
 
 async fn unknown_route_is_404_not_found(app: TestApp) {
-    for path in ["/nope", "/messages/m1/raw", "/health", "/webhook/extra", "/webhook/whatsapp", "/%FF"] {
+    for path in [
+        "/nope",
+        "/messages/m1/raw",
+        "/health",
+        "/webhook/extra",
+        "/webhook/whatsapp",
+        "/%FF",
+    ] {
         assert_eq!(
             app.get_json(path).await,
             (StatusCode::NOT_FOUND, json!({"detail": "Not Found"})),

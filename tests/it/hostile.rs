@@ -59,11 +59,15 @@ enum Kind {
     StandardWebhooksGarbage,
     BadRoutes,
     ProtocolGarbage,
+    WhatsappValid,
+    WhatsappBroken,
+    TwilioValid,
+    TwilioBroken,
 }
 
 impl Kind {
     /// How often each kind is drawn, out of the sum.
-    const WEIGHTS: [(Kind, u64); 22] = [
+    const WEIGHTS: [(Kind, u64); 26] = [
         (Kind::Valid, 8),
         (Kind::TruncatedJson, 6),
         (Kind::DeeplyNested, 4),
@@ -86,6 +90,10 @@ impl Kind {
         (Kind::StandardWebhooksGarbage, 4),
         (Kind::BadRoutes, 4),
         (Kind::ProtocolGarbage, 4),
+        (Kind::WhatsappValid, 4),
+        (Kind::WhatsappBroken, 6),
+        (Kind::TwilioValid, 3),
+        (Kind::TwilioBroken, 5),
     ];
 
     fn draw(rng: &mut Rng) -> Kind {
@@ -106,6 +114,8 @@ impl Kind {
 enum Expect {
     /// 200 `{"status":"ok"}`, and the message `id` is stored.
     Stored(String),
+    /// 200, and every one of these ids is stored (a provider's batch).
+    StoredAll(Vec<String>),
     /// A 4xx; the request stores nothing.
     Refused,
     /// A read: 200 or 422.
@@ -147,6 +157,58 @@ fn signed_headers(body: &[u8]) -> Vec<(String, Vec<u8>)> {
         ("content-type".into(), b"application/json".to_vec()),
         ("x-signature".into(), sign(body).into_bytes()),
     ]
+}
+
+/// A WhatsApp notification with a text message for each of `ids`.
+fn whatsapp_batch(ids: &[String]) -> Value {
+    let messages: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"from": "447700900123", "id": id, "timestamp": "1700000000", "type": "text", "text": {"body": "hi"}}))
+        .collect();
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "1"},
+        "messages": messages,
+    }}]}]})
+}
+
+fn whatsapp_post(body: Vec<u8>, expect: Expect, kind: Kind) -> Probe {
+    let signature = signer::github(crate::providers::APP_SECRET, &body);
+    Probe {
+        kind,
+        wire: Wire::Http {
+            method: "POST",
+            path: "/webhook/whatsapp".into(),
+            headers: vec![
+                ("content-type".into(), b"application/json".to_vec()),
+                ("x-hub-signature-256".into(), signature.into_bytes()),
+            ],
+            body,
+        },
+        expect,
+    }
+}
+
+/// A form signed as Twilio signs it: over the fields as the service will decode them.
+fn twilio_post(body: Vec<u8>, expect: Expect, kind: Kind) -> Probe {
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let url = format!("{}/webhook/twilio", crate::providers::PUBLIC_URL);
+    let signature = webhook_inbox::sources::twilio::sign(crate::providers::AUTH_TOKEN, &url, &fields);
+    Probe {
+        kind,
+        wire: Wire::Http {
+            method: "POST",
+            path: "/webhook/twilio".into(),
+            headers: vec![
+                (
+                    "content-type".into(),
+                    b"application/x-www-form-urlencoded".to_vec(),
+                ),
+                ("x-twilio-signature".into(), signature.into_bytes()),
+            ],
+            body,
+        },
+        expect,
+    }
 }
 
 fn signed_post(body: Vec<u8>, expect: Expect, kind: Kind) -> Probe {
@@ -209,7 +271,116 @@ impl Generator {
             Kind::StandardWebhooksGarbage => self.standard_webhooks_garbage(),
             Kind::BadRoutes => self.bad_routes(),
             Kind::ProtocolGarbage => self.protocol_garbage(),
+            Kind::WhatsappValid => self.whatsapp_valid(),
+            Kind::WhatsappBroken => self.whatsapp_broken(),
+            Kind::TwilioValid => self.twilio_valid(),
+            Kind::TwilioBroken => self.twilio_broken(),
         }
+    }
+
+    /// A WhatsApp notification of 1 to 10 new messages, now and then with a status update.
+    fn whatsapp_valid(&mut self) -> Probe {
+        let count = self.rng.between(1..11) as usize;
+        let ids: Vec<String> = (0..count).map(|_| self.id("wa")).collect();
+        let mut payload = whatsapp_batch(&ids);
+        if self.rng.chance(3) {
+            payload["entry"][0]["changes"]
+                .as_array_mut()
+                .expect("changes")
+                .push(json!({"field": "messages", "value": {"statuses": [{"id": "wamid.x", "status": "read"}]}}));
+        }
+        whatsapp_post(
+            payload.to_string().into_bytes(),
+            Expect::StoredAll(ids),
+            Kind::WhatsappValid,
+        )
+    }
+
+    /// A signed WhatsApp batch with one thing broken in one message, or in its shape: refused
+    /// whole, none of its messages stored. Now and then the signature is what is wrong.
+    fn whatsapp_broken(&mut self) -> Probe {
+        let ids: Vec<String> = (0..self.rng.between(2..6)).map(|_| self.id("wa-no")).collect();
+        let mut payload = whatsapp_batch(&ids);
+        let victim = self.rng.between(0..ids.len() as u64) as usize;
+        let message = &mut payload["entry"][0]["changes"][0]["value"]["messages"][victim];
+        let long_id = "w".repeat(300);
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let deep: Value = serde_json::from_str(&deep).unwrap_or(Value::Null);
+        match self.rng.between(0..12) {
+            0 => message["timestamp"] = json!("tomorrow"),
+            1 => message["timestamp"] = json!(-5),
+            2 => message["from"] = json!("+44 7700"),
+            3 => message["from"] = json!(447_700_900_123u64),
+            4 => message["id"] = json!(""),
+            5 => message["id"] = json!(long_id),
+            6 => message["text"]["body"] = json!(12),
+            7 => message["text"]["body"] = json!("a\u{0}b"),
+            8 => message["text"]["body"] = json!("x".repeat(5000)),
+            9 => message["timestamp"] = deep,
+            10 => payload["entry"][0]["changes"][0]["value"]["metadata"] = json!({}),
+            _ => payload["entry"] = json!({"not": "a list"}),
+        }
+        let body = payload.to_string().into_bytes();
+        let mut probe = whatsapp_post(body, Expect::Refused, Kind::WhatsappBroken);
+        if self.rng.chance(5)
+            && let Wire::Http { headers, .. } = &mut probe.wire
+        {
+            headers[1].1 = signer::github("not-the-app-secret", b"other").into_bytes();
+        }
+        probe
+    }
+
+    fn twilio_valid(&mut self) -> Probe {
+        let id = self.id("SM");
+        let from = if self.rng.chance(2) {
+            "whatsapp:+447700900123"
+        } else {
+            "+14155550100"
+        };
+        let fields = crate::providers::twilio_form(&id, from, "hi from Twilio");
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&fields)
+            .finish();
+        twilio_post(body.into_bytes(), Expect::Stored(id), Kind::TwilioValid)
+    }
+
+    /// A signed Twilio form with a field missing or wrong, bytes that are not UTF-8 where a
+    /// value should be, or a signature for another URL: refused.
+    fn twilio_broken(&mut self) -> Probe {
+        let id = self.id("SM-no");
+        let mut fields = crate::providers::twilio_form(&id, "+14155550100", "hi");
+        let set = |fields: &mut Vec<(String, String)>, name: &str, value: &str| {
+            for field in fields.iter_mut().filter(|(field, _)| field == name) {
+                field.1 = value.to_owned();
+            }
+        };
+        let mut body = None;
+        match self.rng.between(0..8) {
+            0 => fields.retain(|(name, _)| name != "MessageSid"),
+            1 => fields.retain(|(name, _)| name != "From"),
+            2 => set(&mut fields, "From", "MyCompany"),
+            3 => set(&mut fields, "To", "whatsapp:14155238886"),
+            4 => set(&mut fields, "Body", "nul \u{0} inside"),
+            5 => set(&mut fields, "MessageSid", &"S".repeat(300)),
+            6 => {
+                body = Some(format!(
+                    "MessageSid={id}&From=%FF%FE&To=%2B14155238886&Body=%C3%28"
+                ))
+            }
+            _ => set(&mut fields, "MessageSid", ""),
+        }
+        let body = body.unwrap_or_else(|| {
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&fields)
+                .finish()
+        });
+        let mut probe = twilio_post(body.into_bytes(), Expect::Refused, Kind::TwilioBroken);
+        if self.rng.chance(5)
+            && let Wire::Http { path, .. } = &mut probe.wire
+        {
+            path.push_str("?unsigned=1");
+        }
+        probe
     }
 
     fn valid(&mut self) -> Probe {
@@ -994,28 +1165,39 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
     body
 }
 
-/// Checks one answer against its probe; returns the status (0 for a closed connection) and, for
-/// a message the service took, its id.
-fn judge(probe: &Probe, answer: &Answer) -> (u16, Option<String>) {
+/// Checks one answer against its probe; returns the status (0 for a closed connection) and the
+/// ids of the messages the service took.
+fn judge(probe: &Probe, answer: &Answer) -> (u16, Vec<String>) {
     let shown = |what: &str| format!("{:?} {what}: {answer:?}", probe.kind);
     let status = checked_status(probe, answer, &shown);
     let refusal = |status: u16| status == 0 || (400..500).contains(&status);
     match &probe.expect {
         Expect::Stored(id) => {
             assert_eq!(status, 200, "{}", shown("should be stored"));
-            (status, Some(id.clone()))
+            (status, vec![id.clone()])
+        }
+        Expect::StoredAll(ids) => {
+            assert_eq!(status, 200, "{}", shown("should be stored"));
+            (status, ids.clone())
         }
         Expect::Refused => {
             assert!(refusal(status), "{}", shown("should be refused"));
-            (status, None)
+            (status, Vec::new())
         }
         Expect::Read => {
             assert!(status == 200 || status == 422, "{}", shown("a read"));
-            (status, None)
+            (status, Vec::new())
         }
         Expect::EitherWay(id) => {
             assert!(status == 200 || refusal(status), "{}", shown("either way"));
-            (status, (status == 200).then(|| id.clone()))
+            (
+                status,
+                if status == 200 {
+                    vec![id.clone()]
+                } else {
+                    Vec::new()
+                },
+            )
         }
     }
 }
@@ -1024,6 +1206,10 @@ fn judge(probe: &Probe, answer: &Answer) -> (u16, Option<String>) {
 /// refusal of broken HTTP, or a closed connection where that is allowed. Never a 5xx.
 fn checked_status(probe: &Probe, answer: &Answer, shown: &dyn Fn(&str) -> String) -> u16 {
     let status = match answer {
+        Answer::Full { status: 200, body } if is_twilio(probe) => {
+            assert_eq!(body.as_slice(), TWIML, "{}", shown("not the empty TwiML"));
+            200
+        }
         Answer::Full { status, body } => {
             let value: Value = serde_json::from_slice(body).unwrap_or_else(|_| {
                 panic!(
@@ -1063,6 +1249,13 @@ fn checked_status(probe: &Probe, answer: &Answer, shown: &dyn Fn(&str) -> String
     status
 }
 
+/// Twilio's answer to a message: empty TwiML, not JSON.
+const TWIML: &[u8] = br#"<?xml version="1.0" encoding="UTF-8"?><Response/>"#;
+
+fn is_twilio(probe: &Probe) -> bool {
+    matches!(&probe.wire, Wire::Http { path, .. } if path.starts_with("/webhook/twilio"))
+}
+
 /// Counts for the summary.
 #[derive(Default)]
 struct Tally {
@@ -1083,6 +1276,7 @@ async fn hostile_requests_get_json_answers_no_5xx_no_hang_flat_memory_and_store_
     let total = request_count();
     let dir = tempfile::tempdir().unwrap();
     let mut server = Launch::new(dir.path().join("app.db"))
+        .with_providers()
         .env("BODY_READ_TIMEOUT_MS", "1000")
         .env("HEADER_READ_TIMEOUT_MS", "1000")
         .env("LOG_LEVEL", "ERROR")
@@ -1183,6 +1377,17 @@ async fn hostile_requests_get_json_answers_no_5xx_no_hang_flat_memory_and_store_
     }
 }
 
+/// A probe whose signature is wrong (so the body's shape does not matter).
+fn probe_unsigned(probe: &Probe) -> bool {
+    match &probe.wire {
+        Wire::Http { headers, body, .. } => headers.iter().any(|(name, value)| {
+            name == "x-hub-signature-256"
+                && *value != signer::github(crate::providers::APP_SECRET, body).into_bytes()
+        }),
+        Wire::Raw(_) => false,
+    }
+}
+
 #[test]
 fn raw_answers_are_parsed() {
     let answer = parse_raw_answer(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 2\r\n\r\n{}");
@@ -1204,10 +1409,26 @@ fn the_generator_makes_what_it_says() {
     for _ in 0..2_000 {
         let probe = generator.probe();
         kinds.insert(probe.kind);
-        if let (Expect::Stored(id), Wire::Http { body, .. }) = (&probe.expect, &probe.wire) {
-            let parsed =
-                webhook_inbox::message::parse_message(body).expect("a message meant to be stored parses");
-            assert_eq!(&parsed.message_id, id);
+        match (&probe.expect, &probe.wire) {
+            (Expect::Stored(id), Wire::Http { body, path, .. }) if path == "/webhook" => {
+                let parsed =
+                    webhook_inbox::message::parse_message(body).expect("a message meant to be stored parses");
+                assert_eq!(&parsed.message_id, id);
+            }
+            (Expect::StoredAll(ids), Wire::Http { body, .. }) => {
+                let notification = webhook_inbox::sources::whatsapp::normalize(body)
+                    .expect("a batch meant to be stored parses");
+                let found: Vec<&str> = notification
+                    .messages
+                    .iter()
+                    .map(|new| new.message.message_id.as_str())
+                    .collect();
+                assert_eq!(found, *ids);
+            }
+            (Expect::Refused, Wire::Http { body, path, .. }) if path == "/webhook/whatsapp" => {
+                assert!(webhook_inbox::sources::whatsapp::normalize(body).is_err() || probe_unsigned(&probe));
+            }
+            _ => {}
         }
     }
     assert_eq!(kinds.len(), Kind::WEIGHTS.len(), "every kind is drawn");

@@ -16,7 +16,12 @@ const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "
 /// The message the route probes find under `{message_id}`.
 const PROBE_ID: &str = "probe";
 
-const PROTECTED: &[&str] = &["/messages", "/messages/export", "/messages/{message_id}", "/stats"];
+const PROTECTED: &[&str] = &[
+    "/messages",
+    "/messages/export",
+    "/messages/{message_id}",
+    "/stats",
+];
 
 async fn document(app: &TestApp) -> Value {
     let response = app.get("/openapi.json").await;
@@ -81,8 +86,13 @@ async fn served_methods(app: &TestApp, path: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_served_route_and_method_is_documented_and_nothing_else() {
     let app = TestApp::spawn_with(crate::providers::with_providers(Backend::SqliteMemory)).await;
-    app.store(&crate::common::message(PROBE_ID, "+919876543210", "2025-01-15T10:00:00Z", None))
-        .await;
+    app.store(&crate::common::message(
+        PROBE_ID,
+        "+919876543210",
+        "2025-01-15T10:00:00Z",
+        None,
+    ))
+    .await;
     let document = document(&app).await;
     let documented_paths: BTreeSet<&str> = document["paths"]
         .as_object()
@@ -233,7 +243,10 @@ async fn the_error_shapes_are_the_ones_the_server_sends() {
         .collect();
     assert_eq!(properties, BTreeSet::from(["type", "loc", "msg", "input", "ctx"]));
     let steps = &field_error["properties"]["loc"]["items"]["oneOf"];
-    assert_eq!((&steps[0]["type"], &steps[1]["type"]), (&json!("string"), &json!("integer")));
+    assert_eq!(
+        (&steps[0]["type"], &steps[1]["type"]),
+        (&json!("string"), &json!("integer"))
+    );
 
     // A real 422 has exactly the documented fields: the required ones, and `ctx` only with a rule
     // that has parameters.

@@ -210,20 +210,35 @@ async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_so
     let apps = replicas(&schema, 1).await;
     for n in 0..5 {
         apps[0]
-            .store(&message(&format!("old-{n}"), "+919876543210", "2025-01-15T10:00:00Z", None))
+            .store(&message(
+                &format!("old-{n}"),
+                "+919876543210",
+                "2025-01-15T10:00:00Z",
+                None,
+            ))
             .await;
     }
     drop(apps);
     back_to_version_3(&schema).await;
 
     let apps = replicas(&schema, 1).await;
-    assert_eq!(schema.query_i64("SELECT MAX(version)::bigint FROM schema_migrations").await, 4);
+    assert_eq!(
+        schema
+            .query_i64("SELECT MAX(version)::bigint FROM schema_migrations")
+            .await,
+        4
+    );
     let (_, stats) = apps[0].get_json("/stats").await;
-    assert_eq!(stats["messages_per_source"], json!({"webhook": 5, "whatsapp": 0, "twilio": 0}));
+    assert_eq!(
+        stats["messages_per_source"],
+        json!({"webhook": 5, "whatsapp": 0, "twilio": 0})
+    );
     let (_, one) = apps[0].get_json("/messages/old-3").await;
     assert_eq!((&one["source"], &one["raw"]), (&json!("webhook"), &Value::Null));
     // The count per source follows the rows whoever writes them: a statement of an operator's too.
-    schema.execute("DELETE FROM messages WHERE message_id = 'old-0'").await;
+    schema
+        .execute("DELETE FROM messages WHERE message_id = 'old-0'")
+        .await;
     assert_eq!(
         schema
             .query_i64("SELECT SUM(message_count)::bigint FROM source_counts WHERE source = 'webhook'")

@@ -46,7 +46,11 @@ fn loc(name: &'static str) -> Vec<LocPart> {
     vec![LocPart::Name("body"), LocPart::Name(name)]
 }
 
-fn required<'a>(fields: &'a Map<String, Value>, name: &'static str, errors: &mut Vec<FieldError>) -> Option<&'a Value> {
+fn required<'a>(
+    fields: &'a Map<String, Value>,
+    name: &'static str,
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a Value> {
     let value = fields.get(name);
     if value.is_none() {
         errors.push(FieldError::at(
@@ -78,7 +82,10 @@ mod tests {
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn received() -> Timestamp {
@@ -124,7 +131,11 @@ mod tests {
     #[test]
     fn missing_fields_and_numbers_that_are_not_e164_are_named() {
         let errors = normalize(
-            &form(&[("From", "whatsapp:14155550100"), ("To", "MyCompany"), ("Body", "a\0b")]),
+            &form(&[
+                ("From", "whatsapp:14155550100"),
+                ("To", "MyCompany"),
+                ("Body", "a\0b"),
+            ]),
             received(),
         )
         .expect_err("refused");
@@ -133,7 +144,10 @@ mod tests {
             .map(|error| (error.kind, error.loc, error.input))
             .collect();
         assert_eq!(found.len(), 4, "{found:?}");
-        assert_eq!((found[0].0, &found[0].1[1]), ("missing", &LocPart::Name("MessageSid")));
+        assert_eq!(
+            (found[0].0, &found[0].1[1]),
+            ("missing", &LocPart::Name("MessageSid"))
+        );
         assert_eq!(
             (found[1].0, &found[1].1[1], &found[1].2),
             (
@@ -142,7 +156,13 @@ mod tests {
                 &Value::from("whatsapp:14155550100")
             )
         );
-        assert_eq!((found[2].0, &found[2].1[1]), ("string_pattern_mismatch", &LocPart::Name("To")));
-        assert_eq!((found[3].0, &found[3].1[1]), ("value_error", &LocPart::Name("Body")));
+        assert_eq!(
+            (found[2].0, &found[2].1[1]),
+            ("string_pattern_mismatch", &LocPart::Name("To"))
+        );
+        assert_eq!(
+            (found[3].0, &found[3].1[1]),
+            ("value_error", &LocPart::Name("Body"))
+        );
     }
 }

@@ -87,8 +87,12 @@ async fn ingest(
         .verify(headers, &source.called_url(path_and_query), &params)
         .map_err(|error| Rejection::of_provider_signature(SCHEME, error))?;
     drop(held.release());
-    let received = Timestamp::parse(&state.clock.now_rfc3339())
-        .ok_or_else(|| Rejection::new(WebhookResult::ValidationError, ApiError::Internal("the clock is outside years 1 to 9999".to_owned())))?;
+    let received = Timestamp::parse(&state.clock.now_rfc3339()).ok_or_else(|| {
+        Rejection::new(
+            WebhookResult::ValidationError,
+            ApiError::Internal("the clock is outside years 1 to 9999".to_owned()),
+        )
+    })?;
     let message = normalize(&params, received).map_err(Rejection::invalid)?;
     let only_id = Some(message.message.message_id.clone());
     let outcomes = state

@@ -86,7 +86,11 @@ impl std::fmt::Debug for TwilioSource {
 }
 
 impl TwilioSource {
-    pub fn new<'a>(token: &'a str, previous: impl IntoIterator<Item = &'a str>, public_url: String) -> TwilioSource {
+    pub fn new<'a>(
+        token: &'a str,
+        previous: impl IntoIterator<Item = &'a str>,
+        public_url: String,
+    ) -> TwilioSource {
         TwilioSource {
             verifier: TwilioVerifier::new(token, previous),
             public_url,

@@ -82,9 +82,9 @@ impl Walk {
         let Some(change) = self.object(change, path) else {
             return;
         };
-        let field = self.required(change, "field", path).and_then(|field| {
-            check_string(field, path.then("field").loc(), 1, usize::MAX, &mut self.errors)
-        });
+        let field = self
+            .required(change, "field", path)
+            .and_then(|field| check_string(field, path.then("field").loc(), 1, usize::MAX, &mut self.errors));
         let value_path = path.then("value");
         let value = self
             .required(change, "value", path)
@@ -134,15 +134,27 @@ impl Walk {
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '+'))
             .collect();
-        check_msisdn(&Value::String(format!("+{digits}")), number_path.loc(), &mut self.errors)
+        check_msisdn(
+            &Value::String(format!("+{digits}")),
+            number_path.loc(),
+            &mut self.errors,
+        )
     }
 
     fn message(&mut self, message: &Value, to: Option<&str>, path: &Path) -> Option<NewMessage> {
         let fields = self.object(message, path)?;
         let message_id = self.required(fields, "id", path).and_then(|id| {
-            check_string(id, path.then("id").loc(), 1, MAX_MESSAGE_ID_CHARS, &mut self.errors)
+            check_string(
+                id,
+                path.then("id").loc(),
+                1,
+                MAX_MESSAGE_ID_CHARS,
+                &mut self.errors,
+            )
         });
-        let from = self.required(fields, "from", path).and_then(|from| self.sender(from, path));
+        let from = self
+            .required(fields, "from", path)
+            .and_then(|from| self.sender(from, path));
         let ts = self
             .required(fields, "timestamp", path)
             .and_then(|timestamp| self.timestamp(timestamp, &path.then("timestamp")));
@@ -164,7 +176,9 @@ impl Walk {
     fn sender(&mut self, from: &Value, path: &Path) -> Option<String> {
         let loc = path.then("from").loc();
         match from {
-            Value::String(digits) => check_msisdn(&Value::String(format!("+{digits}")), loc, &mut self.errors),
+            Value::String(digits) => {
+                check_msisdn(&Value::String(format!("+{digits}")), loc, &mut self.errors)
+            }
             other => {
                 self.errors.push(string_type(loc, other));
                 None
@@ -181,7 +195,9 @@ impl Walk {
             Value::Number(number) => number.as_i64(),
             _ => None,
         };
-        let ts = seconds.and_then(format_unix_seconds).and_then(|text| Timestamp::parse(&text));
+        let ts = seconds
+            .and_then(format_unix_seconds)
+            .and_then(|text| Timestamp::parse(&text));
         if ts.is_none() {
             self.errors.push(FieldError::at(
                 "value_error",
@@ -214,7 +230,12 @@ impl Walk {
         Some(None)
     }
 
-    fn required<'a>(&mut self, fields: &'a Map<String, Value>, name: &'static str, path: &Path) -> Option<&'a Value> {
+    fn required<'a>(
+        &mut self,
+        fields: &'a Map<String, Value>,
+        name: &'static str,
+        path: &Path,
+    ) -> Option<&'a Value> {
         let value = fields.get(name);
         if value.is_none() {
             self.errors.push(FieldError::at(
@@ -254,7 +275,12 @@ impl Walk {
     }
 
     /// The required array `name` of `fields`.
-    fn array<'a>(&mut self, fields: &'a Map<String, Value>, name: &'static str, path: &Path) -> Option<&'a Vec<Value>> {
+    fn array<'a>(
+        &mut self,
+        fields: &'a Map<String, Value>,
+        name: &'static str,
+        path: &Path,
+    ) -> Option<&'a Vec<Value>> {
         let value = self.required(fields, name, path)?;
         self.list(value, &path.then(name))
     }
@@ -262,7 +288,12 @@ impl Walk {
 
 /// The value at `outer.inner` (or `outer.inner.innermost`), when `outer` is an object that has
 /// it and it is not null.
-fn lookup<'a>(fields: &'a Map<String, Value>, outer: &str, inner: &str, innermost: Option<&str>) -> Option<&'a Value> {
+fn lookup<'a>(
+    fields: &'a Map<String, Value>,
+    outer: &str,
+    inner: &str,
+    innermost: Option<&str>,
+) -> Option<&'a Value> {
     let mut found = fields.get(outer)?.as_object()?.get(inner)?;
     if let Some(innermost) = innermost {
         found = found.as_object()?.get(innermost)?;
@@ -282,7 +313,12 @@ fn text_loc(path: &Path, outer: &str, inner: &'static str, innermost: Option<&'s
 }
 
 fn string_type(loc: Vec<LocPart>, value: &Value) -> FieldError {
-    FieldError::at("string_type", loc, "Input should be a valid string", value.clone())
+    FieldError::at(
+        "string_type",
+        loc,
+        "Input should be a valid string",
+        value.clone(),
+    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for Unix seconds from 1970 on; `None` past year 9999.
@@ -292,7 +328,9 @@ fn format_unix_seconds(seconds: i64) -> Option<String> {
     }
     let instant = OffsetDateTime::from_unix_timestamp(seconds).ok()?;
     instant
-        .format(format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z"))
+        .format(format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
         .ok()
 }
 
@@ -305,15 +343,51 @@ mod tests {
     /// Meta's published example of each message type (tests/fixtures/whatsapp), and the text
     /// the mapping takes from it (docs/providers.md).
     const EXAMPLES: [(&str, &str, Option<&str>); 13] = [
-        ("text", include_str!("../../../tests/fixtures/whatsapp/text.json"), Some("this is a text message")),
-        ("image", include_str!("../../../tests/fixtures/whatsapp/image.json"), Some("This is a caption")),
-        ("video", include_str!("../../../tests/fixtures/whatsapp/video.json"), Some("A video caption")),
-        ("audio", include_str!("../../../tests/fixtures/whatsapp/audio.json"), None),
-        ("document", include_str!("../../../tests/fixtures/whatsapp/document.json"), Some("Lucky Shrub Invoice")),
-        ("sticker", include_str!("../../../tests/fixtures/whatsapp/sticker.json"), None),
-        ("location", include_str!("../../../tests/fixtures/whatsapp/location.json"), None),
-        ("contacts", include_str!("../../../tests/fixtures/whatsapp/contacts.json"), None),
-        ("button", include_str!("../../../tests/fixtures/whatsapp/button.json"), Some("Unsubscribe from Promos")),
+        (
+            "text",
+            include_str!("../../../tests/fixtures/whatsapp/text.json"),
+            Some("this is a text message"),
+        ),
+        (
+            "image",
+            include_str!("../../../tests/fixtures/whatsapp/image.json"),
+            Some("This is a caption"),
+        ),
+        (
+            "video",
+            include_str!("../../../tests/fixtures/whatsapp/video.json"),
+            Some("A video caption"),
+        ),
+        (
+            "audio",
+            include_str!("../../../tests/fixtures/whatsapp/audio.json"),
+            None,
+        ),
+        (
+            "document",
+            include_str!("../../../tests/fixtures/whatsapp/document.json"),
+            Some("Lucky Shrub Invoice"),
+        ),
+        (
+            "sticker",
+            include_str!("../../../tests/fixtures/whatsapp/sticker.json"),
+            None,
+        ),
+        (
+            "location",
+            include_str!("../../../tests/fixtures/whatsapp/location.json"),
+            None,
+        ),
+        (
+            "contacts",
+            include_str!("../../../tests/fixtures/whatsapp/contacts.json"),
+            None,
+        ),
+        (
+            "button",
+            include_str!("../../../tests/fixtures/whatsapp/button.json"),
+            Some("Unsubscribe from Promos"),
+        ),
         (
             "interactive button reply",
             include_str!("../../../tests/fixtures/whatsapp/interactive_button_reply.json"),
@@ -324,8 +398,16 @@ mod tests {
             include_str!("../../../tests/fixtures/whatsapp/interactive_list_reply.json"),
             Some("Priority Mail Express"),
         ),
-        ("reaction", include_str!("../../../tests/fixtures/whatsapp/reaction.json"), None),
-        ("unsupported", include_str!("../../../tests/fixtures/whatsapp/unsupported.json"), None),
+        (
+            "reaction",
+            include_str!("../../../tests/fixtures/whatsapp/reaction.json"),
+            None,
+        ),
+        (
+            "unsupported",
+            include_str!("../../../tests/fixtures/whatsapp/unsupported.json"),
+            None,
+        ),
     ];
 
     fn loc_of(error: &FieldError) -> Value {
@@ -335,7 +417,8 @@ mod tests {
     #[test]
     fn every_published_message_type_becomes_one_message_with_its_text() {
         for (kind, payload, text) in EXAMPLES {
-            let notification = normalize(payload.as_bytes()).unwrap_or_else(|errors| panic!("{kind}: {errors:?}"));
+            let notification =
+                normalize(payload.as_bytes()).unwrap_or_else(|errors| panic!("{kind}: {errors:?}"));
             assert_eq!(notification.other_changes, 0, "{kind}");
             let [new] = notification.messages.as_slice() else {
                 panic!("{kind}: {:?}", notification.messages);
@@ -348,7 +431,10 @@ mod tests {
             assert_eq!(message.source, Source::Whatsapp);
             let payload: Value = serde_json::from_str(payload).expect("json");
             let raw: Value = serde_json::from_str(new.raw.as_deref().expect("raw")).expect("raw json");
-            assert_eq!(raw, payload["entry"][0]["changes"][0]["value"]["messages"][0], "{kind}");
+            assert_eq!(
+                raw, payload["entry"][0]["changes"][0]["value"]["messages"][0],
+                "{kind}"
+            );
             assert_eq!(message.message_id, raw["id"], "{kind}");
         }
     }
@@ -366,25 +452,46 @@ mod tests {
         let other_field = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [
             {"field": "account_update", "value": {"event": "VERIFIED_ACCOUNT"}},
         ]}]});
-        assert_eq!(normalize(other_field.to_string().as_bytes()).expect("ok").other_changes, 1);
+        assert_eq!(
+            normalize(other_field.to_string().as_bytes())
+                .expect("ok")
+                .other_changes,
+            1
+        );
     }
 
     #[test]
     fn every_message_of_every_entry_and_change_is_taken_in_order() {
         let message = |id: &str| json!({"from": "447700900123", "id": id, "timestamp": "1700000000", "type": "text", "text": {"body": id}});
-        let change = |ids: &[&str]| json!({"field": "messages", "value": {
-            "metadata": {"display_phone_number": "+1 555-078-3881", "phone_number_id": "1"},
-            "messages": ids.iter().map(|id| message(id)).collect::<Vec<_>>(),
-        }});
+        let change = |ids: &[&str]| {
+            json!({"field": "messages", "value": {
+                "metadata": {"display_phone_number": "+1 555-078-3881", "phone_number_id": "1"},
+                "messages": ids.iter().map(|id| message(id)).collect::<Vec<_>>(),
+            }})
+        };
         let payload = json!({"object": "whatsapp_business_account", "entry": [
             {"id": "1", "changes": [change(&["a", "b"]), change(&["c"])]},
             {"id": "2", "changes": [change(&["d"])]},
         ]});
         let notification = normalize(payload.to_string().as_bytes()).expect("ok");
-        let ids: Vec<&str> = notification.messages.iter().map(|new| new.message.message_id.as_str()).collect();
+        let ids: Vec<&str> = notification
+            .messages
+            .iter()
+            .map(|new| new.message.message_id.as_str())
+            .collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
-        assert!(notification.messages.iter().all(|new| new.message.to == "+15550783881"));
-        assert!(notification.messages.iter().all(|new| new.message.from == "+447700900123"));
+        assert!(
+            notification
+                .messages
+                .iter()
+                .all(|new| new.message.to == "+15550783881")
+        );
+        assert!(
+            notification
+                .messages
+                .iter()
+                .all(|new| new.message.from == "+447700900123")
+        );
     }
 
     #[test]
@@ -403,7 +510,9 @@ mod tests {
         let found: Vec<(&str, Value)> = errors.iter().map(|error| (error.kind, loc_of(error))).collect();
         let at = |rest: Value| {
             let mut loc = json!(["body", "entry", 0, "changes", 0, "value", "messages"]);
-            loc.as_array_mut().expect("array").extend(rest.as_array().expect("array").iter().cloned());
+            loc.as_array_mut()
+                .expect("array")
+                .extend(rest.as_array().expect("array").iter().cloned());
             loc
         };
         assert_eq!(
@@ -424,7 +533,11 @@ mod tests {
             (json!({"object": "page"}), "missing", json!(["body", "entry"])),
             (json!({"entry": {}}), "list_type", json!(["body", "entry"])),
             (json!({"entry": [3]}), "model_type", json!(["body", "entry", 0])),
-            (json!({"entry": [{"changes": [{"value": {}}]}]}), "missing", json!(["body", "entry", 0, "changes", 0, "field"])),
+            (
+                json!({"entry": [{"changes": [{"value": {}}]}]}),
+                "missing",
+                json!(["body", "entry", 0, "changes", 0, "field"]),
+            ),
             (
                 json!({"entry": [{"changes": [{"field": "messages", "value": {"messages": [{"id": "x", "from": "1", "timestamp": "1"}]}}]}]}),
                 "missing",

@@ -100,7 +100,12 @@ pub(crate) async fn receive(
     answer(outcome, || Json(WebhookAccepted::default()).into_response())
 }
 
-async fn ingest(state: &AppState, budget: &BodyBudget, headers: &HeaderMap, body: Body) -> Result<Stored, Rejection> {
+async fn ingest(
+    state: &AppState,
+    budget: &BodyBudget,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Stored, Rejection> {
     let source = state
         .providers
         .whatsapp

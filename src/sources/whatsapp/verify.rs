@@ -24,7 +24,11 @@ impl std::fmt::Debug for WhatsappSource {
 }
 
 impl WhatsappSource {
-    pub fn new(app_secret: &str, previous: &[&str], verify_token: &str) -> Result<WhatsappSource, SecretError> {
+    pub fn new(
+        app_secret: &str,
+        previous: &[&str],
+        verify_token: &str,
+    ) -> Result<WhatsappSource, SecretError> {
         // The tolerance applies to Standard Webhooks timestamps, which Meta does not send.
         let secrets = Verifier::new(app_secret, previous, Duration::ZERO)?;
         Ok(WhatsappSource {
@@ -54,7 +58,10 @@ mod tests {
 
     fn signed(signature: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert("x-hub-signature-256", HeaderValue::from_str(signature).expect("header"));
+        headers.insert(
+            "x-hub-signature-256",
+            HeaderValue::from_str(signature).expect("header"),
+        );
         headers
     }
 
@@ -63,7 +70,10 @@ mod tests {
         let source = WhatsappSource::new("new-app-secret", &["old-app-secret"], "token").expect("source");
         let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
         for secret in ["new-app-secret", "old-app-secret"] {
-            assert_eq!(source.verify(&signed(&signer::github(secret, body)), body), Ok(()));
+            assert_eq!(
+                source.verify(&signed(&signer::github(secret, body)), body),
+                Ok(())
+            );
         }
         assert_eq!(
             source.verify(&signed(&signer::github("another", body)), body),
@@ -72,9 +82,24 @@ mod tests {
         let mut other_scheme = HeaderMap::new();
         other_scheme.insert(
             "x-signature",
-            HeaderValue::from_str(&crate::signature::SigningKey::new(b"new-app-secret").sign(body)).expect("header"),
+            HeaderValue::from_str(&crate::signature::SigningKey::new(b"new-app-secret").sign(body))
+                .expect("header"),
         );
         assert_eq!(source.verify(&other_scheme, body), Err(SignatureError::Missing));
+    }
+
+    /// Meta signs as GitHub does (`X-Hub-Signature-256: sha256=` and the hex HMAC-SHA256 of the
+    /// raw body); GitHub's documentation publishes this example of the scheme ("Validating
+    /// webhook deliveries"), which Meta's does not.
+    #[test]
+    fn the_published_example_of_the_scheme_verifies() {
+        let source = WhatsappSource::new("It's a Secret to Everybody", &[], "token").expect("source");
+        let published = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(source.verify(&signed(published), b"Hello, World!"), Ok(()));
+        assert_eq!(
+            source.verify(&signed(published), b"Hello, World?"),
+            Err(SignatureError::NoMatch)
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@ use tokio_postgres::types::ToSql;
 use super::connection::read_failed;
 use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SourceCounts, Stats,
-    StoreError, TOP_SENDERS,
+    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SourceCounts,
+    Stats, StoreError, TOP_SENDERS,
 };
 
 /// The columns [`message_from_row`] reads.
@@ -231,7 +231,10 @@ fn message_from_row(row: &Row) -> Result<Message, StoreError> {
 }
 
 /// The message stored under `message_id`, with when it arrived and what its provider sent.
-pub async fn get_message(client: &impl GenericClient, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {
+pub async fn get_message(
+    client: &impl GenericClient,
+    message_id: &str,
+) -> Result<Option<MessageDetail>, StoreError> {
     let statement = client
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS}, created_at, raw FROM messages WHERE message_id = $1"

@@ -125,7 +125,9 @@ async fn commit(pool: &Pool, messages: &[NewMessage], clock: &Clock) -> Result<V
 fn first_of_each_id(messages: &[NewMessage]) -> BTreeMap<&str, &NewMessage> {
     let mut unique = BTreeMap::new();
     for message in messages {
-        unique.entry(message.message.message_id.as_str()).or_insert(message);
+        unique
+            .entry(message.message.message_id.as_str())
+            .or_insert(message);
     }
     unique
 }

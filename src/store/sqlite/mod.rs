@@ -159,7 +159,9 @@ impl Store for SqliteStore {
     }
 
     async fn stats(&self, source: Option<Source>) -> Result<Stats, StoreError> {
-        self.readers.run(move |conn| queries::read_stats(conn, source)).await
+        self.readers
+            .run(move |conn| queries::read_stats(conn, source))
+            .await
     }
 
     fn stored_messages(&self) -> u64 {

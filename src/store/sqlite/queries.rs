@@ -6,8 +6,8 @@ use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SourceCounts, Stats,
-    TOP_SENDERS,
+    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SourceCounts,
+    Stats, TOP_SENDERS,
 };
 
 /// The columns [`message_from_row`] reads, of `messages AS m`.

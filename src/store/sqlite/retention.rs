@@ -85,9 +85,8 @@ fn uncount(tx: &Transaction<'_>, deleted: &[Deleted]) -> rusqlite::Result<()> {
         *per_sender.entry(row.from.as_str()).or_default() += 1;
         *per_source.entry(row.source.as_str()).or_default() += 1;
     }
-    let mut uncount_source = tx.prepare_cached(
-        "UPDATE source_counts SET message_count = message_count - ?2 WHERE source = ?1",
-    )?;
+    let mut uncount_source =
+        tx.prepare_cached("UPDATE source_counts SET message_count = message_count - ?2 WHERE source = ?1")?;
     for (source, count) in &per_source {
         uncount_source.execute(params![source, count])?;
     }

@@ -204,7 +204,10 @@ mod tests {
             super::V4_FEWER_SEARCH_MERGES,
             super::V5_SOURCES,
         ];
-        for step in later.iter().take(usize::try_from(version - 1).expect("a version from 1")) {
+        for step in later
+            .iter()
+            .take(usize::try_from(version - 1).expect("a version from 1"))
+        {
             tx.execute_batch(step).expect("migration step");
         }
         tx.pragma_update(None, "user_version", version).expect("version");
@@ -230,7 +233,10 @@ mod tests {
             .expect("rows")
             .collect::<Result<_, _>>()
             .expect("rows");
-        assert_eq!(sources, vec![("webhook".to_owned(), None), ("webhook".to_owned(), None)]);
+        assert_eq!(
+            sources,
+            vec![("webhook".to_owned(), None), ("webhook".to_owned(), None)]
+        );
         let counts: Vec<(String, i64)> = conn
             .prepare("SELECT source, message_count FROM source_counts ORDER BY source")
             .expect("select")
@@ -240,7 +246,11 @@ mod tests {
             .expect("rows");
         assert_eq!(
             counts,
-            vec![("twilio".to_owned(), 0), ("webhook".to_owned(), 2), ("whatsapp".to_owned(), 0)]
+            vec![
+                ("twilio".to_owned(), 0),
+                ("webhook".to_owned(), 2),
+                ("whatsapp".to_owned(), 0)
+            ]
         );
         assert_eq!(schema_version(&conn).expect("version"), CURRENT_VERSION);
     }

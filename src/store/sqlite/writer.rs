@@ -543,9 +543,8 @@ fn count_created(tx: &Transaction<'_>, created: &CreatedCounts<'_>) -> rusqlite:
     if created_per_sender.is_empty() {
         return Ok(());
     }
-    let mut bump_source = tx.prepare_cached(
-        "UPDATE source_counts SET message_count = message_count + ?2 WHERE source = ?1",
-    )?;
+    let mut bump_source =
+        tx.prepare_cached("UPDATE source_counts SET message_count = message_count + ?2 WHERE source = ?1")?;
     for (source, count) in Source::ALL.iter().zip(created.per_source) {
         if count > 0 {
             bump_source.execute(params![source.as_str(), count])?;

@@ -189,6 +189,15 @@ impl Launch {
         self
     }
 
+    /// With WhatsApp and Twilio configured as in `providers`.
+    pub fn with_providers(self) -> Launch {
+        use crate::providers::{APP_SECRET, AUTH_TOKEN, PUBLIC_URL, VERIFY_TOKEN};
+        self.env("WHATSAPP_APP_SECRET", APP_SECRET)
+            .env("WHATSAPP_VERIFY_TOKEN", VERIFY_TOKEN)
+            .env("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+            .env("PUBLIC_URL", PUBLIC_URL)
+    }
+
     pub fn without_secret(mut self) -> Launch {
         self.secret = None;
         self
