@@ -159,7 +159,8 @@ pub fn source_parameter(description: &str) -> Parameter {
         description,
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .enum_values(Some(Source::ALL.map(Source::as_str)))
+            // Empty means no constraint, as for `from` and `q`.
+            .enum_values(Some(std::iter::once("").chain(Source::ALL.map(Source::as_str))))
             .build(),
     )
 }

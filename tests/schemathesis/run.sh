@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Checks the running server's real answers against its own GET /openapi.json with schemathesis:
 # documented status codes, content types, headers and schemas, no 5xx, 401 without the token,
-# 405 for undocumented methods. Bodies of POST /webhook are signed by webhook_signing.py, so the
-# 200 and 422 paths are exercised too.
+# 405 for undocumented methods. Bodies of POST /webhook and of the providers' routes are signed by
+# webhook_signing.py, so the 200 and 422 paths are exercised too.
 #
 #   tests/schemathesis/run.sh [BINARY]     (default target/release/webhook-inbox)
 #
@@ -15,10 +15,15 @@ binary=${1:-target/release/webhook-inbox}
 schemathesis=${SCHEMATHESIS:-schemathesis}
 port=${SCHEMATHESIS_PORT:-18091}
 export WEBHOOK_SECRET=schemathesis-secret
+export WHATSAPP_APP_SECRET=schemathesis-whatsapp-app-secret
+# The verify token of the handshake's documented example, so that the example is answered 200.
+export WHATSAPP_VERIFY_TOKEN=meatyhamhock
+export TWILIO_AUTH_TOKEN=schemathesis-twilio-auth-token
+export PUBLIC_URL=http://127.0.0.1:$port
 token=schemathesis-token
 work=$(mktemp -d)
 
-WEBHOOK_SECRET=$WEBHOOK_SECRET API_TOKEN=$token DATABASE_URL="sqlite:///$work/app.db" \
+API_TOKEN=$token DATABASE_URL="sqlite:///$work/app.db" MAX_BODY_BYTES=1048576 \
   HOST=127.0.0.1 PORT=$port "$binary" >"$work/server.log" 2>"$work/server.err" &
 server=$!
 trap 'kill -TERM "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -42,12 +47,14 @@ NO_COLOR=1 PYTHONPATH="tests/schemathesis${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHES
 echo "-- answers by path and status (from the server's access log)"
 jq -r '"\(.path | if startswith("/webhook") or startswith("/messages") or startswith("/stats") or startswith("/health") or startswith("/metrics") or startswith("/openapi") or startswith("/assets") or . == "/" then . else "(other)" end) \(.status)"' \
   "$work/server.log" 2>/dev/null | sort | uniq -c | sort -k2,2 -k3,3n
-stored=$(curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/stats" | jq .total_messages)
-echo "-- messages stored by signed requests: $stored"
-if [ "${stored:-0}" -lt 1 ]; then
-  echo "no generated message was stored: is the signing hook loaded?" >&2
-  status=1
-fi
+stats=$(curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/stats")
+echo "-- messages stored by signed requests, per source: $(echo "$stats" | jq -c .messages_per_source)"
+for source in webhook whatsapp twilio; do
+  if [ "$(echo "$stats" | jq ".messages_per_source.$source")" -lt 1 ]; then
+    echo "no generated $source message was stored: is the signing hook loaded?" >&2
+    status=1
+  fi
+done
 
 # The server's own view: an answer of 500 or above is a failure even if schemathesis missed it.
 server_errors=$(jq -c 'select(.status != null and .status >= 500)' "$work/server.log" | head -5)

@@ -35,7 +35,12 @@ pub fn router(budget: BodyBudget) -> Router<Arc<AppState>> {
     post,
     path = PATH,
     tag = "providers",
-    request_body(content = Object, content_type = "application/x-www-form-urlencoded", description = "Twilio's message fields: `MessageSid`, `From`, `To`, `Body` and any others (kept in `raw`)."),
+    request_body(
+        content = Object,
+        content_type = "application/x-www-form-urlencoded",
+        description = "Twilio's message fields: `MessageSid`, `From`, `To`, `Body` and any others (kept in `raw`).",
+        example = json!({"MessageSid": "SM5d4e0f3a2b1c0d9e8f7a6b5c4d3e2f1a", "From": "whatsapp:+447700900123", "To": "whatsapp:+14155238886", "Body": "Hello!"}),
+    ),
     params(
         ("X-Twilio-Signature" = String, Header, description = "Base64 HMAC-SHA1 with `TWILIO_AUTH_TOKEN` over `PUBLIC_URL` + path + query, then every field's name and value sorted by name."),
     ),

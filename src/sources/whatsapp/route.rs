@@ -34,9 +34,9 @@ pub fn router(budget: BodyBudget) -> Router<Arc<AppState>> {
     path = PATH,
     tag = "providers",
     params(
-        ("hub.mode" = String, Query, description = "`subscribe`."),
-        ("hub.verify_token" = String, Query, description = "Must equal `WHATSAPP_VERIFY_TOKEN`."),
-        ("hub.challenge" = String, Query, description = "Echoed back."),
+        ("hub.mode" = String, Query, description = "`subscribe`.", example = "subscribe"),
+        ("hub.verify_token" = String, Query, description = "Must equal `WHATSAPP_VERIFY_TOKEN`.", example = "meatyhamhock"),
+        ("hub.challenge" = String, Query, description = "Echoed back.", example = "1158201444"),
     ),
     responses(
         (status = 200, description = "The challenge, verbatim.", body = String, content_type = "text/plain"),
@@ -77,7 +77,16 @@ pub(crate) async fn handshake(State(state): State<Arc<AppState>>, RawQuery(query
     post,
     path = PATH,
     tag = "providers",
-    request_body(content = Object, content_type = "application/json", description = "A WhatsApp Cloud API notification (`object`, `entry[].changes[].value`)."),
+    request_body(
+        content = Object,
+        content_type = "application/json",
+        description = "A WhatsApp Cloud API notification (`object`, `entry[].changes[].value`).",
+        example = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "messages": [{"from": "16505551234", "id": "wamid.HBgLMTY1MDU1NTEyMzQVAgASGBQzQTdCNTg5RjY1MEMyRjlGMDc3OAA=", "timestamp": "1765101600", "type": "text", "text": {"body": "Hi!"}}]
+        }}]}]}),
+    ),
     params(
         ("X-Hub-Signature-256" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 of the raw body with `WHATSAPP_APP_SECRET` (or a previous one)."),
     ),
