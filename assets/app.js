@@ -1,4 +1,5 @@
-// The webhook-inbox page: reads /stats and /messages with fetch and shows them. No framework.
+// The webhook-inbox page: reads /stats and /messages with fetch and shows them, and one message's
+// detail from /messages/{id} when its id is pressed. No framework.
 // Stored text is only ever inserted with textContent, never parsed as HTML.
 'use strict';
 
@@ -9,6 +10,8 @@ const DEFAULT_PAGE_SIZE = 50;
 const FIELD_NAMES = {
   from: 'From', since: 'Since', q: 'Text contains', limit: 'Per page', offset: 'Page', order: 'Order',
 };
+
+const SOURCE_NAMES = { webhook: 'Webhook', whatsapp: 'WhatsApp', twilio: 'Twilio' };
 
 const byId = (id) => document.getElementById(id);
 const numberFormat = new Intl.NumberFormat('en-US');
@@ -115,6 +118,7 @@ function listParams(filters, order, page, limit) {
     }
   }
   params.set('order', order === 'newest' ? 'desc' : 'asc');
+  params.set('include', 'source');
   params.set('limit', String(limit));
   params.set('offset', String(page * limit));
   return params;
@@ -197,12 +201,56 @@ function messageRow(message) {
   time.textContent = message.ts;
   row.append(
     cell('Time (UTC)', 'ts', time),
+    cell('Source', 'source', sourceBadge(message.source)),
     cell('From', 'from', message.from),
     cell('To', 'to', message.to),
     cell('Text', 'text', message.text === null ? noText() : String(message.text)),
-    cell('Message ID', 'id', message.message_id),
+    cell('Message ID', 'id', detailButton(message.message_id)),
   );
   return row;
+}
+
+function sourceBadge(source) {
+  const badge = document.createElement('span');
+  badge.className = `badge badge-${SOURCE_NAMES[source] ? source : 'other'}`;
+  badge.textContent = SOURCE_NAMES[source] ?? String(source);
+  return badge;
+}
+
+// The message's id, as the button that opens its detail.
+function detailButton(messageId) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'link';
+  button.textContent = messageId;
+  button.setAttribute('aria-label', `${messageId}: show this message's detail`);
+  button.addEventListener('click', () => showDetail(messageId, button));
+  return button;
+}
+
+// Reads one message and shows it in the detail dialog; the focus goes back to `opener` on close.
+async function showDetail(messageId, opener) {
+  let message;
+  try {
+    message = await getJson(`/messages/${encodeURIComponent(messageId)}`);
+  } catch (problem) {
+    showProblem(`Message ${messageId}: ${problem.message}`);
+    return;
+  }
+  hideProblem();
+  byId('detail-id').textContent = message.message_id;
+  byId('detail-source').replaceChildren(sourceBadge(message.source));
+  byId('detail-from').textContent = message.from;
+  byId('detail-to').textContent = message.to;
+  byId('detail-ts').textContent = message.ts;
+  byId('detail-received').textContent = message.received_at;
+  byId('detail-text').replaceChildren(message.text === null ? noText() : String(message.text));
+  const raw = message.raw === null ? 'null (sent to POST /webhook in this service\'s own format)'
+    : JSON.stringify(message.raw, null, 2);
+  byId('detail-raw').textContent = raw;
+  const dialog = byId('detail');
+  dialog.onclose = () => opener.focus();
+  dialog.showModal();
 }
 
 function cell(label, kind, content) {
@@ -490,6 +538,7 @@ function start() {
   byId('page-next').addEventListener('click', () => goToPage(state.page + 1));
   byId('page-last').addEventListener('click', () => goToPage(lastPage(state.knownTotal ?? 0, state.limit)));
   byId('token-form').addEventListener('submit', useToken);
+  byId('detail-close').addEventListener('click', () => byId('detail').close());
   byId('forget-token').addEventListener('click', forgetToken);
   load();
 }

@@ -5,6 +5,7 @@
 //   TOKEN_URL      a service with API_TOKEN=API_TOKEN, holding one message
 //   WEBHOOK_INBOX  the binary (to send one more message while the page is open)
 //   WEBHOOK_SECRET the services' secret
+//   WHATSAPP_APP_SECRET the open service's WhatsApp app secret (to send it a WhatsApp message)
 //   ARTIFACTS      where the screenshots go
 //   CHROMIUM       the browser executable
 import { execFileSync } from 'node:child_process';
@@ -24,6 +25,7 @@ const TOKEN_URL = env('TOKEN_URL');
 const API_TOKEN = env('API_TOKEN');
 const BIN = env('WEBHOOK_INBOX');
 const SECRET = env('WEBHOOK_SECRET');
+const WHATSAPP_APP_SECRET = env('WHATSAPP_APP_SECRET');
 const ARTIFACTS = env('ARTIFACTS');
 const CHROMIUM = env('CHROMIUM');
 
@@ -112,7 +114,7 @@ async function theOpenInbox(browser) {
   check('the page opens newest first, 50 a page', await range(page), '1–26 of 26, newest first');
   check('the newest message is on top', (await ids(page)).slice(0, 3), ['m24', 'm23', 'm22']);
   check('the nearest row shows what was sent', await page.locator('#rows tr').first().innerText(),
-    ['2025-01-15T09:24:00Z', A, '+14155550100', 'Hello number 24', 'm24'].join('\t'));
+    ['2025-01-15T09:24:00Z', 'Webhook', A, '+14155550100', 'Hello number 24', 'm24'].join('\t'));
   check('a message without text says so', await page.locator('#rows tr', { hasText: 'm09' }).locator('td.text').innerText(), 'no text');
 
   // Text that looks like markup is shown as text, and nothing in it runs.
@@ -203,6 +205,43 @@ async function theOpenInbox(browser) {
   check('refresh: the status line says when', /^Updated at \d\d:\d\d:\d\d UTC: 1–10 of 27, newest first$/.test(await text(page, '#status')), true);
 
   await page.screenshot({ path: path.join(ARTIFACTS, 'inbox.png'), fullPage: true });
+
+  // Each row shows its source as a badge, and its id opens the message's detail.
+  check('a badge per row', (await column(page, 'source')).slice(0, 2), ['Webhook', 'Webhook']);
+  const notification = JSON.stringify({ object: 'whatsapp_business_account', entry: [{ id: '1', changes: [{ field: 'messages', value: {
+    messaging_product: 'whatsapp',
+    metadata: { display_phone_number: '15550783881', phone_number_id: '1' },
+    messages: [{ from: '447700900123', id: 'wamid.page-1', timestamp: '1767225600', type: 'image',
+      image: { caption: 'A photo <b>caption</b>', mime_type: 'image/jpeg', id: '2754859441498128' } }],
+  } }] }] });
+  const sentWhatsapp = execFileSync(BIN, ['send', '--provider', 'whatsapp', '--url', `${INBOX_URL}/webhook`], {
+    input: notification,
+    env: { WHATSAPP_APP_SECRET, PATH: process.env.PATH },
+  }).toString().trim();
+  check('the binary sent a WhatsApp notification', sentWhatsapp, '{"status":"ok"}');
+  await andWaitForLoad(page, () => page.click('#refresh'));
+  check('the WhatsApp message on top, with its badge', [(await ids(page))[0], (await column(page, 'source'))[0], (await column(page, 'text'))[0]],
+    ['wamid.page-1', 'WhatsApp', 'A photo <b>caption</b>']);
+  await page.getByRole('button', { name: "wamid.page-1: show this message's detail" }).click();
+  await page.locator('#detail').waitFor({ state: 'visible', timeout: WAIT_MS });
+  check('the detail: its fields', [await text(page, '#detail-id'), await text(page, '#detail-source'), await text(page, '#detail-from'),
+    await text(page, '#detail-to'), await text(page, '#detail-ts')],
+  ['wamid.page-1', 'WhatsApp', '+447700900123', '+15550783881', '2026-01-01T00:00:00Z']);
+  check('the detail: when it arrived', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(await text(page, '#detail-received')), true);
+  const raw = JSON.parse(await text(page, '#detail-raw'));
+  check('the detail: what WhatsApp sent', [raw.id, raw.type, raw.image.caption], ['wamid.page-1', 'image', 'A photo <b>caption</b>']);
+  check('the detail: the caption stays text', await page.locator('#detail b').count(), 0);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'inbox-detail.png') });
+  await page.keyboard.press('Escape');
+  await page.locator('#detail').waitFor({ state: 'hidden', timeout: WAIT_MS });
+  check('Escape closes the detail and the focus goes back to the id', await page.evaluate(() => document.activeElement.textContent), 'wamid.page-1');
+  const seedId = (await ids(page))[1];
+  await page.getByRole('button', { name: `${seedId}: show this message's detail` }).click();
+  await page.locator('#detail').waitFor({ state: 'visible', timeout: WAIT_MS });
+  check('a webhook message: no provider payload', [await text(page, '#detail-source'), await text(page, '#detail-raw')],
+    ['Webhook', "null (sent to POST /webhook in this service's own format)"]);
+  await page.click('#detail-close');
+  await page.locator('#detail').waitFor({ state: 'hidden', timeout: WAIT_MS });
 
   // The keyboard alone: Tab reaches Refresh (after the skip link), Enter presses it, the focus ring shows.
   await navigate(page);
