@@ -35,7 +35,7 @@ impl Credentials {
         let previous = args
             .webhook_secret_previous
             .as_deref()
-            .map(Verifier::split_previous)
+            .map(|list| Verifier::split_previous(list, "WEBHOOK_SECRET_PREVIOUS"))
             .transpose()?
             .unwrap_or_default();
         let previous: Vec<&str> = previous.iter().map(String::as_str).collect();

@@ -155,8 +155,8 @@ pub struct Refusal {
 pub enum SecretError {
     #[error("{setting} starts with whsec_ but the rest is not base64")]
     BadStandardSecret { setting: &'static str },
-    #[error("WEBHOOK_SECRET_PREVIOUS has an empty secret in its list (write a comma inside a secret as \\,)")]
-    EmptyPrevious,
+    #[error("{setting} has an empty secret in its list (write a comma inside a secret as \\,)")]
+    EmptyPrevious { setting: &'static str },
 }
 
 /// A secret made ready for signing: the HMAC key schedule is computed once, not per request.
@@ -274,7 +274,7 @@ impl Verifier {
     /// any other backslash is taken as written. An empty list is no secrets; an empty secret in
     /// a list (`a,,b`, a trailing comma) is refused rather than skipped, since it most likely
     /// means a secret was cut where it held a comma.
-    pub fn split_previous(list: &str) -> Result<Vec<String>, SecretError> {
+    pub fn split_previous(list: &str, setting: &'static str) -> Result<Vec<String>, SecretError> {
         if list.trim().is_empty() {
             return Ok(Vec::new());
         }
@@ -297,7 +297,7 @@ impl Verifier {
             .map(|secret| secret.trim().to_owned())
             .map(|secret| {
                 if secret.is_empty() {
-                    Err(SecretError::EmptyPrevious)
+                    Err(SecretError::EmptyPrevious { setting })
                 } else {
                     Ok(secret)
                 }
@@ -884,7 +884,7 @@ mod tests {
 
     #[test]
     fn previous_secrets_split_on_commas_that_are_not_escaped() {
-        let split = |list: &str| Verifier::split_previous(list);
+        let split = |list: &str| Verifier::split_previous(list, "WEBHOOK_SECRET_PREVIOUS");
         assert_eq!(
             split(" old-1 , old-2 "),
             Ok(vec!["old-1".to_owned(), "old-2".to_owned()])
@@ -898,13 +898,19 @@ mod tests {
         assert_eq!(split(""), Ok(vec![]));
         assert_eq!(split("   "), Ok(vec![]));
         for bad in ["a,,b", "a,", ",a", "a, ,b", ","] {
-            assert_eq!(split(bad), Err(SecretError::EmptyPrevious), "{bad:?}");
+            assert_eq!(
+                split(bad),
+                Err(SecretError::EmptyPrevious {
+                    setting: "WEBHOOK_SECRET_PREVIOUS"
+                }),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn previous_secrets_are_accepted_in_every_scheme_and_others_are_not() {
-        let previous = Verifier::split_previous(" old-1 , old-2 ").unwrap();
+        let previous = Verifier::split_previous(" old-1 , old-2 ", "WEBHOOK_SECRET_PREVIOUS").unwrap();
         assert_eq!(previous, ["old-1", "old-2"]);
         let previous: Vec<&str> = previous.iter().map(String::as_str).collect();
         let verifier = verifier("new", &previous);

@@ -74,7 +74,7 @@ fn whatsapp_from_args(args: &ProviderArgs) -> Result<Option<whatsapp::WhatsappSo
         }
         (Some(secret), Some(token)) => (secret, token),
     };
-    let previous = previous_secrets(&args.whatsapp_app_secret_previous)?;
+    let previous = previous_secrets(&args.whatsapp_app_secret_previous, "WHATSAPP_APP_SECRET_PREVIOUS")?;
     let previous: Vec<&str> = previous.iter().map(String::as_str).collect();
     crate::credentials::warn_if_short("WHATSAPP_APP_SECRET", std::iter::once(secret));
     crate::credentials::warn_if_short("WHATSAPP_VERIFY_TOKEN", std::iter::once(token));
@@ -87,7 +87,7 @@ fn twilio_from_args(args: &ProviderArgs) -> Result<Option<twilio::TwilioSource>,
     };
     let public_url = set(&args.public_url).ok_or(ProviderError::PublicUrlMissing)?;
     let public_url = check_public_url(public_url)?;
-    let previous = previous_secrets(&args.twilio_auth_token_previous)?;
+    let previous = previous_secrets(&args.twilio_auth_token_previous, "TWILIO_AUTH_TOKEN_PREVIOUS")?;
     crate::credentials::warn_if_short("TWILIO_AUTH_TOKEN", std::iter::once(token));
     Ok(Some(twilio::TwilioSource::new(
         token,
@@ -96,9 +96,9 @@ fn twilio_from_args(args: &ProviderArgs) -> Result<Option<twilio::TwilioSource>,
     )))
 }
 
-fn previous_secrets(list: &Option<String>) -> Result<Vec<String>, SecretError> {
+fn previous_secrets(list: &Option<String>, setting: &'static str) -> Result<Vec<String>, SecretError> {
     set(list)
-        .map(Verifier::split_previous)
+        .map(|list| Verifier::split_previous(list, setting))
         .transpose()
         .map(Option::unwrap_or_default)
 }

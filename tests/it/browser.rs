@@ -146,7 +146,10 @@ async fn the_inbox_page_works_in_headless_chromium() {
     install_the_script_package(&script_dir);
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let open = Launch::new(dir.path().join("open.db")).with_providers().start().await;
+    let open = Launch::new(dir.path().join("open.db"))
+        .with_providers()
+        .start()
+        .await;
     let protected = Launch::new(dir.path().join("protected.db"))
         .env("API_TOKEN", TOKEN)
         .start()

@@ -359,6 +359,44 @@ fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
     }
 }
 
+/// A provider configured by half, or Twilio without a usable `PUBLIC_URL`, stops start-up with one
+/// line that names what is missing or wrong.
+#[test]
+fn an_incomplete_provider_stops_start_up_with_one_line_naming_it() {
+    let cases: [(&[(&str, &str)], &[&str]); 5] = [
+        (
+            &[("TWILIO_AUTH_TOKEN", "twilio-token-0123456789")],
+            &["PUBLIC_URL"],
+        ),
+        (
+            &[
+                ("TWILIO_AUTH_TOKEN", "twilio-token-0123456789"),
+                ("PUBLIC_URL", "inbox.example.com"),
+            ],
+            &["PUBLIC_URL", "inbox.example.com"],
+        ),
+        (
+            &[("WHATSAPP_APP_SECRET", "app-secret-0123456789")],
+            &["WHATSAPP_VERIFY_TOKEN"],
+        ),
+        (
+            &[("WHATSAPP_VERIFY_TOKEN", "verify-token")],
+            &["WHATSAPP_APP_SECRET"],
+        ),
+        (
+            &[
+                ("WHATSAPP_APP_SECRET", "app-secret-0123456789"),
+                ("WHATSAPP_VERIFY_TOKEN", "verify-token"),
+                ("WHATSAPP_APP_SECRET_PREVIOUS", "a,,b"),
+            ],
+            &["WHATSAPP_APP_SECRET_PREVIOUS", "empty"],
+        ),
+    ];
+    for (settings, mentions) in cases {
+        assert_refuses_to_start(settings, mentions);
+    }
+}
+
 /// A password in `DATABASE_URL`, in any form libpq takes, never reaches stdout or stderr, when
 /// the service cannot start nor when `migrate` cannot reach the database.
 #[test]

@@ -42,12 +42,12 @@ pub fn router(budget: BodyBudget) -> Router<Arc<AppState>> {
         example = json!({"MessageSid": "SM5d4e0f3a2b1c0d9e8f7a6b5c4d3e2f1a", "From": "whatsapp:+447700900123", "To": "whatsapp:+14155238886", "Body": "Hello!"}),
     ),
     params(
-        ("X-Twilio-Signature" = String, Header, description = "Base64 HMAC-SHA1 with `TWILIO_AUTH_TOKEN` over `PUBLIC_URL` + path + query, then every field's name and value sorted by name."),
+        ("X-Twilio-Signature" = String, Header, description = "Base64 HMAC-SHA1 with `TWILIO_AUTH_TOKEN` (or one of `TWILIO_AUTH_TOKEN_PREVIOUS`) over `PUBLIC_URL` + path + query, then every field's name and value sorted by name."),
     ),
     responses(
         (status = 200, description = "Stored (or stored before): an empty TwiML document.", body = String, content_type = "text/xml", example = json!(EMPTY_TWIML)),
         (status = 401, description = "No signature, or none that matches.", body = crate::http::ErrorDetail, example = json!({"detail": "invalid signature"})),
-        (status = 404, description = "Twilio is not configured.", body = crate::http::ErrorDetail),
+        (status = 404, description = "Twilio is not configured (`TWILIO_AUTH_TOKEN` and `PUBLIC_URL` unset).", body = crate::http::ErrorDetail),
         (status = 413, description = "The body is over `MAX_BODY_BYTES`.", body = crate::http::ErrorDetail),
         (status = 422, description = "Signed, but a field is missing or a number is not E.164 once `whatsapp:` is stripped.", body = crate::http::ValidationErrors),
         (status = 503, description = "The database cannot commit.", body = crate::http::ErrorDetail),

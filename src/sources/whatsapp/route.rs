@@ -41,7 +41,7 @@ pub fn router(budget: BodyBudget) -> Router<Arc<AppState>> {
     responses(
         (status = 200, description = "The challenge, verbatim.", body = String, content_type = "text/plain"),
         (status = 403, description = "Not `subscribe`, no challenge, or another token.", body = crate::http::ErrorDetail, example = json!({"detail": "verification failed"})),
-        (status = 404, description = "WhatsApp is not configured.", body = crate::http::ErrorDetail),
+        (status = 404, description = "WhatsApp is not configured (`WHATSAPP_APP_SECRET` and `WHATSAPP_VERIFY_TOKEN` unset).", body = crate::http::ErrorDetail),
     ),
 )]
 pub(crate) async fn handshake(State(state): State<Arc<AppState>>, RawQuery(query): RawQuery) -> Response {
@@ -88,12 +88,12 @@ pub(crate) async fn handshake(State(state): State<Arc<AppState>>, RawQuery(query
         }}]}]}),
     ),
     params(
-        ("X-Hub-Signature-256" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 of the raw body with `WHATSAPP_APP_SECRET` (or a previous one)."),
+        ("X-Hub-Signature-256" = String, Header, description = "`sha256=<hex>`: HMAC-SHA256 of the raw body with `WHATSAPP_APP_SECRET` (or one of `WHATSAPP_APP_SECRET_PREVIOUS`)."),
     ),
     responses(
         (status = 200, description = "Every message stored (or stored before), or nothing to store.", body = WebhookAccepted),
         (status = 401, description = "No signature, or none that matches.", body = crate::http::ErrorDetail, example = json!({"detail": "invalid signature"})),
-        (status = 404, description = "WhatsApp is not configured.", body = crate::http::ErrorDetail),
+        (status = 404, description = "WhatsApp is not configured (`WHATSAPP_APP_SECRET` and `WHATSAPP_VERIFY_TOKEN` unset).", body = crate::http::ErrorDetail),
         (status = 413, description = "The body is over `MAX_BODY_BYTES`.", body = crate::http::ErrorDetail),
         (status = 422, description = "Signed, but not a notification: one entry per broken field, with its path.", body = crate::http::ValidationErrors),
         (status = 503, description = "The database cannot commit; nothing of this POST is stored.", body = crate::http::ErrorDetail),
