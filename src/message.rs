@@ -402,11 +402,21 @@ fn required<'a>(
     name: &'static str,
     errors: &mut Vec<FieldError>,
 ) -> Option<&'a Value> {
+    required_at(fields, name, body_field(name), errors)
+}
+
+/// The field `name` of `fields`, or a `missing` entry at `loc`.
+pub fn required_at<'a>(
+    fields: &'a Map<String, Value>,
+    name: &str,
+    loc: Vec<LocPart>,
+    errors: &mut Vec<FieldError>,
+) -> Option<&'a Value> {
     let value = fields.get(name);
     if value.is_none() {
-        errors.push(FieldError::new(
+        errors.push(FieldError::at(
             "missing",
-            vec!["body", name],
+            loc,
             "Field required",
             Value::Object(fields.clone()),
         ));

@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -233,6 +234,23 @@ async fn ingest(
     let message_id = message.message_id.clone();
     let outcome = state.store.insert(message).await.map_err(Rejection::of_store)?;
     Ok((message_id, outcome))
+}
+
+/// A provider's body, read within the limits and `budget`, and what `verify` made of it once
+/// its signature (`scheme`, for the log) held; the body's share of the budget is given back then.
+pub async fn read_verified<T>(
+    state: &AppState,
+    budget: &BodyBudget,
+    headers: &HeaderMap,
+    body: Body,
+    scheme: &'static str,
+    verify: impl FnOnce(&[u8]) -> Result<T, SignatureError>,
+) -> Result<(Bytes, T), Rejection> {
+    let held = read_body(body, headers, &state.limits, budget)
+        .await
+        .map_err(Rejection::of_body)?;
+    let verified = verify(&held.bytes).map_err(|error| Rejection::of_provider_signature(scheme, error))?;
+    Ok((held.release(), verified))
 }
 
 /// Seconds since the Unix epoch, for the Standard Webhooks tolerance window (0 if the clock is

@@ -173,6 +173,28 @@ impl SourceCounts {
     }
 }
 
+/// The figures of `/stats` besides the totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderFigures {
+    pub senders_count: u64,
+    pub messages_per_sender: Vec<SenderCount>,
+    pub first_message_ts: Option<String>,
+    pub last_message_ts: Option<String>,
+}
+
+impl SenderFigures {
+    pub fn with_totals(self, total_messages: u64, messages_per_source: SourceCounts) -> Stats {
+        Stats {
+            total_messages,
+            messages_per_source,
+            senders_count: self.senders_count,
+            messages_per_sender: self.messages_per_sender,
+            first_message_ts: self.first_message_ts,
+            last_message_ts: self.last_message_ts,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SenderCount {
     pub from: String,

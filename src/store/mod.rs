@@ -20,7 +20,7 @@ use crate::config::{StorageArgs, StoreUrl};
 pub use batch::{WriteObserver, unobserved};
 pub use contract::{
     InsertOutcome, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount,
-    SourceCounts, Stats, Store, StoreError, TOP_SENDERS,
+    SenderFigures, SourceCounts, Stats, Store, StoreError, TOP_SENDERS,
 };
 pub use export::{EXPORT_PAGE_ROWS, ExportPages};
 

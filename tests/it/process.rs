@@ -363,7 +363,8 @@ fn a_malformed_setting_stops_start_up_with_one_line_naming_it() {
 /// line that names what is missing or wrong.
 #[test]
 fn an_incomplete_provider_stops_start_up_with_one_line_naming_it() {
-    let cases: [(&[(&str, &str)], &[&str]); 5] = [
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 5] = [
         (
             &[("TWILIO_AUTH_TOKEN", "twilio-token-0123456789")],
             &["PUBLIC_URL"],

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use crate::message::{
     FieldError, LocPart, MAX_MESSAGE_ID_CHARS, MAX_TEXT_CHARS, Message, NewMessage, Source, Timestamp,
-    check_msisdn, check_string,
+    check_msisdn, check_string, required_at,
 };
 
 /// The prefix Twilio puts before the numbers of WhatsApp messages.
@@ -51,16 +51,7 @@ fn required<'a>(
     name: &'static str,
     errors: &mut Vec<FieldError>,
 ) -> Option<&'a Value> {
-    let value = fields.get(name);
-    if value.is_none() {
-        errors.push(FieldError::at(
-            "missing",
-            loc(name),
-            "Field required",
-            Value::Object(fields.clone()),
-        ));
-    }
-    value
+    required_at(fields, name, loc(name), errors)
 }
 
 /// The number without a `whatsapp:` prefix, `+` and digits.

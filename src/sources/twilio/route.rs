@@ -13,8 +13,8 @@ use axum::{Extension, Router};
 use super::normalize;
 use crate::app::AppState;
 use crate::http::ApiError;
-use crate::http::body::{BodyBudget, read_body};
-use crate::http::webhook::{Rejection, Stored, answer};
+use crate::http::body::BodyBudget;
+use crate::http::webhook::{Rejection, Stored, answer, read_verified};
 use crate::message::Timestamp;
 use crate::telemetry::WebhookResult;
 
@@ -82,16 +82,15 @@ async fn ingest(
         .twilio
         .as_ref()
         .ok_or_else(|| Rejection::new(WebhookResult::NotConfigured, ApiError::NotFound))?;
-    let held = read_body(body, headers, &state.limits, budget)
-        .await
-        .map_err(Rejection::of_body)?;
-    let params: Vec<(String, String)> = form_urlencoded::parse(&held.bytes).into_owned().collect();
-    let path_and_query = uri.path_and_query().map_or(PATH, |whole| whole.as_str());
-    source
-        .verifier
-        .verify(headers, &source.called_url(path_and_query), &params)
-        .map_err(|error| Rejection::of_provider_signature(SCHEME, error))?;
-    drop(held.release());
+    let called_url = source.called_url(uri.path_and_query().map_or(PATH, |whole| whole.as_str()));
+    let (_, params) = read_verified(state, budget, headers, body, SCHEME, |bytes| {
+        let params: Vec<(String, String)> = form_urlencoded::parse(bytes).into_owned().collect();
+        source
+            .verifier
+            .verify(headers, &called_url, &params)
+            .map(|()| params)
+    })
+    .await?;
     let received = Timestamp::parse(&state.clock.now_rfc3339()).ok_or_else(|| {
         Rejection::new(
             WebhookResult::ValidationError,

@@ -11,7 +11,7 @@ use time::macros::format_description;
 
 use crate::message::{
     FieldError, LocPart, MAX_MESSAGE_ID_CHARS, MAX_TEXT_CHARS, Message, NewMessage, Source, Timestamp,
-    check_msisdn, check_string, parse_object,
+    check_msisdn, check_string, parse_object, required_at,
 };
 
 /// What one notification holds.
@@ -236,16 +236,7 @@ impl Walk {
         name: &'static str,
         path: &Path,
     ) -> Option<&'a Value> {
-        let value = fields.get(name);
-        if value.is_none() {
-            self.errors.push(FieldError::at(
-                "missing",
-                path.then(name).loc(),
-                "Field required",
-                Value::Object(fields.clone()),
-            ));
-        }
-        value
+        required_at(fields, name, path.then(name).loc(), &mut self.errors)
     }
 
     fn object<'a>(&mut self, value: &'a Value, path: &Path) -> Option<&'a Map<String, Value>> {

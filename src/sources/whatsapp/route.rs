@@ -13,8 +13,8 @@ use axum::{Extension, Json, Router};
 use super::normalize;
 use crate::app::AppState;
 use crate::http::ApiError;
-use crate::http::body::{BodyBudget, read_body};
-use crate::http::webhook::{Rejection, Stored, WebhookAccepted, answer};
+use crate::http::body::BodyBudget;
+use crate::http::webhook::{Rejection, Stored, WebhookAccepted, answer, read_verified};
 use crate::telemetry::WebhookResult;
 
 pub const PATH: &str = "/webhook/whatsapp";
@@ -120,13 +120,10 @@ async fn ingest(
         .whatsapp
         .as_ref()
         .ok_or_else(|| Rejection::new(WebhookResult::NotConfigured, ApiError::NotFound))?;
-    let held = read_body(body, headers, &state.limits, budget)
-        .await
-        .map_err(Rejection::of_body)?;
-    source
-        .verify(headers, &held.bytes)
-        .map_err(|error| Rejection::of_provider_signature(SCHEME, error))?;
-    let body = held.release();
+    let (body, ()) = read_verified(state, budget, headers, body, SCHEME, |bytes| {
+        source.verify(headers, bytes)
+    })
+    .await?;
     let notification = normalize(&body).map_err(Rejection::invalid)?;
     let only_id = match notification.messages.as_slice() {
         [only] => Some(only.message.message_id.clone()),

@@ -7,8 +7,8 @@ use tokio_postgres::types::ToSql;
 use super::connection::read_failed;
 use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SourceCounts,
-    Stats, StoreError, TOP_SENDERS,
+    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SenderFigures,
+    SourceCounts, Stats, StoreError, TOP_SENDERS,
 };
 
 /// The columns [`message_from_row`] reads.
@@ -308,93 +308,97 @@ async fn read_source_stats(
     per_source: SourceCounts,
 ) -> Result<Stats, StoreError> {
     let condition = source_condition(source, 1);
-    let name = source.as_str();
-    let senders: i64 = client
+    let scope = StatsScope {
+        senders: format!("SELECT COUNT(DISTINCT from_msisdn) FROM messages WHERE {condition}"),
+        top_senders: format!(
+            "SELECT from_msisdn, COUNT(*) AS sent FROM messages WHERE {condition} \
+             GROUP BY from_msisdn ORDER BY sent DESC, from_msisdn ASC LIMIT $2"
+        ),
+        rows: format!(" WHERE {condition}"),
+        source: Some(source),
+    };
+    Ok(scope
+        .read(client)
+        .await?
+        .with_totals(per_source.get(source), per_source.only(source)))
+}
+
+async fn read_all_stats(client: &impl GenericClient, per_source: SourceCounts) -> Result<Stats, StoreError> {
+    let scope = StatsScope {
+        senders: "SELECT COALESCE(SUM(senders), 0)::BIGINT FROM message_totals".to_owned(),
+        top_senders: "SELECT from_msisdn, message_count FROM sender_counts \
+                      ORDER BY message_count DESC, from_msisdn ASC LIMIT $1"
+            .to_owned(),
+        rows: String::new(),
+        source: None,
+    };
+    let total: i64 = client
         .query_one(
-            &format!("SELECT COUNT(DISTINCT from_msisdn) FROM messages WHERE {condition}"),
-            &[&name],
+            "SELECT COALESCE(SUM(messages), 0)::BIGINT FROM message_totals",
+            &[],
         )
         .await
         .map_err(read_failed)?
         .get(0);
-    let top = client
-        .query(
-            &format!(
-                "SELECT from_msisdn, COUNT(*) AS sent FROM messages WHERE {condition} \
-                 GROUP BY from_msisdn ORDER BY sent DESC, from_msisdn ASC LIMIT $2"
-            ),
-            &[&name, &i64::from(TOP_SENDERS)],
-        )
-        .await
-        .map_err(read_failed)?;
-    let edge_ts = |order: &'static str| {
-        let query = format!(
-            "SELECT ts FROM messages WHERE {condition} ORDER BY ts_key {order}, message_id {order} LIMIT 1"
-        );
-        async move {
-            client
-                .query_opt(&query, &[&name])
-                .await
-                .map(|row| row.map(|row| row.get::<_, String>(0)))
-                .map_err(read_failed)
-        }
-    };
-    Ok(Stats {
-        total_messages: per_source.get(source),
-        messages_per_source: per_source.only(source),
-        senders_count: count_of(senders),
-        messages_per_sender: top
-            .iter()
-            .map(|row| SenderCount {
-                from: row.get(0),
-                count: count_of(row.get(1)),
-            })
-            .collect(),
-        first_message_ts: edge_ts("ASC").await?,
-        last_message_ts: edge_ts("DESC").await?,
-    })
+    Ok(scope.read(client).await?.with_totals(count_of(total), per_source))
 }
 
-async fn read_all_stats(client: &impl GenericClient, per_source: SourceCounts) -> Result<Stats, StoreError> {
-    let totals = client
-        .query_one(
-            "SELECT COALESCE(SUM(messages), 0)::BIGINT, COALESCE(SUM(senders), 0)::BIGINT FROM message_totals",
-            &[],
-        )
-        .await
-        .map_err(read_failed)?;
-    let top = client
-        .query(
-            "SELECT from_msisdn, message_count FROM sender_counts \
-             ORDER BY message_count DESC, from_msisdn ASC LIMIT $1",
-            &[&i64::from(TOP_SENDERS)],
-        )
-        .await
-        .map_err(read_failed)?;
-    let edge_ts = |order: &'static str| async move {
-        client
-            .query_opt(
-                &format!("SELECT ts FROM messages ORDER BY ts_key {order}, message_id {order} LIMIT 1"),
-                &[],
-            )
+/// Where the figures of `/stats` about senders and times are read: the counts kept at insert time
+/// (every message), or one source's rows. Each statement takes the source's name as `$1`, when
+/// there is one.
+struct StatsScope {
+    /// One integer: how many senders.
+    senders: String,
+    /// The top senders and their counts; its last parameter is the limit.
+    top_senders: String,
+    /// `WHERE …` over `messages` (or nothing), for the first and last `ts`.
+    rows: String,
+    source: Option<Source>,
+}
+
+impl StatsScope {
+    async fn read(&self, client: &impl GenericClient) -> Result<SenderFigures, StoreError> {
+        let name = self.source.map(Source::as_str);
+        let name: Vec<&(dyn ToSql + Sync)> = name.iter().map(|name| name as &(dyn ToSql + Sync)).collect();
+        let limit = i64::from(TOP_SENDERS);
+        let mut with_limit = name.clone();
+        with_limit.push(&limit);
+        let senders: i64 = client
+            .query_one(&self.senders, &name)
             .await
-            .map(|row| row.map(|row| row.get::<_, String>(0)))
-            .map_err(read_failed)
-    };
-    Ok(Stats {
-        total_messages: count_of(totals.get(0)),
-        messages_per_source: per_source,
-        senders_count: count_of(totals.get(1)),
-        messages_per_sender: top
-            .iter()
-            .map(|row| SenderCount {
-                from: row.get(0),
-                count: count_of(row.get(1)),
-            })
-            .collect(),
-        first_message_ts: edge_ts("ASC").await?,
-        last_message_ts: edge_ts("DESC").await?,
-    })
+            .map_err(read_failed)?
+            .get(0);
+        let top = client
+            .query(&self.top_senders, &with_limit)
+            .await
+            .map_err(read_failed)?;
+        let edge_ts = |order: &'static str| {
+            let query = format!(
+                "SELECT ts FROM messages{} ORDER BY ts_key {order}, message_id {order} LIMIT 1",
+                self.rows
+            );
+            let name = &name;
+            async move {
+                client
+                    .query_opt(&query, name)
+                    .await
+                    .map(|row| row.map(|row| row.get::<_, String>(0)))
+                    .map_err(read_failed)
+            }
+        };
+        Ok(SenderFigures {
+            senders_count: count_of(senders),
+            messages_per_sender: top
+                .iter()
+                .map(|row| SenderCount {
+                    from: row.get(0),
+                    count: count_of(row.get(1)),
+                })
+                .collect(),
+            first_message_ts: edge_ts("ASC").await?,
+            last_message_ts: edge_ts("DESC").await?,
+        })
+    }
 }
 
 /// Counts from the database are never negative.

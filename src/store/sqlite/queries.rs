@@ -6,8 +6,8 @@ use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SourceCounts,
-    Stats, TOP_SENDERS,
+    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SenderFigures,
+    SourceCounts, Stats, TOP_SENDERS,
 };
 
 /// The columns [`message_from_row`] reads, of `messages AS m`.
@@ -469,72 +469,83 @@ pub fn read_stats(conn: &Connection, source: Option<Source>) -> rusqlite::Result
 
 fn read_source_stats(conn: &Connection, source: Source, per_source: SourceCounts) -> rusqlite::Result<Stats> {
     let condition = source_condition(source);
-    let senders: i64 = conn
-        .prepare_cached(&format!(
-            "SELECT COUNT(DISTINCT m.from_msisdn) FROM messages AS m WHERE {condition}"
-        ))?
-        .query_row([source.as_str()], |row| row.get(0))?;
-    let messages_per_sender = conn
-        .prepare_cached(&format!(
+    let scope = StatsScope {
+        senders: format!("SELECT COUNT(DISTINCT m.from_msisdn) FROM messages AS m WHERE {condition}"),
+        top_senders: format!(
             "SELECT m.from_msisdn, COUNT(*) AS sent FROM messages AS m WHERE {condition} \
              GROUP BY m.from_msisdn ORDER BY sent DESC, m.from_msisdn ASC LIMIT ?"
-        ))?
-        .query_map(params![source.as_str(), TOP_SENDERS], |row| {
-            Ok(SenderCount {
-                from: row.get(0)?,
-                count: count(row.get(1)?),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let edge_ts = |order: &str| -> rusqlite::Result<Option<String>> {
-        conn.prepare_cached(&format!(
-            "SELECT m.ts FROM messages AS m WHERE {condition} \
-             ORDER BY m.ts_key {order}, m.message_id {order} LIMIT 1"
-        ))?
-        .query_row([source.as_str()], |row| row.get(0))
-        .optional()
+        ),
+        rows: format!(" WHERE {condition}"),
+        source: Some(source),
     };
-    Ok(Stats {
-        total_messages: per_source.get(source),
-        messages_per_source: per_source.only(source),
-        senders_count: count(senders),
-        messages_per_sender,
-        first_message_ts: edge_ts("ASC")?,
-        last_message_ts: edge_ts("DESC")?,
-    })
+    Ok(scope
+        .read(conn)?
+        .with_totals(per_source.get(source), per_source.only(source)))
 }
 
 fn read_all_stats(conn: &Connection, per_source: SourceCounts) -> rusqlite::Result<Stats> {
-    let (total, senders): (i64, i64) = conn
-        .prepare_cached("SELECT messages, senders FROM message_totals WHERE id = 1")?
-        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let messages_per_sender = conn
-        .prepare_cached(
-            "SELECT from_msisdn, message_count FROM sender_counts \
-             ORDER BY message_count DESC, from_msisdn ASC LIMIT ?",
-        )?
-        .query_map([TOP_SENDERS], |row| {
-            Ok(SenderCount {
-                from: row.get(0)?,
-                count: count(row.get(1)?),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let edge_ts = |order: &str| -> rusqlite::Result<Option<String>> {
-        conn.prepare_cached(&format!(
-            "SELECT ts FROM messages ORDER BY ts_key {order}, message_id {order} LIMIT 1"
-        ))?
-        .query_row([], |row| row.get(0))
-        .optional()
+    let scope = StatsScope {
+        senders: "SELECT senders FROM message_totals WHERE id = 1".to_owned(),
+        top_senders: "SELECT from_msisdn, message_count FROM sender_counts \
+                      ORDER BY message_count DESC, from_msisdn ASC LIMIT ?"
+            .to_owned(),
+        rows: String::new(),
+        source: None,
     };
-    Ok(Stats {
-        total_messages: count(total),
-        messages_per_source: per_source,
-        senders_count: count(senders),
-        messages_per_sender,
-        first_message_ts: edge_ts("ASC")?,
-        last_message_ts: edge_ts("DESC")?,
-    })
+    Ok(scope.read(conn)?.with_totals(total_rows(conn)?, per_source))
+}
+
+/// Where the figures of `/stats` about senders and times are read: the counts kept at insert time
+/// (every message), or one source's rows. Each statement takes the source's name first, when
+/// there is one.
+struct StatsScope {
+    /// One integer: how many senders.
+    senders: String,
+    /// The top senders and their counts; its last parameter is the limit.
+    top_senders: String,
+    /// `WHERE …` over `messages AS m` (or nothing), for the first and last `ts`.
+    rows: String,
+    source: Option<Source>,
+}
+
+impl StatsScope {
+    fn read(&self, conn: &Connection) -> rusqlite::Result<SenderFigures> {
+        let name: Vec<SqlValue> = self
+            .source
+            .map(|source| SqlValue::Text(source.as_str().to_owned()))
+            .into_iter()
+            .collect();
+        let senders: i64 = conn
+            .prepare_cached(&self.senders)?
+            .query_row(params_from_iter(&name), |row| row.get(0))?;
+        let with_limit = name
+            .iter()
+            .cloned()
+            .chain([SqlValue::Integer(i64::from(TOP_SENDERS))]);
+        let messages_per_sender = conn
+            .prepare_cached(&self.top_senders)?
+            .query_map(params_from_iter(with_limit), |row| {
+                Ok(SenderCount {
+                    from: row.get(0)?,
+                    count: count(row.get(1)?),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let edge_ts = |order: &str| -> rusqlite::Result<Option<String>> {
+            conn.prepare_cached(&format!(
+                "SELECT m.ts FROM messages AS m{} ORDER BY m.ts_key {order}, m.message_id {order} LIMIT 1",
+                self.rows
+            ))?
+            .query_row(params_from_iter(&name), |row| row.get(0))
+            .optional()
+        };
+        Ok(SenderFigures {
+            senders_count: count(senders),
+            messages_per_sender,
+            first_message_ts: edge_ts("ASC")?,
+            last_message_ts: edge_ts("DESC")?,
+        })
+    }
 }
 
 /// SQLite counts are never negative.

@@ -192,6 +192,19 @@ mod tests {
         assert_eq!(automerge(&conn), 8);
     }
 
+    /// The rows of a query of two columns.
+    fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+        conn: &Connection,
+        sql: &str,
+    ) -> Vec<(A, B)> {
+        conn.prepare(sql)
+            .expect(sql)
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect(sql)
+            .collect::<Result<_, _>>()
+            .expect(sql)
+    }
+
     /// A database as a binary of `version` left it.
     fn database_at(version: i64) -> Connection {
         let mut conn = Connection::open_in_memory().expect("memory database");
@@ -226,24 +239,16 @@ mod tests {
         .expect("version 4 rows");
 
         migrate(&mut conn).expect("migrate from 4");
-        let sources: Vec<(String, Option<String>)> = conn
-            .prepare("SELECT source, raw FROM messages ORDER BY message_id")
-            .expect("select")
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let sources: Vec<(String, Option<String>)> =
+            pairs(&conn, "SELECT source, raw FROM messages ORDER BY message_id");
         assert_eq!(
             sources,
             vec![("webhook".to_owned(), None), ("webhook".to_owned(), None)]
         );
-        let counts: Vec<(String, i64)> = conn
-            .prepare("SELECT source, message_count FROM source_counts ORDER BY source")
-            .expect("select")
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .expect("rows")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        let counts: Vec<(String, i64)> = pairs(
+            &conn,
+            "SELECT source, message_count FROM source_counts ORDER BY source",
+        );
         assert_eq!(
             counts,
             vec![
