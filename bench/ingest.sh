@@ -3,6 +3,8 @@
 #
 # usage: bench/ingest.sh [SECONDS]            (default 15)
 # env:   BACKEND=sqlite|postgres              (default sqlite)
+#        SOURCE=webhook|whatsapp              (default webhook; whatsapp: POSTs of PER_POST
+#                                              messages to /webhook/whatsapp, PER_POST default 10)
 #        SQLITE_SYNCHRONOUS=full|normal       (default full)
 #        REPLICAS=N                           (postgres only; default 1: N servers on one
 #                                              database, one wrk per server, 64/N connections each)
@@ -41,23 +43,32 @@ case $backend in
 esac
 
 # About 20,000 requests a second at most are expected: make enough bodies that none repeats.
-python3 "$here/make_bodies.py" $((seconds * 40000))
+source=${SOURCE:-webhook}
+per_post=${PER_POST:-10}
+provider_env=()
+case $source in
+  webhook) python3 "$here/make_bodies.py" $((seconds * 40000)) ;;
+  whatsapp)
+    python3 "$here/make_whatsapp_bodies.py" $((seconds * 40000 / per_post)) "$per_post" bench-app-secret
+    provider_env=(WHATSAPP_APP_SECRET=bench-app-secret WHATSAPP_VERIFY_TOKEN=bench-verify-token MAX_BODY_BYTES=1048576) ;;
+  *) echo "SOURCE must be webhook or whatsapp" >&2; exit 2 ;;
+esac
 
 for n in $(seq 0 $((replicas - 1))); do
   port=$((18090 + n))
-  WEBHOOK_SECRET=testsecret DATABASE_URL="$url" SQLITE_SYNCHRONOUS="${SQLITE_SYNCHRONOUS:-full}" \
-    HOST=127.0.0.1 PORT=$port "$binary" >"server-$n.log" 2>&1 &
+  env WEBHOOK_SECRET=testsecret DATABASE_URL="$url" SQLITE_SYNCHRONOUS="${SQLITE_SYNCHRONOUS:-full}" \
+    ${provider_env[@]+"${provider_env[@]}"} HOST=127.0.0.1 PORT=$port "$binary" >"server-$n.log" 2>&1 &
   servers+=($!)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
 done
 
 if [ "$replicas" = 1 ]; then
-  wrk -t2 -c64 -d"${seconds}s" -s "$here/unique_posts.lua" http://127.0.0.1:18090 -- 2 0
+  wrk -t2 -c64 -d"${seconds}s" -s "$here/unique_posts.lua" http://127.0.0.1:18090 -- 2 0 "$source"
 else
   loads=()
   for n in $(seq 0 $((replicas - 1))); do
     wrk -t1 -c$((64 / replicas)) -d"${seconds}s" -s "$here/unique_posts.lua" \
-      "http://127.0.0.1:$((18090 + n))" -- "$replicas" "$n" >"wrk-$n.txt" &
+      "http://127.0.0.1:$((18090 + n))" -- "$replicas" "$n" "$source" >"wrk-$n.txt" &
     loads+=($!)
   done
   wait "${loads[@]}"

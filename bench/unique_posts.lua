@@ -1,7 +1,8 @@
 -- Posts pre-signed, unique bodies (from make_bodies.py) so that no body is sent twice.
--- wrk script arguments: STRIDE [OFFSET]. Line i of bodies.txt goes to the wrk thread whose
+-- wrk script arguments: STRIDE [OFFSET [ROUTE]]. Line i of bodies.txt goes to the wrk thread whose
 -- OFFSET + thread number equals i mod STRIDE; several wrk processes (one per replica) use the
--- same STRIDE and different OFFSETs to share one file without overlap.
+-- same STRIDE and different OFFSETs to share one file without overlap. ROUTE `whatsapp` posts
+-- to /webhook/whatsapp with Meta's X-Hub-Signature-256 (bodies from make_whatsapp_bodies.py).
 local counter = 0
 function setup(thread)
   thread:set("id", counter)
@@ -20,11 +21,16 @@ function init(args)
     i = i + 1
   end
   next_line = 1
+  whatsapp = args[3] == "whatsapp"
 end
 function request()
   local item = lines[next_line]
   next_line = next_line + 1
   if next_line > #lines then next_line = 1 end
+  if whatsapp then
+    return wrk.format("POST", "/webhook/whatsapp",
+      {["X-Hub-Signature-256"] = "sha256=" .. item[1], ["Content-Type"] = "application/json"}, item[2])
+  end
   return wrk.format("POST", "/webhook", {["X-Signature"] = item[1], ["Content-Type"] = "application/json"}, item[2])
 end
 function done(summary, latency, requests)
