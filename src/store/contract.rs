@@ -113,6 +113,15 @@ impl MessagePage {
     }
 }
 
+/// A stored message and its position in the arrival order: the order of the commits that stored
+/// the messages, which a reader of new messages follows. Positions only grow, may have gaps, and
+/// are never reused; a position that a reader has seen has every smaller one committed before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    pub position: u64,
+    pub message: Message,
+}
+
 /// One stored message as `GET /messages/{message_id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageDetail {
@@ -240,6 +249,10 @@ pub trait Store: Send + Sync + 'static {
     /// (one provider request's messages are stored together or not at all); one outcome each,
     /// in order, once committed.
     async fn insert_together(&self, messages: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError>;
+
+    /// Up to `limit` messages whose position in the arrival order is after `after` (0: from the
+    /// first), in that order.
+    async fn arrivals_after(&self, after: u64, limit: u32) -> Result<Vec<Arrival>, StoreError>;
 
     /// The message stored under `message_id`, if any.
     async fn get(&self, message_id: &str) -> Result<Option<MessageDetail>, StoreError>;

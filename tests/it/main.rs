@@ -9,6 +9,7 @@
 mod common;
 mod child;
 
+mod arrival;
 mod bench_tool;
 mod bounded_reads;
 mod browser;

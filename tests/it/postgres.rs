@@ -23,7 +23,7 @@ fn storage(url: String) -> StorageArgs {
 }
 
 /// `count` replicas of the service over one schema, as separate apps on separate ports.
-async fn replicas(schema: &PgSchema, count: usize) -> Vec<TestApp> {
+pub async fn replicas(schema: &PgSchema, count: usize) -> Vec<TestApp> {
     let mut apps = Vec::with_capacity(count);
     for _ in 0..count {
         // Each replica owns no schema: the one passed in outlives them all.
@@ -56,10 +56,10 @@ async fn replicas_starting_together_apply_each_migration_once() {
         start.await.expect("task").expect("every replica opens the store");
     }
     // One row per migration (1: the tables, 2: the retention index, 3: the totals, 4: the
-    // sources), each applied once.
+    // sources, 5: the arrival order), each applied once.
     assert_eq!(
         schema.query_i64("SELECT COUNT(*) FROM schema_migrations").await,
-        4
+        5
     );
     assert_eq!(
         schema
@@ -187,8 +187,21 @@ async fn concurrent_posts_across_three_replicas_store_each_id_once() {
     );
 }
 
+/// Takes the schema back to version 4, as a database written by the binary before the arrival
+/// order existed.
+pub async fn back_to_version_4(schema: &PgSchema) {
+    schema
+        .execute(
+            "DROP TABLE arrival_counter;
+             ALTER TABLE messages DROP COLUMN arrival;
+             DELETE FROM schema_migrations WHERE version = 5",
+        )
+        .await;
+}
+
 /// Takes the schema back to version 3, as a database written by the binary before sources existed.
 async fn back_to_version_3(schema: &PgSchema) {
+    back_to_version_4(schema).await;
     schema
         .execute(
             "DROP TRIGGER messages_insert_source_counts ON messages;
@@ -226,7 +239,7 @@ async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_so
         schema
             .query_i64("SELECT MAX(version)::bigint FROM schema_migrations")
             .await,
-        4
+        5
     );
     let (_, stats) = apps[0].get_json("/stats").await;
     assert_eq!(
@@ -235,6 +248,13 @@ async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_so
     );
     let (_, one) = apps[0].get_json("/messages/old-3").await;
     assert_eq!((&one["source"], &one["raw"]), (&json!("webhook"), &Value::Null));
+    // And the arrival order numbers them in the order they were stored.
+    let numbered = apps[0].state.store.arrivals_after(0, 10).await.expect("arrivals");
+    let in_order: Vec<&str> = numbered
+        .iter()
+        .map(|arrival| arrival.message.message_id.as_str())
+        .collect();
+    assert_eq!(in_order, ["old-0", "old-1", "old-2", "old-3", "old-4"]);
     // The count per source follows the rows whoever writes them: a statement of an operator's too.
     schema
         .execute("DELETE FROM messages WHERE message_id = 'old-0'")

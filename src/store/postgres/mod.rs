@@ -28,7 +28,8 @@ use crate::clock::Clock;
 use crate::message::{Message, NewMessage, Source};
 use crate::store::batch::{StoredCount, WriteObserver, WriterHandle};
 use crate::store::{
-    InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
+    Arrival, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store,
+    StoreError,
 };
 use connection::{PoolSettings, Pools, ReadConnection, connect_pools, pool_error, read_failed};
 use writer::NoJobs;
@@ -116,6 +117,11 @@ impl Store for PostgresStore {
 
     async fn insert_together(&self, messages: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError> {
         self.writer.insert_together(messages).await
+    }
+
+    async fn arrivals_after(&self, after: u64, limit: u32) -> Result<Vec<Arrival>, StoreError> {
+        self.read(async |client| queries::arrivals_after(client, after, limit).await)
+            .await
     }
 
     async fn get(&self, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {

@@ -7,8 +7,8 @@ use tokio_postgres::types::ToSql;
 use super::connection::read_failed;
 use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SenderFigures,
-    SourceCounts, Stats, StoreError, TOP_SENDERS,
+    Arrival, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount,
+    SenderFigures, SourceCounts, Stats, StoreError, TOP_SENDERS,
 };
 
 /// The columns [`message_from_row`] reads.
@@ -228,6 +228,33 @@ fn message_from_row(row: &Row) -> Result<Message, StoreError> {
         source: Source::parse(source)
             .ok_or_else(|| StoreError::SchemaMismatch(format!("unknown source {source:?}")))?,
     })
+}
+
+/// Up to `limit` messages after position `after` of the arrival order, in that order.
+pub async fn arrivals_after(
+    client: &impl GenericClient,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<Arrival>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS}, arrival FROM messages WHERE arrival > $1 ORDER BY arrival LIMIT $2"
+        ))
+        .await
+        .map_err(read_failed)?;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    client
+        .query(&statement, &[&after, &i64::from(limit)])
+        .await
+        .map_err(read_failed)?
+        .iter()
+        .map(|row| {
+            Ok(Arrival {
+                message: message_from_row(row)?,
+                position: count_of(row.get(7)),
+            })
+        })
+        .collect()
 }
 
 /// The message stored under `message_id`, with when it arrived and what its provider sent.

@@ -26,12 +26,18 @@ const LOCK_TIMEOUT: &str = "5s";
 const LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i32 = 4;
+pub const CURRENT_VERSION: i32 = 5;
 
 /// Any constant works as long as every replica uses the same one ("wbhk" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7762_686b;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2_CREATED_AT), (3, V3_TOTALS), (4, V4_SOURCES)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, V1),
+    (2, V2_CREATED_AT),
+    (3, V3_TOTALS),
+    (4, V4_SOURCES),
+    (5, V5_ARRIVAL),
+];
 
 /// Text columns that are ordered or compared use the "C" collation: byte order, as SQLite's
 /// BINARY, so both backends sort `message_id` and `from` alike whatever the database's locale.
@@ -186,6 +192,27 @@ CREATE TRIGGER messages_insert_source_counts AFTER INSERT ON messages
 CREATE TRIGGER messages_delete_source_counts AFTER DELETE ON messages
     REFERENCING OLD TABLE AS deleted
     FOR EACH STATEMENT EXECUTE FUNCTION messages_deleted_per_source();
+"#;
+
+/// The arrival order: a position per stored message, in the order of the commits that stored
+/// them. Replicas commit concurrently, and a sequence would hand out numbers in the order
+/// transactions start, not commit: a reader past a number taken by a transaction that commits
+/// later would skip its rows. So every writer takes its positions from one counter row, whose lock
+/// it holds until it commits (the writer's `TAKE_POSITIONS`): the next writer's positions come
+/// only after that commit. Rows stored before this version are numbered in the order they were
+/// stored (`created_at`, then `message_id` for rows of one batch).
+const V5_ARRIVAL: &str = r#"
+ALTER TABLE messages ADD COLUMN arrival BIGINT;
+WITH numbered AS (
+    SELECT message_id, ROW_NUMBER() OVER (ORDER BY created_at COLLATE "C", message_id) AS position FROM messages
+)
+UPDATE messages AS m SET arrival = numbered.position FROM numbered WHERE m.message_id = numbered.message_id;
+CREATE UNIQUE INDEX messages_by_arrival ON messages (arrival);
+CREATE TABLE arrival_counter (
+    id   SMALLINT PRIMARY KEY CHECK (id = 1),
+    last BIGINT NOT NULL
+);
+INSERT INTO arrival_counter (id, last) SELECT 1, COALESCE(MAX(arrival), 0) FROM messages;
 "#;
 
 const BOOKKEEPING: &str = "

@@ -30,7 +30,8 @@ use crate::config::{Synchronous, defaults};
 use crate::message::{Message, NewMessage, Source};
 use crate::store::batch::{StoredCount, WriteObserver, WriterHandle, unobserved};
 use crate::store::{
-    InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store, StoreError,
+    Arrival, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store,
+    StoreError,
 };
 use connection::{Target, unavailable};
 use read_pool::ReadPool;
@@ -131,6 +132,12 @@ impl Store for SqliteStore {
 
     async fn insert_together(&self, messages: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, StoreError> {
         self.writer.insert_together(messages).await
+    }
+
+    async fn arrivals_after(&self, after: u64, limit: u32) -> Result<Vec<Arrival>, StoreError> {
+        self.readers
+            .run(move |conn| queries::arrivals_after(conn, after, limit))
+            .await
     }
 
     async fn get(&self, message_id: &str) -> Result<Option<MessageDetail>, StoreError> {

@@ -6,8 +6,8 @@ use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount, SenderFigures,
-    SourceCounts, Stats, TOP_SENDERS,
+    Arrival, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount,
+    SenderFigures, SourceCounts, Stats, TOP_SENDERS,
 };
 
 /// The columns [`message_from_row`] reads, of `messages AS m`.
@@ -404,6 +404,23 @@ fn source_of(row: &Row<'_>, column: usize) -> rusqlite::Result<Source> {
             format!("unknown source {name:?}").into(),
         )
     })
+}
+
+/// Up to `limit` messages after position `after` of the arrival order, in that order.
+pub fn arrivals_after(conn: &Connection, after: u64, limit: u32) -> rusqlite::Result<Vec<Arrival>> {
+    conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS}, m.arrival FROM messages AS m WHERE m.arrival > ? ORDER BY m.arrival LIMIT ?"
+    ))?
+    .query_map(
+        params![i64::try_from(after).unwrap_or(i64::MAX), limit],
+        |row| {
+            Ok(Arrival {
+                message: message_from_row(row)?,
+                position: count(row.get(7)?),
+            })
+        },
+    )?
+    .collect()
 }
 
 /// The message stored under `message_id`, with when it arrived and what its provider sent.

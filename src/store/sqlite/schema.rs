@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::message::{Timestamp, fold_case};
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i64 = 5;
+pub const CURRENT_VERSION: i64 = 6;
 
 /// Adds a stored message's case-folded text to the search index under the message's rowid.
 pub const INDEX_TEXT: &str = "INSERT INTO message_search (rowid, text_folded) VALUES (?1, ?2)";
@@ -97,6 +97,22 @@ INSERT INTO source_counts (source, message_count) VALUES
     ('webhook', (SELECT COUNT(*) FROM messages)), ('whatsapp', 0), ('twilio', 0);
 ";
 
+/// The arrival order: a position per stored message, in the order of the commits that stored
+/// them, which a reader of new messages follows. The single writer takes the next positions from
+/// `arrival_counter` in the transaction that inserts the rows, so a position is never reused, even
+/// after the rows above it are deleted. Rows stored before this version get their rowid, which
+/// SQLite gave them in insertion order; the index only grows at its right end.
+const V6_ARRIVAL: &str = "
+ALTER TABLE messages ADD COLUMN arrival INTEGER;
+UPDATE messages SET arrival = rowid;
+CREATE UNIQUE INDEX messages_by_arrival ON messages (arrival);
+CREATE TABLE arrival_counter (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    last INTEGER NOT NULL
+);
+INSERT INTO arrival_counter (id, last) VALUES (1, COALESCE((SELECT MAX(arrival) FROM messages), 0));
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error(
@@ -135,6 +151,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
     }
     if found < 5 {
         tx.execute_batch(V5_SOURCES)?;
+    }
+    if found < 6 {
+        tx.execute_batch(V6_ARRIVAL)?;
     }
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;
@@ -216,6 +235,7 @@ mod tests {
             super::V3_WRITE_PROBE,
             super::V4_FEWER_SEARCH_MERGES,
             super::V5_SOURCES,
+            super::V6_ARRIVAL,
         ];
         for step in later
             .iter()
@@ -258,6 +278,27 @@ mod tests {
             ]
         );
         assert_eq!(schema_version(&conn).expect("version"), CURRENT_VERSION);
+    }
+
+    #[test]
+    fn a_version_5_database_gives_its_rows_positions_in_insertion_order_and_counts_on() {
+        let mut conn = database_at(5);
+        conn.execute_batch(
+            "INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, created_at, ts_key)
+             VALUES ('b', '+1', '+2', '2025-01-15T10:00:00Z', '2025-01-15T10:00:01Z', 'k1'),
+                    ('a', '+1', '+2', '2025-01-14T10:00:00Z', '2025-01-15T10:00:02Z', 'k0'),
+                    ('c', '+1', '+2', '2025-01-16T10:00:00Z', '2025-01-15T10:00:03Z', 'k2');",
+        )
+        .expect("version 5 rows");
+        migrate(&mut conn).expect("migrate from 5");
+        let positions: Vec<(String, i64)> =
+            pairs(&conn, "SELECT message_id, arrival FROM messages ORDER BY arrival");
+        assert_eq!(
+            positions,
+            vec![("b".to_owned(), 1), ("a".to_owned(), 2), ("c".to_owned(), 3)]
+        );
+        let counter: Vec<(i64, i64)> = pairs(&conn, "SELECT id, last FROM arrival_counter");
+        assert_eq!(counter, vec![(1, 3)]);
     }
 
     #[test]

@@ -51,8 +51,8 @@ const PROBE_FRESH: Duration = Duration::from_secs(1);
 const PROBE_PAGES: i64 = 16;
 
 const INSERT: &str = "
-INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key, source, raw)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key, source, raw, arrival)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
 ON CONFLICT (message_id) DO NOTHING";
 
 /// What the SQLite store asks of its writer besides inserts.
@@ -478,7 +478,8 @@ fn write_probe(conn: &mut Connection) -> rusqlite::Result<()> {
 }
 
 /// One transaction for the whole batch; any failure rolls all of it back. Besides the rows, it
-/// indexes their text for search and bumps the counts that `/stats` reads.
+/// indexes their text for search, bumps the counts that `/stats` reads, and gives each new row
+/// the next position of the arrival order.
 fn commit(
     conn: &mut Connection,
     messages: &[NewMessage],
@@ -490,6 +491,9 @@ fn commit(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(messages.len());
     let mut created = CreatedCounts::default();
+    let mut last_arrival: i64 = tx
+        .prepare_cached("SELECT last FROM arrival_counter WHERE id = 1")?
+        .query_row([], |row| row.get(0))?;
     {
         let mut insert = tx.prepare_cached(INSERT)?;
         let mut index_text = tx.prepare_cached(INDEX_TEXT)?;
@@ -504,8 +508,10 @@ fn commit(
                 message.ts.sort_key(),
                 message.source.as_str(),
                 raw,
+                last_arrival + 1,
             ])? == 1;
             if stored {
+                last_arrival += 1;
                 if let Some(text) = &message.text {
                     index_text.execute(params![tx.last_insert_rowid(), fold_case(text)])?;
                 }
@@ -519,6 +525,10 @@ fn commit(
         }
     }
     count_created(&tx, &created)?;
+    if !created.per_sender.is_empty() {
+        tx.prepare_cached("UPDATE arrival_counter SET last = ?1 WHERE id = 1")?
+            .execute([last_arrival])?;
+    }
     tx.commit()?;
     Ok(outcomes)
 }
