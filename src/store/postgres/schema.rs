@@ -198,7 +198,7 @@ CREATE TRIGGER messages_delete_source_counts AFTER DELETE ON messages
 /// them. Replicas commit concurrently, and a sequence would hand out numbers in the order
 /// transactions start, not commit: a reader past a number taken by a transaction that commits
 /// later would skip its rows. So every writer takes its positions from one counter row, whose lock
-/// it holds until it commits (the writer's `TAKE_POSITIONS`): the next writer's positions come
+/// it holds until it commits (the writer's `INSERT_BATCH`): the next writer's positions come
 /// only after that commit. Rows stored before this version are numbered in the order they were
 /// stored (`created_at`, then `message_id` for rows of one batch).
 const V5_ARRIVAL: &str = r#"

@@ -1,5 +1,4 @@
-//! The PostgreSQL writer: one task per process stores each batch in one transaction: its
-//! positions of the arrival order, then its rows with one statement.
+//! The PostgreSQL writer: one task per process stores each batch with one statement.
 
 use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
@@ -18,17 +17,28 @@ use crate::store::batch::{Batch, Command, StoredCount, WriteObserver, WriterHand
 /// The most inserts stored by one statement.
 pub const MAX_BATCH: usize = 512;
 
-/// Inserts the batch, counts per sender only the rows really inserted, and returns their ids.
-/// Rows arrive sorted by `message_id` and counts by `from_msisdn`, so concurrent batches from
-/// several replicas take their row locks in one order and cannot deadlock each other.
+/// Takes the batch's positions of the arrival order, inserts the batch, counts per sender only
+/// the rows really inserted, and returns their ids.
+///
+/// The positions come from the one counter row (`taken`), whose lock the statement holds until it
+/// commits: the batches of every replica take positions one after the other, each only once the
+/// one before has committed, so positions become visible in their order and a reader that has
+/// seen one has seen every smaller one. Waiting for the lock, the update reads the counter as the
+/// previous batch committed it. Positions of rows that turn out to be duplicates stay unused.
+/// Rows arrive sorted by `message_id` and counts by `from_msisdn`, and the counter row comes
+/// first in every batch, so concurrent batches take their row locks in one order and cannot
+/// deadlock each other.
 const INSERT_BATCH: &str = r#"
-WITH batch AS (
+WITH taken AS (
+    UPDATE arrival_counter SET last = last + $11 WHERE id = 1 RETURNING last - $11 AS before
+), batch AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $9::text[], $10::text[]
     ) WITH ORDINALITY AS b (message_id, from_msisdn, to_msisdn, ts, text, ts_key, text_folded, source, raw, n)
 ), inserted AS (
     INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, text, created_at, ts_key, text_folded, source, raw, arrival)
-    SELECT message_id, from_msisdn, to_msisdn, ts, text, $8, ts_key, text_folded, source, raw, $11 + n FROM batch
+    SELECT message_id, from_msisdn, to_msisdn, ts, text, $8, ts_key, text_folded, source, raw, (SELECT before FROM taken) + n
+    FROM batch
     ON CONFLICT (message_id) DO NOTHING
     RETURNING message_id, from_msisdn
 ), counted AS (
@@ -38,13 +48,6 @@ WITH batch AS (
 )
 SELECT message_id FROM inserted
 "#;
-
-/// Takes the batch's positions of the arrival order, `$1` of them after the returned one. The
-/// row lock it takes is held until the batch's transaction ends, so transactions of every replica
-/// take positions one after the other, each only once the one before has committed: positions
-/// become visible in their order, and a reader that has seen one has seen every smaller one.
-/// Positions of rows that turn out to be duplicates are left unused.
-const TAKE_POSITIONS: &str = "UPDATE arrival_counter SET last = last + $1 WHERE id = 1 RETURNING last - $1";
 
 /// The PostgreSQL writer takes inserts only: retention and readiness use pooled connections.
 pub type NoJobs = Infallible;
@@ -90,18 +93,11 @@ async fn commit(pool: &Pool, messages: &[NewMessage], clock: &Clock) -> Result<V
     }
     let unique = first_of_each_id(messages);
     let columns = Columns::of(unique.values().copied());
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await.map_err(classify)?;
-    let take_positions = tx.prepare_cached(TAKE_POSITIONS).await.map_err(classify)?;
-    let statement = tx.prepare_cached(INSERT_BATCH).await.map_err(classify)?;
+    let client = pool.get().await?;
+    let statement = client.prepare_cached(INSERT_BATCH).await.map_err(classify)?;
     let created_at = clock.now_rfc3339();
-    let wanted = i64::try_from(unique.len()).unwrap_or(i64::MAX);
-    let before: i64 = tx
-        .query_one(&take_positions, &[&wanted])
-        .await
-        .map_err(classify)?
-        .get(0);
-    let rows = tx
+    let positions = i64::try_from(unique.len()).unwrap_or(i64::MAX);
+    let rows = client
         .query(
             &statement,
             &[
@@ -115,12 +111,11 @@ async fn commit(pool: &Pool, messages: &[NewMessage], clock: &Clock) -> Result<V
                 &created_at,
                 &columns.source,
                 &columns.raw,
-                &before,
+                &positions,
             ],
         )
         .await
         .map_err(classify)?;
-    tx.commit().await.map_err(classify)?;
     let inserted: HashSet<&str> = rows.iter().map(|row| row.get::<_, &str>(0)).collect();
     Ok(messages
         .iter()
