@@ -169,6 +169,40 @@ async fn a_sequence_skips_a_late_commit_and_the_arrival_counter_does_not() {
     assert_eq!(second_position, first_position + 1);
 }
 
+/// A row written without a position (a replica of the previous version during a rolling upgrade,
+/// an operator's `INSERT`) still takes the next one, so no reader misses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_inserted_without_a_position_gets_the_next_one() {
+    crate::require_postgres!();
+    let schema = PgSchema::create().await;
+    let apps = crate::postgres::replicas(&schema, 1).await;
+    apps[0]
+        .store(&message(
+            "new-binary",
+            "+919876543210",
+            "2025-01-15T10:00:00Z",
+            None,
+        ))
+        .await;
+    schema
+        .execute(
+            "INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, created_at, ts_key)
+             VALUES ('old-binary', '+919876543210', '+14155550100', '2025-01-15T10:00:00Z',
+                     '2025-01-15T10:00:01.000000Z', '2025-01-15T10:00:00.000000000Z')",
+        )
+        .await;
+    apps[0]
+        .store(&message(
+            "new-again",
+            "+919876543210",
+            "2025-01-15T10:00:00Z",
+            None,
+        ))
+        .await;
+    let all = everything_after(apps[0].state.store.as_ref(), 0).await;
+    assert_eq!(ids(&all), ["new-binary", "old-binary", "new-again"]);
+}
+
 /// Three replicas commit at once while a reader on one of them follows the arrival order, from
 /// wherever it last was, over and over. At the end it has seen every stored message exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

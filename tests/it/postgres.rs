@@ -192,7 +192,9 @@ async fn concurrent_posts_across_three_replicas_store_each_id_once() {
 pub async fn back_to_version_4(schema: &PgSchema) {
     schema
         .execute(
-            "DROP TABLE arrival_counter;
+            "DROP TRIGGER messages_without_arrival ON messages;
+             DROP FUNCTION messages_take_arrival;
+             DROP TABLE arrival_counter;
              ALTER TABLE messages DROP COLUMN arrival;
              DELETE FROM schema_migrations WHERE version = 5",
         )

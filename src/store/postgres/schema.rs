@@ -200,7 +200,8 @@ CREATE TRIGGER messages_delete_source_counts AFTER DELETE ON messages
 /// later would skip its rows. So every writer takes its positions from one counter row, whose lock
 /// it holds until it commits (the writer's `INSERT_BATCH`): the next writer's positions come
 /// only after that commit. Rows stored before this version are numbered in the order they were
-/// stored (`created_at`, then `message_id` for rows of one batch).
+/// stored (`created_at`, then `message_id` for rows of one batch); a row inserted without a
+/// position later gets one from a trigger.
 const V5_ARRIVAL: &str = r#"
 ALTER TABLE messages ADD COLUMN arrival BIGINT;
 WITH numbered AS (
@@ -213,6 +214,18 @@ CREATE TABLE arrival_counter (
     last BIGINT NOT NULL
 );
 INSERT INTO arrival_counter (id, last) SELECT 1, COALESCE(MAX(arrival), 0) FROM messages;
+
+-- A row inserted without a position (by a replica of the previous version during a rolling
+-- upgrade, or by hand) takes the next one the same way, under the counter's lock.
+CREATE FUNCTION messages_take_arrival() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    UPDATE arrival_counter SET last = last + 1 WHERE id = 1 RETURNING last INTO NEW.arrival;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER messages_without_arrival BEFORE INSERT ON messages
+    FOR EACH ROW WHEN (NEW.arrival IS NULL) EXECUTE FUNCTION messages_take_arrival();
 "#;
 
 const BOOKKEEPING: &str = "
