@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -55,7 +56,7 @@ pub struct MessageView<'a> {
 pub(super) async fn show(
     State(state): State<Arc<AppState>>,
     message_id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     // An id that does not decode to UTF-8 text cannot have been stored.
     let Path(message_id) = message_id.map_err(|_| ApiError::MessageNotFound)?;
     let detail = state
@@ -63,22 +64,21 @@ pub(super) async fn show(
         .get(&message_id)
         .await?
         .ok_or(ApiError::MessageNotFound)?;
-    Ok(Json(view(&detail)))
+    Ok(Json(view(&detail)).into_response())
 }
 
-fn view(detail: &MessageDetail) -> Value {
+fn view(detail: &MessageDetail) -> MessageView<'_> {
     let raw = detail.raw.as_deref().map(|raw| {
         serde_json::from_str(raw).unwrap_or_else(|error| {
             tracing::warn!(error = %error, "a stored raw payload is not JSON; shown as text");
             Value::String(raw.to_owned())
         })
     });
-    let view = MessageView {
+    MessageView {
         message: detail.message.with_source(),
         received_at: &detail.received_at,
         raw,
-    };
-    serde_json::to_value(view).unwrap_or(Value::Null)
+    }
 }
 
 #[cfg(test)]

@@ -154,36 +154,26 @@ impl Ledger {
 
 async fn post_one(client: &reqwest::Client, base: &str, id: &str) -> Outcome {
     let body = body_of(id);
-    match post_webhook_result(client, base, &body).await {
-        Ok((StatusCode::OK, answer)) => {
-            assert_eq!(answer, r#"{"status":"ok"}"#, "{id}");
-            Outcome::Acknowledged
-        }
-        Ok((status, answer)) => {
-            assert!(
-                status == StatusCode::SERVICE_UNAVAILABLE,
-                "{id}: {status} {answer} (only 503 may refuse a valid message)"
-            );
-            Outcome::Refused
-        }
-        Err(error) if error.is_connect() => Outcome::NotSent,
-        Err(_) => Outcome::Unknown,
-    }
+    let signature = sign(&body);
+    let request = client
+        .post(format!("{base}/webhook"))
+        .header("x-signature", signature);
+    outcome_of(request, body, id).await
 }
 
 /// Posts WhatsApp batch `batch`; the outcome holds for each of its messages.
 async fn post_batch(client: &reqwest::Client, base: &str, batch: &str) -> Outcome {
     let body = whatsapp_body_of(batch);
-    let sent = client
+    let signature = webhook_inbox::signature::signer::github(crate::providers::APP_SECRET, &body);
+    let request = client
         .post(format!("{base}/webhook/whatsapp"))
-        .header(
-            "x-hub-signature-256",
-            webhook_inbox::signature::signer::github(crate::providers::APP_SECRET, &body),
-        )
-        .body(body)
-        .send()
-        .await;
-    let answered = match sent {
+        .header("x-hub-signature-256", signature);
+    outcome_of(request, body, batch).await
+}
+
+/// Sends a valid, signed body and tells what became of it; only a 503 may refuse it.
+async fn outcome_of(request: reqwest::RequestBuilder, body: Vec<u8>, what: &str) -> Outcome {
+    let answered = match request.body(body).send().await {
         Ok(response) => {
             let status = response.status();
             response.text().await.map(|answer| (status, answer))
@@ -192,34 +182,19 @@ async fn post_batch(client: &reqwest::Client, base: &str, batch: &str) -> Outcom
     };
     match answered {
         Ok((StatusCode::OK, answer)) => {
-            assert_eq!(answer, r#"{"status":"ok"}"#, "{batch}");
+            assert_eq!(answer, r#"{"status":"ok"}"#, "{what}");
             Outcome::Acknowledged
         }
         Ok((status, answer)) => {
             assert!(
                 status == StatusCode::SERVICE_UNAVAILABLE,
-                "{batch}: {status} {answer} (only 503 may refuse a valid batch)"
+                "{what}: {status} {answer} (only 503 may refuse a valid message)"
             );
             Outcome::Refused
         }
         Err(error) if error.is_connect() => Outcome::NotSent,
         Err(_) => Outcome::Unknown,
     }
-}
-
-async fn post_webhook_result(
-    client: &reqwest::Client,
-    base: &str,
-    body: &[u8],
-) -> Result<(StatusCode, String), reqwest::Error> {
-    let response = client
-        .post(format!("{base}/webhook"))
-        .header("x-signature", sign(body))
-        .body(body.to_vec())
-        .send()
-        .await?;
-    let status = response.status();
-    Ok((status, response.text().await?))
 }
 
 /// Clients posting until `stop` is set or the service is gone: mostly new ids, one in ten a
