@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::contract::{InsertOutcome, StoreError};
 use crate::message::{Message, NewMessage};
@@ -149,6 +149,38 @@ impl StoredCount {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
                 Some(count.saturating_sub(deleted))
             });
+    }
+}
+
+/// The last position of the arrival order known to be committed, raised by every commit that
+/// stored messages (and on PostgreSQL by other replicas' announcements). Followers of the order
+/// wake on it; it only tells them when to read, so a missed raise delays them and loses nothing.
+#[derive(Debug, Clone)]
+pub struct ArrivalSignal(Arc<watch::Sender<u64>>);
+
+impl ArrivalSignal {
+    pub fn new(last: u64) -> ArrivalSignal {
+        ArrivalSignal(Arc::new(watch::Sender::new(last)))
+    }
+
+    /// Every position up to `position` is committed; a lower one than known changes nothing.
+    pub fn committed(&self, position: u64) {
+        self.0.send_if_modified(|known| {
+            let raised = position > *known;
+            if raised {
+                *known = position;
+            }
+            raised
+        });
+    }
+
+    /// Wakes whoever waits on a receiver without raising the position: read again.
+    pub fn nudge(&self) {
+        self.0.send_modify(|_| {});
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
     }
 }
 

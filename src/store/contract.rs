@@ -122,6 +122,17 @@ pub struct Arrival {
     pub message: Message,
 }
 
+/// How many messages were stored in one hour (of `created_at`, UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HourCount {
+    /// The hour as `2026-12-07T19`: the first 13 characters of the `created_at` of its messages.
+    pub hour: String,
+    pub count: u64,
+}
+
+/// The length of an hour key ([`HourCount::hour`]) at the start of a `created_at`.
+pub const HOUR_KEY_LEN: usize = 13;
+
 /// One stored message as `GET /messages/{message_id}` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageDetail {
@@ -253,6 +264,18 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` messages whose position in the arrival order is after `after` (0: from the
     /// first), in that order.
     async fn arrivals_after(&self, after: u64, limit: u32) -> Result<Vec<Arrival>, StoreError>;
+
+    /// The last position of the arrival order that is committed (0 when nothing is stored).
+    async fn last_arrival(&self) -> Result<u64, StoreError>;
+
+    /// Follows commits: the last position known to be committed, raised by each commit that
+    /// stored messages (see [`crate::store::ArrivalSignal`]). A change means "read again".
+    fn arrival_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// How many messages were stored in each hour from `since_hour` on (an hour key, see
+    /// [`HourCount`]), oldest first; hours without messages are left out. Read from counts
+    /// kept at insert time, never from the messages; retention does not lower them.
+    async fn arrivals_per_hour(&self, since_hour: &str) -> Result<Vec<HourCount>, StoreError>;
 
     /// The message stored under `message_id`, if any.
     async fn get(&self, message_id: &str) -> Result<Option<MessageDetail>, StoreError>;

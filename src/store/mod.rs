@@ -17,9 +17,9 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::{StorageArgs, StoreUrl};
 
-pub use batch::{WriteObserver, unobserved};
+pub use batch::{ArrivalSignal, WriteObserver, unobserved};
 pub use contract::{
-    Arrival, InsertOutcome, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position,
+    Arrival, HOUR_KEY_LEN, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position,
     SenderCount, SenderFigures, SourceCounts, Stats, Store, StoreError, TOP_SENDERS,
 };
 pub use export::{EXPORT_PAGE_ROWS, ExportPages};

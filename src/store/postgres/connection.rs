@@ -37,6 +37,8 @@ pub struct Pools {
     pub reads: Pool,
     pub writes: Pool,
     pub tls: Tls,
+    /// How to open a connection outside the pools (the listener's).
+    pub config: tokio_postgres::Config,
 }
 
 pub fn connect_pools(settings: &PoolSettings<'_>) -> Result<Pools, StoreError> {
@@ -59,6 +61,7 @@ pub fn connect_pools(settings: &PoolSettings<'_>) -> Result<Pools, StoreError> {
             u64::from(settings.statement_timeout_ms),
         )?,
         tls,
+        config,
     })
 }
 

@@ -12,6 +12,7 @@
 //! - `retention`: one retention batch, safe beside other replicas' retention.
 
 mod connection;
+mod listener;
 mod queries;
 mod retention;
 mod schema;
@@ -26,9 +27,9 @@ use tokio::time::Instant;
 
 use crate::clock::Clock;
 use crate::message::{Message, NewMessage, Source};
-use crate::store::batch::{StoredCount, WriteObserver, WriterHandle};
+use crate::store::batch::{ArrivalSignal, StoredCount, WriteObserver, WriterHandle};
 use crate::store::{
-    Arrival, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store,
+    Arrival, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store,
     StoreError,
 };
 use connection::{PoolSettings, Pools, ReadConnection, connect_pools, pool_error, read_failed};
@@ -58,6 +59,9 @@ pub struct PostgresStore {
     stored: StoredCount,
     /// The task that refreshes `stored` every [`STORED_REFRESH`].
     refresh: tokio::task::AbortHandle,
+    arrivals: ArrivalSignal,
+    /// The task that hears every replica's commits (`listener`).
+    listener: tokio::task::AbortHandle,
 }
 
 impl PostgresStore {
@@ -73,20 +77,25 @@ impl PostgresStore {
         schema::migrate(&mut client).await?;
         let stored = StoredCount::default();
         stored.set(queries::count_matches(&client, &MessageFilter::default()).await?);
+        let arrivals = ArrivalSignal::new(queries::last_arrival(&client).await?);
         drop(client);
         let writer = writer::start(
             pools.writes.clone(),
             options.clock,
             options.observer,
             stored.clone(),
+            arrivals.clone(),
         );
         let refresh = refresh_stored_count(pools.writes.clone(), stored.clone());
+        let listener = listener::start(pools.config.clone(), pools.tls.clone(), arrivals.clone());
         Ok(PostgresStore {
             pools,
             writer,
             read_timeout: options.read_timeout,
             stored,
             refresh,
+            arrivals,
+            listener,
         })
     }
 
@@ -121,6 +130,19 @@ impl Store for PostgresStore {
 
     async fn arrivals_after(&self, after: u64, limit: u32) -> Result<Vec<Arrival>, StoreError> {
         self.read(async |client| queries::arrivals_after(client, after, limit).await)
+            .await
+    }
+
+    async fn last_arrival(&self) -> Result<u64, StoreError> {
+        self.read(async |client| queries::last_arrival(client).await).await
+    }
+
+    fn arrival_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.arrivals.subscribe()
+    }
+
+    async fn arrivals_per_hour(&self, since_hour: &str) -> Result<Vec<HourCount>, StoreError> {
+        self.read(async |client| queries::arrivals_per_hour(client, since_hour).await)
             .await
     }
 
@@ -181,6 +203,7 @@ impl Store for PostgresStore {
 
     async fn shutdown(&self) {
         self.refresh.abort();
+        self.listener.abort();
         self.writer.shutdown().await;
     }
 }
@@ -188,6 +211,7 @@ impl Store for PostgresStore {
 impl Drop for PostgresStore {
     fn drop(&mut self) {
         self.refresh.abort();
+        self.listener.abort();
     }
 }
 

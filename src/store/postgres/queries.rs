@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 use super::connection::read_failed;
 use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    Arrival, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount,
+    Arrival, HourCount, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount,
     SenderFigures, SourceCounts, Stats, StoreError, TOP_SENDERS,
 };
 
@@ -255,6 +255,36 @@ pub async fn arrivals_after(
             })
         })
         .collect()
+}
+
+/// The last position of the arrival order whose commit is visible.
+pub async fn last_arrival(client: &impl GenericClient) -> Result<u64, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT last FROM arrival_counter WHERE id = 1")
+        .await
+        .map_err(read_failed)?;
+    let row = client.query_one(&statement, &[]).await.map_err(read_failed)?;
+    Ok(count_of(row.get(0)))
+}
+
+/// The counts of the hours from `since_hour` on, oldest first, their shards added up.
+pub async fn arrivals_per_hour(client: &impl GenericClient, since_hour: &str) -> Result<Vec<HourCount>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT hour, SUM(message_count)::BIGINT FROM arrival_hours WHERE hour >= $1 GROUP BY hour ORDER BY hour",
+        )
+        .await
+        .map_err(read_failed)?;
+    Ok(client
+        .query(&statement, &[&since_hour])
+        .await
+        .map_err(read_failed)?
+        .iter()
+        .map(|row| HourCount {
+            hour: row.get(0),
+            count: count_of(row.get(1)),
+        })
+        .collect())
 }
 
 /// The message stored under `message_id`, with when it arrived and what its provider sent.

@@ -26,7 +26,7 @@ const LOCK_TIMEOUT: &str = "5s";
 const LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i32 = 5;
+pub const CURRENT_VERSION: i32 = 6;
 
 /// Any constant works as long as every replica uses the same one ("wbhk" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7762_686b;
@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, V3_TOTALS),
     (4, V4_SOURCES),
     (5, V5_ARRIVAL),
+    (6, V6_HOURS_AND_ANNOUNCEMENTS),
 ];
 
 /// Text columns that are ordered or compared use the "C" collation: byte order, as SQLite's
@@ -227,6 +228,44 @@ $$;
 CREATE TRIGGER messages_without_arrival BEFORE INSERT ON messages
     FOR EACH ROW WHEN (NEW.arrival IS NULL) EXECUTE FUNCTION messages_take_arrival();
 "#;
+
+/// Two more duties for the trigger that counts each insert statement's rows per source: the
+/// count per hour of arrival (the timeline), sharded like the other counts, and the announcement
+/// of the last position the statement stored, on the channel that every replica's listener hears
+/// (`listener`). PostgreSQL sends an announcement only when its transaction commits, and in
+/// commit order. The lock holds writers back until the new function is in place, so the
+/// backfill from the rows misses nothing.
+const V6_HOURS_AND_ANNOUNCEMENTS: &str = r#"
+LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE;
+CREATE TABLE arrival_hours (
+    hour          TEXT COLLATE "C" NOT NULL,
+    shard         SMALLINT NOT NULL,
+    message_count BIGINT NOT NULL,
+    PRIMARY KEY (hour, shard)
+);
+INSERT INTO arrival_hours (hour, shard, message_count)
+    SELECT substr(created_at, 1, 13), 0, COUNT(*) FROM messages GROUP BY 1;
+
+CREATE OR REPLACE FUNCTION messages_inserted_per_source() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
+BEGIN
+    INSERT INTO source_counts (source, shard, message_count)
+        SELECT source, (pg_backend_pid() % 16)::SMALLINT, COUNT(*) FROM inserted GROUP BY source ORDER BY source
+    ON CONFLICT (source, shard) DO UPDATE SET message_count = source_counts.message_count + excluded.message_count;
+    INSERT INTO arrival_hours (hour, shard, message_count)
+        SELECT substr(created_at, 1, 13), (pg_backend_pid() % 16)::SMALLINT, COUNT(*) FROM inserted GROUP BY 1 ORDER BY 1
+    ON CONFLICT (hour, shard) DO UPDATE SET message_count = arrival_hours.message_count + excluded.message_count;
+    PERFORM pg_notify('webhook_inbox_arrivals', MAX(arrival)::text) FROM inserted HAVING COUNT(*) > 0;
+    RETURN NULL;
+END
+$$;
+"#;
+
+/// The migration whose trigger announces commits, for the listener's test.
+#[cfg(test)]
+pub fn announcing_trigger() -> &'static str {
+    V6_HOURS_AND_ANNOUNCEMENTS
+}
 
 const BOOKKEEPING: &str = "
 CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -12,7 +12,7 @@ use super::connection::{Failure, classify, retrying};
 use crate::clock::Clock;
 use crate::message::{NewMessage, fold_case};
 use crate::store::InsertOutcome;
-use crate::store::batch::{Batch, Command, StoredCount, WriteObserver, WriterHandle};
+use crate::store::batch::{ArrivalSignal, Batch, Command, StoredCount, WriteObserver, WriterHandle};
 
 /// The most inserts stored by one statement.
 pub const MAX_BATCH: usize = 512;
@@ -40,13 +40,13 @@ WITH taken AS (
     SELECT message_id, from_msisdn, to_msisdn, ts, text, $8, ts_key, text_folded, source, raw, (SELECT before FROM taken) + n
     FROM batch
     ON CONFLICT (message_id) DO NOTHING
-    RETURNING message_id, from_msisdn
+    RETURNING message_id, from_msisdn, arrival
 ), counted AS (
     INSERT INTO sender_counts (from_msisdn, message_count)
     SELECT from_msisdn, COUNT(*) FROM inserted GROUP BY from_msisdn ORDER BY from_msisdn
     ON CONFLICT (from_msisdn) DO UPDATE SET message_count = sender_counts.message_count + excluded.message_count
 )
-SELECT message_id FROM inserted
+SELECT message_id, arrival FROM inserted
 "#;
 
 /// The PostgreSQL writer takes inserts only: retention and readiness use pooled connections.
@@ -58,9 +58,10 @@ pub fn start(
     clock: Clock,
     observer: Arc<dyn WriteObserver>,
     stored: StoredCount,
+    arrivals: ArrivalSignal,
 ) -> WriterHandle<NoJobs> {
     let (handle, commands) = WriterHandle::channel();
-    tokio::spawn(run(pool, commands, clock, observer, stored));
+    tokio::spawn(run(pool, commands, clock, observer, stored, arrivals));
     handle
 }
 
@@ -70,6 +71,7 @@ async fn run(
     clock: Clock,
     observer: Arc<dyn WriteObserver>,
     stored: StoredCount,
+    arrivals: ArrivalSignal,
 ) {
     let mut batch = Batch::new(MAX_BATCH);
     while let Some(first) = commands.recv().await {
@@ -77,20 +79,29 @@ async fn run(
         if !batch.messages().is_empty() {
             let started = Instant::now();
             let committed = retrying(|| commit(&pool, batch.messages(), &clock)).await;
-            if let Ok(outcomes) = &committed {
+            if let Ok(Committed {
+                outcomes,
+                last_arrival,
+            }) = &committed
+            {
                 observer.batch_committed(batch.messages().len(), started.elapsed());
                 stored.add_created(outcomes);
+                arrivals.committed(*last_arrival);
             }
-            batch.answer(committed);
+            batch.answer(committed.map(|committed| committed.outcomes));
         }
     }
     batch.finish();
 }
 
-async fn commit(pool: &Pool, messages: &[NewMessage], clock: &Clock) -> Result<Vec<InsertOutcome>, Failure> {
-    if messages.is_empty() {
-        return Ok(Vec::new());
-    }
+/// What a batch's statement did: one outcome per message, and the last position it took
+/// (0 when it stored nothing).
+struct Committed {
+    outcomes: Vec<InsertOutcome>,
+    last_arrival: u64,
+}
+
+async fn commit(pool: &Pool, messages: &[NewMessage], clock: &Clock) -> Result<Committed, Failure> {
     let unique = first_of_each_id(messages);
     let columns = Columns::of(unique.values().copied());
     let client = pool.get().await?;
@@ -117,7 +128,12 @@ async fn commit(pool: &Pool, messages: &[NewMessage], clock: &Clock) -> Result<V
         .await
         .map_err(classify)?;
     let inserted: HashSet<&str> = rows.iter().map(|row| row.get::<_, &str>(0)).collect();
-    Ok(messages
+    let last_arrival = rows
+        .iter()
+        .map(|row| row.get::<_, i64>(1))
+        .max()
+        .map_or(0, |last| u64::try_from(last).unwrap_or(0));
+    let outcomes = messages
         .iter()
         .enumerate()
         .map(|(index, message)| {
@@ -130,7 +146,11 @@ async fn commit(pool: &Pool, messages: &[NewMessage], clock: &Clock) -> Result<V
                 InsertOutcome::Duplicate
             }
         })
-        .collect())
+        .collect();
+    Ok(Committed {
+        outcomes,
+        last_arrival,
+    })
 }
 
 /// The first message of each id in the batch, sorted by id: later ones with the same id are

@@ -28,9 +28,9 @@ use async_trait::async_trait;
 use crate::clock::Clock;
 use crate::config::{Synchronous, defaults};
 use crate::message::{Message, NewMessage, Source};
-use crate::store::batch::{StoredCount, WriteObserver, WriterHandle, unobserved};
+use crate::store::batch::{ArrivalSignal, StoredCount, WriteObserver, WriterHandle, unobserved};
 use crate::store::{
-    Arrival, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store,
+    Arrival, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store,
     StoreError,
 };
 use connection::{Target, unavailable};
@@ -81,6 +81,7 @@ pub struct SqliteStore {
     writer: WriterHandle<WriterJob>,
     readers: Arc<ReadPool>,
     stored: StoredCount,
+    arrivals: ArrivalSignal,
 }
 
 impl SqliteStore {
@@ -115,11 +116,13 @@ impl SqliteStore {
             generation,
             Box::new(std::fs::File::sync_data),
         )?;
+        let arrivals = writer.arrival_signal();
         let writer = writer::start(writer, options.observer)?;
         Ok(SqliteStore {
             writer,
             readers,
             stored,
+            arrivals,
         })
     }
 }
@@ -137,6 +140,21 @@ impl Store for SqliteStore {
     async fn arrivals_after(&self, after: u64, limit: u32) -> Result<Vec<Arrival>, StoreError> {
         self.readers
             .run(move |conn| queries::arrivals_after(conn, after, limit))
+            .await
+    }
+
+    async fn last_arrival(&self) -> Result<u64, StoreError> {
+        self.readers.run(queries::last_arrival).await
+    }
+
+    fn arrival_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.arrivals.subscribe()
+    }
+
+    async fn arrivals_per_hour(&self, since_hour: &str) -> Result<Vec<HourCount>, StoreError> {
+        let since_hour = since_hour.to_owned();
+        self.readers
+            .run(move |conn| queries::arrivals_per_hour(conn, &since_hour))
             .await
     }
 

@@ -6,7 +6,7 @@ use rustc_hash::{FxBuildHasher, FxHashSet};
 
 use crate::message::{Message, Source, Timestamp, fold_case};
 use crate::store::{
-    Arrival, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount,
+    Arrival, HourCount, MessageDetail, MessageFilter, MessagePage, Order, PageRequest, Position, SenderCount,
     SenderFigures, SourceCounts, Stats, TOP_SENDERS,
 };
 
@@ -421,6 +421,24 @@ pub fn arrivals_after(conn: &Connection, after: u64, limit: u32) -> rusqlite::Re
         },
     )?
     .collect()
+}
+
+/// The last position of the arrival order given to a stored message.
+pub fn last_arrival(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT last FROM arrival_counter WHERE id = 1")?
+        .query_row([], |row| Ok(count(row.get(0)?)))
+}
+
+/// The counts of the hours from `since_hour` on, oldest first.
+pub fn arrivals_per_hour(conn: &Connection, since_hour: &str) -> rusqlite::Result<Vec<HourCount>> {
+    conn.prepare_cached("SELECT hour, message_count FROM arrival_hours WHERE hour >= ? ORDER BY hour")?
+        .query_map([since_hour], |row| {
+            Ok(HourCount {
+                hour: row.get(0)?,
+                count: count(row.get(1)?),
+            })
+        })?
+        .collect()
 }
 
 /// The message stored under `message_id`, with when it arrived and what its provider sent.

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::message::{Timestamp, fold_case};
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i64 = 6;
+pub const CURRENT_VERSION: i64 = 7;
 
 /// Adds a stored message's case-folded text to the search index under the message's rowid.
 pub const INDEX_TEXT: &str = "INSERT INTO message_search (rowid, text_folded) VALUES (?1, ?2)";
@@ -113,6 +113,17 @@ CREATE TABLE arrival_counter (
 INSERT INTO arrival_counter (id, last) VALUES (1, COALESCE((SELECT MAX(arrival) FROM messages), 0));
 ";
 
+/// How many messages were stored per hour, for the timeline; counted by the writer as it
+/// commits, and from the stored rows for the hours before this version.
+const V7_ARRIVAL_HOURS: &str = "
+CREATE TABLE arrival_hours (
+    hour          TEXT PRIMARY KEY,
+    message_count INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO arrival_hours (hour, message_count)
+    SELECT substr(created_at, 1, 13), COUNT(*) FROM messages GROUP BY 1;
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error(
@@ -154,6 +165,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
     }
     if found < 6 {
         tx.execute_batch(V6_ARRIVAL)?;
+    }
+    if found < 7 {
+        tx.execute_batch(V7_ARRIVAL_HOURS)?;
     }
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;
@@ -236,6 +250,7 @@ mod tests {
             super::V4_FEWER_SEARCH_MERGES,
             super::V5_SOURCES,
             super::V6_ARRIVAL,
+            super::V7_ARRIVAL_HOURS,
         ];
         for step in later
             .iter()
@@ -299,6 +314,24 @@ mod tests {
         );
         let counter: Vec<(i64, i64)> = pairs(&conn, "SELECT id, last FROM arrival_counter");
         assert_eq!(counter, vec![(1, 3)]);
+    }
+
+    #[test]
+    fn a_version_6_database_counts_its_rows_per_hour_of_arrival() {
+        let mut conn = database_at(6);
+        conn.execute_batch(
+            "INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, created_at, ts_key, arrival)
+             VALUES ('a', '+1', '+2', '2025-01-15T10:00:00Z', '2025-01-15T10:59:59.999999Z', 'k1', 1),
+                    ('b', '+1', '+2', '2025-01-15T10:00:00Z', '2025-01-15T11:00:00.000000Z', 'k2', 2),
+                    ('c', '+1', '+2', '2025-01-15T10:00:00Z', '2025-01-15T11:30:00.000000Z', 'k3', 3);",
+        )
+        .expect("version 6 rows");
+        migrate(&mut conn).expect("migrate from 6");
+        let hours: Vec<(String, i64)> = pairs(&conn, "SELECT hour, message_count FROM arrival_hours ORDER BY hour");
+        assert_eq!(
+            hours,
+            vec![("2025-01-15T10".to_owned(), 1), ("2025-01-15T11".to_owned(), 2)]
+        );
     }
 
     #[test]

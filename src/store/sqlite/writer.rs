@@ -37,8 +37,8 @@ use super::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer, wal_path};
 use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, NewMessage, Source, fold_case};
-use crate::store::batch::{Batch, Command, JobReply, StoredCount, WriteObserver, WriterHandle};
-use crate::store::{InsertOutcome, StoreError};
+use crate::store::batch::{ArrivalSignal, Batch, Command, JobReply, StoredCount, WriteObserver, WriterHandle};
+use crate::store::{HOUR_KEY_LEN, InsertOutcome, StoreError};
 
 /// The most inserts committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -163,6 +163,8 @@ pub struct Writer {
     wal: Option<Arc<File>>,
     /// How many messages the file holds.
     stored: StoredCount,
+    /// Raised to the last position of each commit that stored messages.
+    arrivals: ArrivalSignal,
 }
 
 impl Writer {
@@ -178,6 +180,7 @@ impl Writer {
     ) -> Result<Writer, StoreError> {
         let synchronous = settings.synchronous;
         stored.set(queries::count_messages(&conn).map_err(unavailable)?);
+        let arrivals = ArrivalSignal::new(queries::last_arrival(&conn).map_err(unavailable)?);
         let checkpointer = match target {
             Target::File(_) => {
                 let mut checkpointer =
@@ -211,7 +214,13 @@ impl Writer {
             wal_syncer,
             wal,
             stored,
+            arrivals,
         })
+    }
+
+    /// Raised by every commit that stores messages.
+    pub fn arrival_signal(&self) -> ArrivalSignal {
+        self.arrivals.clone()
     }
 
     /// Commits one batch; any failure answers the whole batch with the error.
@@ -220,10 +229,13 @@ impl Writer {
         let conn = self.usable_connection()?;
         let committed = commit(conn, messages, &created_at).map_err(unavailable);
         self.record_write(committed.is_ok());
-        if let Ok(outcomes) = &committed {
-            self.stored.add_created(outcomes);
-        }
-        committed
+        let Committed {
+            outcomes,
+            last_arrival,
+        } = committed?;
+        self.stored.add_created(&outcomes);
+        self.arrivals.committed(last_arrival);
+        Ok(outcomes)
     }
 
     /// Answers a batch that `commit` committed (or failed to): at once, or once the WAL sync
@@ -480,14 +492,7 @@ fn write_probe(conn: &mut Connection) -> rusqlite::Result<()> {
 /// One transaction for the whole batch; any failure rolls all of it back. Besides the rows, it
 /// indexes their text for search, bumps the counts that `/stats` reads, and gives each new row
 /// the next position of the arrival order.
-fn commit(
-    conn: &mut Connection,
-    messages: &[NewMessage],
-    created_at: &str,
-) -> rusqlite::Result<Vec<InsertOutcome>> {
-    if messages.is_empty() {
-        return Ok(Vec::new());
-    }
+fn commit(conn: &mut Connection, messages: &[NewMessage], created_at: &str) -> rusqlite::Result<Committed> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(messages.len());
     let mut created = CreatedCounts::default();
@@ -528,9 +533,30 @@ fn commit(
     if !created.per_sender.is_empty() {
         tx.prepare_cached("UPDATE arrival_counter SET last = ?1 WHERE id = 1")?
             .execute([last_arrival])?;
+        count_hour(&tx, created_at, created.per_source.iter().sum())?;
     }
     tx.commit()?;
-    Ok(outcomes)
+    Ok(Committed {
+        outcomes,
+        last_arrival: u64::try_from(last_arrival).unwrap_or(0),
+    })
+}
+
+/// What a batch's commit did: one outcome per message, and the arrival order's last position.
+struct Committed {
+    outcomes: Vec<InsertOutcome>,
+    last_arrival: u64,
+}
+
+/// Adds a batch's new rows to the count of the hour they arrived in (one `created_at` each).
+fn count_hour(tx: &Transaction<'_>, created_at: &str, created: i64) -> rusqlite::Result<()> {
+    let hour = created_at.get(..HOUR_KEY_LEN).unwrap_or(created_at);
+    tx.prepare_cached(
+        "INSERT INTO arrival_hours (hour, message_count) VALUES (?1, ?2)
+         ON CONFLICT (hour) DO UPDATE SET message_count = message_count + excluded.message_count",
+    )?
+    .execute(params![hour, created])?;
+    Ok(())
 }
 
 /// The rows a batch really stored, per sender and per source.
