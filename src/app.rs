@@ -1,5 +1,6 @@
 //! The composition root: the application's state, built once at start-up from the settings and
-//! handed to the HTTP layer, the server and retention, none of which builds anything itself.
+//! handed to the HTTP layer, the server, retention and the stream hub, none of which builds
+//! anything itself.
 //!
 //! The order matters in one place: the metrics exist before the store, which reports every
 //! batch its writer commits to them from the first one on.
@@ -14,6 +15,7 @@ use crate::retention::{Retainer, RetentionPolicy};
 use crate::signature::SecretError;
 use crate::sources::{ProviderError, Providers};
 use crate::store::{self, Store, StoreError};
+use crate::stream::StreamHub;
 use crate::telemetry::{Logger, Metrics};
 
 /// A body size that holds Meta's largest WhatsApp batches (1,000 messages).
@@ -34,6 +36,8 @@ pub struct AppState {
     pub clock: Clock,
     /// `None`: messages are kept forever.
     pub retention: Option<RetentionPolicy>,
+    /// The live streams of `GET /messages/stream`.
+    pub streams: StreamHub,
     pub shutdown: ShutdownFlag,
 }
 
@@ -83,6 +87,7 @@ impl AppState {
                 database: args.storage.database_url.to_string(),
                 source,
             })?;
+        let streams = StreamHub::start(Arc::clone(&store), args.streams.settings(), metrics.streams());
         Ok(Arc::new(AppState {
             store,
             credentials,
@@ -92,6 +97,7 @@ impl AppState {
             logger,
             clock,
             retention: RetentionPolicy::from_args(&args.retention),
+            streams,
             shutdown: ShutdownFlag::default(),
         }))
     }

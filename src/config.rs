@@ -28,6 +28,9 @@ pub mod defaults {
     pub const PG_POOL_SIZE: u16 = 16;
     pub const PG_STATEMENT_TIMEOUT_MS: u32 = 5_000;
     pub const READ_TIMEOUT_MS: u64 = 5_000;
+    pub const MAX_STREAMS: u32 = 1_000;
+    pub const STREAM_HEARTBEAT_MS: u64 = 15_000;
+    pub const STREAM_BUFFER: u32 = 1_024;
 }
 
 /// Settings of `serve` (and of `migrate`, which shares the storage ones).
@@ -96,6 +99,38 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub providers: ProviderArgs,
+
+    #[command(flatten)]
+    pub streams: StreamArgs,
+}
+
+/// The live stream, `GET /messages/stream` (docs/api.md).
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    /// Most streams open at once; one more is answered 503. Each also takes a connection of
+    /// `MAX_CONNECTIONS`.
+    #[arg(long, env = "MAX_STREAMS", default_value_t = defaults::MAX_STREAMS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams: u32,
+
+    /// How often a stream without messages sends a comment line to keep proxies from closing
+    /// it, in milliseconds (at most 15 seconds).
+    #[arg(long, env = "STREAM_HEARTBEAT_MS", default_value_t = defaults::STREAM_HEARTBEAT_MS, value_parser = clap::value_parser!(u64).range(10..=15_000))]
+    pub stream_heartbeat_ms: u64,
+
+    /// How many messages a stream may fall behind the newest before it is closed (its client
+    /// resumes from its last id); one buffer of this many is shared by all streams.
+    #[arg(long, env = "STREAM_BUFFER", default_value_t = defaults::STREAM_BUFFER, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub stream_buffer: u32,
+}
+
+impl StreamArgs {
+    pub fn settings(&self) -> crate::stream::StreamSettings {
+        crate::stream::StreamSettings {
+            max_streams: connections(self.max_streams),
+            heartbeat: Duration::from_millis(self.stream_heartbeat_ms),
+            buffer: connections(self.stream_buffer),
+        }
+    }
 }
 
 /// The messaging providers whose own webhooks the service takes (docs/providers.md). A provider whose

@@ -20,4 +20,5 @@ pub mod server;
 pub mod signature;
 pub mod sources;
 pub mod store;
+pub mod stream;
 pub mod telemetry;

@@ -72,6 +72,8 @@ pub async fn serve(
         }
     }
     state.shutdown.begin();
+    // Streams never finish by themselves: end them, so the drain below is not held up.
+    state.streams.close();
     if let Some(retention) = &retention {
         // No new batch from now on; the one in progress (if any) ends during the drain.
         retention.request_stop();

@@ -51,6 +51,8 @@ pub enum ApiError {
     StorageUnavailable(#[source] StoreError),
     #[error("query timed out")]
     QueryTimeout,
+    #[error("too many streams")]
+    TooManyStreams,
     #[error("internal server error")]
     Internal(String),
 }
@@ -66,9 +68,10 @@ impl ApiError {
             ApiError::NotFound | ApiError::MessageNotFound => StatusCode::NOT_FOUND,
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::SecretNotConfigured | ApiError::StorageUnavailable(_) | ApiError::QueryTimeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::SecretNotConfigured
+            | ApiError::StorageUnavailable(_)
+            | ApiError::QueryTimeout
+            | ApiError::TooManyStreams => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -83,6 +86,8 @@ impl ApiError {
             // The body was not read to its end (RFC 9112 §9.6): the connection is closed after
             // this answer, and a client must not send another request on it.
             ApiError::BodyTimeout | ApiError::PayloadTooLarge => Some((header::CONNECTION, "close")),
+            // A stream's slot frees when another client leaves; a few seconds is a fair wait.
+            ApiError::TooManyStreams => Some((header::RETRY_AFTER, "5")),
             _ => None,
         }
     }

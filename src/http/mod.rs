@@ -14,6 +14,7 @@ mod page;
 mod query;
 mod schemas;
 mod stats;
+mod stream;
 pub(crate) mod webhook;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub const ROUTES: &[&str] = &[
     twilio::PATH,
     messages::PATH,
     export::PATH,
+    stream::PATH,
     message::PATH,
     stats::PATH,
     health::LIVE_PATH,
@@ -86,6 +88,7 @@ fn reads_behind_the_token(state: &Arc<AppState>) -> Router<Arc<AppState>> {
     Router::new()
         .merge(messages::router())
         .merge(export::router())
+        .merge(stream::router())
         .merge(message::router())
         .merge(stats::router())
         .route_layer(axum::middleware::from_fn_with_state(

@@ -22,7 +22,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::error::{ErrorDetail, ValidationErrors};
 use super::middleware::MAX_REQUEST_ID_LEN;
 use super::schemas::WebhookBody;
-use super::{export, health, message, messages, page, stats, webhook};
+use super::{export, health, message, messages, page, stats, stream, webhook};
 use crate::app::AppState;
 use crate::message::{FieldError, Message};
 use crate::sources::{twilio, whatsapp};
@@ -58,6 +58,7 @@ const NOT_AUTHENTICATED: &str = "NotAuthenticated";
         twilio::route::receive,
         messages::list,
         export::export,
+        stream::stream,
         message::show,
         stats::stats,
         health::live,

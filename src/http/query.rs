@@ -79,6 +79,7 @@ pub struct RawParams {
     pub order: Option<String>,
     pub source: Option<String>,
     pub include: Option<String>,
+    pub after: Option<String>,
 }
 
 impl RawParams {
@@ -96,6 +97,7 @@ impl RawParams {
                 "order" => &mut raw.order,
                 "source" => &mut raw.source,
                 "include" => &mut raw.include,
+                "after" => &mut raw.after,
                 _ => continue,
             };
             *slot = Some(value.into_owned());

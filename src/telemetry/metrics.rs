@@ -17,6 +17,10 @@ const WRITER_BATCH_SIZE: &str = "writer_batch_size";
 const WRITER_COMMIT: &str = "writer_commit_duration_ms";
 const MESSAGES_STORED: &str = "messages_stored";
 const RETENTION_DELETED: &str = "retention_deleted_total";
+const STREAMS_OPEN: &str = "streams_open";
+const STREAM_EVENTS: &str = "stream_events_total";
+const STREAMS_REFUSED: &str = "streams_refused_total";
+const STREAM_SLOW_READERS: &str = "stream_slow_readers_dropped_total";
 
 /// Latency bucket bounds in milliseconds; `+Inf` is implied.
 const LATENCY_BUCKETS_MS: &[f64] = &[
@@ -92,6 +96,54 @@ impl WriteObserver for WriterMetrics {
     }
 }
 
+/// What the live streams report: how many are open, what they sent, whom they refused or
+/// dropped for reading too slowly.
+#[derive(Clone)]
+pub struct StreamMetrics {
+    open: Gauge,
+    events: Counter,
+    refused: Counter,
+    slow_readers: Counter,
+}
+
+impl StreamMetrics {
+    fn register(recorder: &PrometheusRecorder) -> StreamMetrics {
+        let counter = |name| {
+            let counter = recorder.register_counter(&Key::from_name(name), &METADATA);
+            counter.increment(0);
+            counter
+        };
+        let open = recorder.register_gauge(&Key::from_name(STREAMS_OPEN), &METADATA);
+        open.set(0.0);
+        StreamMetrics {
+            open,
+            events: counter(STREAM_EVENTS),
+            refused: counter(STREAMS_REFUSED),
+            slow_readers: counter(STREAM_SLOW_READERS),
+        }
+    }
+
+    pub fn opened(&self) {
+        self.open.increment(1.0);
+    }
+
+    pub fn closed(&self) {
+        self.open.decrement(1.0);
+    }
+
+    pub fn event_sent(&self) {
+        self.events.increment(1);
+    }
+
+    pub fn refused(&self) {
+        self.refused.increment(1);
+    }
+
+    pub fn slow_reader_dropped(&self) {
+        self.slow_readers.increment(1);
+    }
+}
+
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
@@ -102,6 +154,7 @@ pub struct Metrics {
     writer: Arc<WriterMetrics>,
     messages_stored: Gauge,
     process: ProcessMetrics,
+    streams: StreamMetrics,
 }
 
 impl Default for Metrics {
@@ -144,6 +197,7 @@ impl Metrics {
         });
         let retention_deleted = recorder.register_counter(&Key::from_name(RETENTION_DELETED), &METADATA);
         retention_deleted.increment(0);
+        let streams = StreamMetrics::register(&recorder);
         Metrics {
             recorder,
             handle,
@@ -154,7 +208,13 @@ impl Metrics {
             writer,
             messages_stored,
             process,
+            streams,
         }
+    }
+
+    /// What the live streams report to.
+    pub fn streams(&self) -> StreamMetrics {
+        self.streams.clone()
     }
 
     /// `http_requests_total` at 0 for each of `routes` answering 200, so every route's series

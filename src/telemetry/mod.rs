@@ -5,4 +5,4 @@ mod metrics;
 mod process;
 
 pub use logging::{AccessLine, Logger, WebhookLog, flush_logs, init_tracing};
-pub use metrics::{Metrics, WebhookResult};
+pub use metrics::{Metrics, StreamMetrics, WebhookResult};

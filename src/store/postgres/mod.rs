@@ -29,8 +29,8 @@ use crate::clock::Clock;
 use crate::message::{Message, NewMessage, Source};
 use crate::store::batch::{ArrivalSignal, StoredCount, WriteObserver, WriterHandle};
 use crate::store::{
-    Arrival, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store,
-    StoreError,
+    Arrival, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position,
+    Stats, Store, StoreError,
 };
 use connection::{PoolSettings, Pools, ReadConnection, connect_pools, pool_error, read_failed};
 use writer::NoJobs;
@@ -134,7 +134,8 @@ impl Store for PostgresStore {
     }
 
     async fn last_arrival(&self) -> Result<u64, StoreError> {
-        self.read(async |client| queries::last_arrival(client).await).await
+        self.read(async |client| queries::last_arrival(client).await)
+            .await
     }
 
     fn arrival_signal(&self) -> tokio::sync::watch::Receiver<u64> {

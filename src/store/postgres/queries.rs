@@ -268,7 +268,10 @@ pub async fn last_arrival(client: &impl GenericClient) -> Result<u64, StoreError
 }
 
 /// The counts of the hours from `since_hour` on, oldest first, their shards added up.
-pub async fn arrivals_per_hour(client: &impl GenericClient, since_hour: &str) -> Result<Vec<HourCount>, StoreError> {
+pub async fn arrivals_per_hour(
+    client: &impl GenericClient,
+    since_hour: &str,
+) -> Result<Vec<HourCount>, StoreError> {
     let statement = client
         .prepare_cached(
             "SELECT hour, SUM(message_count)::BIGINT FROM arrival_hours WHERE hour >= $1 GROUP BY hour ORDER BY hour",

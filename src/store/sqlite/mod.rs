@@ -30,8 +30,8 @@ use crate::config::{Synchronous, defaults};
 use crate::message::{Message, NewMessage, Source};
 use crate::store::batch::{ArrivalSignal, StoredCount, WriteObserver, WriterHandle, unobserved};
 use crate::store::{
-    Arrival, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position, Stats, Store,
-    StoreError,
+    Arrival, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position,
+    Stats, Store, StoreError,
 };
 use connection::{Target, unavailable};
 use read_pool::ReadPool;

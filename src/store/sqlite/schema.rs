@@ -327,7 +327,10 @@ mod tests {
         )
         .expect("version 6 rows");
         migrate(&mut conn).expect("migrate from 6");
-        let hours: Vec<(String, i64)> = pairs(&conn, "SELECT hour, message_count FROM arrival_hours ORDER BY hour");
+        let hours: Vec<(String, i64)> = pairs(
+            &conn,
+            "SELECT hour, message_count FROM arrival_hours ORDER BY hour",
+        );
         assert_eq!(
             hours,
             vec![("2025-01-15T10".to_owned(), 1), ("2025-01-15T11".to_owned(), 2)]

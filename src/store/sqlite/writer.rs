@@ -37,7 +37,9 @@ use super::wal_sync::{self, IN_DOUBT, SyncFile, WalSyncer, wal_path};
 use crate::clock::Clock;
 use crate::config::Synchronous;
 use crate::message::{Message, NewMessage, Source, fold_case};
-use crate::store::batch::{ArrivalSignal, Batch, Command, JobReply, StoredCount, WriteObserver, WriterHandle};
+use crate::store::batch::{
+    ArrivalSignal, Batch, Command, JobReply, StoredCount, WriteObserver, WriterHandle,
+};
 use crate::store::{HOUR_KEY_LEN, InsertOutcome, StoreError};
 
 /// The most inserts committed in one transaction.

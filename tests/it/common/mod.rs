@@ -23,6 +23,7 @@ use webhook_inbox::signature::{DEFAULT_TOLERANCE, SigningKey, Verifier};
 use webhook_inbox::sources::Providers;
 use webhook_inbox::store::sqlite::{SqliteOptions, SqliteStore};
 use webhook_inbox::store::{self, Store};
+use webhook_inbox::stream::{StreamHub, StreamSettings};
 use webhook_inbox::telemetry::{Logger, Metrics};
 
 pub const SECRET: &str = "testsecret";
@@ -294,6 +295,8 @@ pub struct Options {
     pub read_timeout: Duration,
     /// The messaging providers configured; none by default.
     pub providers: Providers,
+    /// `MAX_STREAMS`, `STREAM_HEARTBEAT_MS`, `STREAM_BUFFER`.
+    pub streams: StreamSettings,
 }
 
 impl Options {
@@ -309,6 +312,7 @@ impl Options {
             retention: None,
             read_timeout: Duration::from_millis(defaults::READ_TIMEOUT_MS),
             providers: Providers::default(),
+            streams: StreamSettings::default(),
         }
     }
 
@@ -375,7 +379,7 @@ impl TestApp {
         options: Options,
     ) -> TestApp {
         let state = Arc::new(AppState {
-            store,
+            store: Arc::clone(&store),
             credentials: options.credentials(),
             providers: options.providers.clone(),
             limits: options.limits,
@@ -383,6 +387,7 @@ impl TestApp {
             logger: Logger::disabled(),
             clock: options.clock.clone(),
             retention: options.retention.clone(),
+            streams: StreamHub::start(Arc::clone(&store), options.streams, metrics.streams()),
             shutdown: ShutdownFlag::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
