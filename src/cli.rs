@@ -47,7 +47,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the X-Signature of a body read from a file or stdin.
     Sign(SignArgs),
     /// Sign a body read from a file or stdin and POST it to a running service.
@@ -141,7 +141,7 @@ pub enum CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => {
-            let served = run_service(args).await;
+            let served = run_service(*args).await;
             telemetry::flush_logs();
             served
         }

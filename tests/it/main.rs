@@ -38,5 +38,6 @@ mod retention;
 mod signatures;
 mod smoke;
 mod stats;
+mod stream;
 mod structure;
 mod webhook;

@@ -50,7 +50,8 @@ pub fn start(config: Config, tls: Tls, arrivals: ArrivalSignal) -> tokio::task::
     .abort_handle()
 }
 
-/// Subscribes on `client` and passes every announcement on, until the connection ends.
+/// Subscribes on `client` and passes on every announcement for this connection's schema,
+/// until the connection ends.
 async fn listen<S, T>(
     client: Client,
     mut connection: Connection<S, T>,
@@ -61,21 +62,23 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let subscribe = client.batch_execute(LISTEN);
+    let subscribe = async {
+        let schema: Option<String> = client.query_one("SELECT current_schema()", &[]).await?.get(0);
+        client.batch_execute(LISTEN).await?;
+        Ok::<_, tokio_postgres::Error>(schema.unwrap_or_default())
+    };
     tokio::pin!(subscribe);
-    let mut subscribed = false;
+    let mut schema = None;
     loop {
         tokio::select! {
-            done = &mut subscribe, if !subscribed => {
-                done?;
-                subscribed = true;
+            subscribed = &mut subscribe, if schema.is_none() => {
+                schema = Some(subscribed?);
                 arrivals.nudge();
             }
             message = messages.next() => match message {
                 Some(Ok(AsyncMessage::Notification(notification))) => {
-                    match notification.payload().parse::<u64>() {
-                        Ok(position) => arrivals.committed(position),
-                        Err(_) => arrivals.nudge(),
+                    if let Some(position) = announced_position(notification.payload(), schema.as_deref()) {
+                        arrivals.committed(position);
                     }
                 }
                 Some(Ok(_)) => {}
@@ -86,6 +89,15 @@ where
     }
 }
 
+/// The position an announcement (`<schema> <position>`) makes known, when it is for `schema`.
+fn announced_position(payload: &str, schema: Option<&str>) -> Option<u64> {
+    let (announced_schema, position) = payload.rsplit_once(' ')?;
+    if Some(announced_schema) != schema {
+        return None;
+    }
+    position.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -93,5 +105,16 @@ mod tests {
         assert_eq!(super::LISTEN, format!("LISTEN {}", super::CHANNEL));
         let trigger = super::super::schema::announcing_trigger();
         assert!(trigger.contains(&format!("pg_notify('{}'", super::CHANNEL)));
+    }
+
+    #[test]
+    fn only_announcements_for_this_schema_count() {
+        use super::announced_position;
+        assert_eq!(announced_position("inbox 42", Some("inbox")), Some(42));
+        assert_eq!(announced_position("my schema 7", Some("my schema")), Some(7));
+        assert_eq!(announced_position("other 42", Some("inbox")), None);
+        assert_eq!(announced_position("inbox 42", None), None);
+        assert_eq!(announced_position("inbox x", Some("inbox")), None);
+        assert_eq!(announced_position("42", Some("inbox")), None);
     }
 }

@@ -233,7 +233,9 @@ CREATE TRIGGER messages_without_arrival BEFORE INSERT ON messages
 /// count per hour of arrival (the timeline), sharded like the other counts, and the announcement
 /// of the last position the statement stored, on the channel that every replica's listener hears
 /// (`listener`). PostgreSQL sends an announcement only when its transaction commits, and in
-/// commit order. The lock holds writers back until the new function is in place, so the
+/// commit order. A channel is shared by the whole database, so the announcement names the schema
+/// (the one the function was created in, as its search path is fixed): services in other schemas
+/// of the same database ignore it. The lock holds writers back until the new function is in place, so the
 /// backfill from the rows misses nothing.
 const V6_HOURS_AND_ANNOUNCEMENTS: &str = r#"
 LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE;
@@ -255,7 +257,8 @@ BEGIN
     INSERT INTO arrival_hours (hour, shard, message_count)
         SELECT substr(created_at, 1, 13), (pg_backend_pid() % 16)::SMALLINT, COUNT(*) FROM inserted GROUP BY 1 ORDER BY 1
     ON CONFLICT (hour, shard) DO UPDATE SET message_count = arrival_hours.message_count + excluded.message_count;
-    PERFORM pg_notify('webhook_inbox_arrivals', MAX(arrival)::text) FROM inserted HAVING COUNT(*) > 0;
+    PERFORM pg_notify('webhook_inbox_arrivals', current_schema() || ' ' || MAX(arrival)::text)
+        FROM inserted HAVING COUNT(*) > 0;
     RETURN NULL;
 END
 $$;

@@ -3,6 +3,7 @@
 
 pub mod pg;
 pub mod skip;
+pub mod sse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -378,8 +379,9 @@ impl TestApp {
         metrics: Metrics,
         options: Options,
     ) -> TestApp {
+        let streams = StreamHub::start(Arc::clone(&store), options.streams, metrics.streams());
         let state = Arc::new(AppState {
-            store: Arc::clone(&store),
+            store,
             credentials: options.credentials(),
             providers: options.providers.clone(),
             limits: options.limits,
@@ -387,7 +389,7 @@ impl TestApp {
             logger: Logger::disabled(),
             clock: options.clock.clone(),
             retention: options.retention.clone(),
-            streams: StreamHub::start(Arc::clone(&store), options.streams, metrics.streams()),
+            streams,
             shutdown: ShutdownFlag::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
