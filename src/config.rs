@@ -123,9 +123,30 @@ pub struct StreamArgs {
     pub stream_buffer: u32,
 }
 
+/// How the live streams are bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// Streams open at once; one more is refused (503).
+    pub max_streams: usize,
+    /// How often a stream sends a comment line when no message comes.
+    pub heartbeat: Duration,
+    /// Messages a stream may fall behind the newest before it is ended.
+    pub buffer: usize,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamSettings {
+            max_streams: connections(defaults::MAX_STREAMS),
+            heartbeat: Duration::from_millis(defaults::STREAM_HEARTBEAT_MS),
+            buffer: connections(defaults::STREAM_BUFFER),
+        }
+    }
+}
+
 impl StreamArgs {
-    pub fn settings(&self) -> crate::stream::StreamSettings {
-        crate::stream::StreamSettings {
+    pub fn settings(&self) -> StreamSettings {
+        StreamSettings {
             max_streams: connections(self.max_streams),
             heartbeat: Duration::from_millis(self.stream_heartbeat_ms),
             buffer: connections(self.stream_buffer),

@@ -16,36 +16,13 @@ mod hub;
 mod subscription;
 
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::sync::{Semaphore, broadcast, watch};
 
-use crate::config::defaults;
+pub use crate::config::StreamSettings;
 use crate::store::{Arrival, MessageFilter, Store, StoreError};
 use crate::telemetry::StreamMetrics;
 pub use filter::StreamFilter;
 pub use subscription::{Ended, Subscription};
-
-/// How the streams are bounded, from the settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamSettings {
-    /// Streams open at once; one more is refused (503).
-    pub max_streams: usize,
-    /// How often a stream sends a comment line when no message comes.
-    pub heartbeat: Duration,
-    /// Messages a stream may fall behind the newest before it is ended.
-    pub buffer: usize,
-}
-
-impl Default for StreamSettings {
-    fn default() -> Self {
-        StreamSettings {
-            max_streams: defaults::MAX_STREAMS as usize,
-            heartbeat: Duration::from_millis(defaults::STREAM_HEARTBEAT_MS),
-            buffer: defaults::STREAM_BUFFER as usize,
-        }
-    }
-}
 
 /// Why a stream cannot start.
 #[derive(Debug, thiserror::Error)]

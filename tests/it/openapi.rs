@@ -19,6 +19,7 @@ const PROBE_ID: &str = "probe";
 const PROTECTED: &[&str] = &[
     "/messages",
     "/messages/export",
+    "/messages/stream",
     "/messages/{message_id}",
     "/stats",
 ];
