@@ -15,6 +15,7 @@ mod query;
 mod schemas;
 mod stats;
 mod stream;
+mod timeline;
 pub(crate) mod webhook;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub const ROUTES: &[&str] = &[
     stream::PATH,
     message::PATH,
     stats::PATH,
+    timeline::PATH,
     health::LIVE_PATH,
     health::READY_PATH,
     metrics::PATH,
@@ -91,6 +93,7 @@ fn reads_behind_the_token(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(stream::router())
         .merge(message::router())
         .merge(stats::router())
+        .merge(timeline::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(state),
             auth::require_api_token,

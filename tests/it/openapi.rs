@@ -22,6 +22,7 @@ const PROTECTED: &[&str] = &[
     "/messages/stream",
     "/messages/{message_id}",
     "/stats",
+    "/stats/timeline",
 ];
 
 async fn document(app: &TestApp) -> Value {

@@ -225,3 +225,105 @@ conformance!(
     duplicates_do_not_change_stats,
     rejected_requests_do_not_change_stats,
 );
+
+/// `GET /stats/timeline`: messages per hour or day of arrival, from counts kept at insert time.
+mod timeline {
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+    use time::macros::datetime;
+    use webhook_inbox::clock::Clock;
+
+    use crate::common::{Backend, Options, TestApp, message};
+
+    fn manual_clock(backend: Backend) -> Options {
+        Options {
+            clock: Clock::manual(datetime!(2026-12-07 19:37:11 UTC)),
+            ..Options::new(backend)
+        }
+    }
+
+    fn counts(timeline: &Value) -> Vec<(String, u64)> {
+        timeline["buckets"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .map(|bucket| {
+                (
+                    bucket["start"].as_str().expect("start").to_owned(),
+                    bucket["count"].as_u64().expect("count"),
+                )
+            })
+            .collect()
+    }
+
+    async fn store_at(app: &TestApp, ids: &[&str]) {
+        for id in ids {
+            // The sender's ts plays no part: arrival time does.
+            app.store(&message(id, "+919876543210", "2001-01-01T00:00:00Z", None))
+                .await;
+        }
+    }
+
+    /// Every bucket of the window is listed, oldest first, empty ones as 0; a message counts in
+    /// the hour (and day) it was stored, a duplicate not at all.
+    async fn messages_count_in_the_hour_and_day_they_arrived(app: TestApp) {
+        let clock = app.options.clock.clone();
+        store_at(&app, &["a", "b"]).await;
+        clock.set(datetime!(2026-12-07 17:59:59 UTC));
+        store_at(&app, &["c"]).await;
+        clock.set(datetime!(2026-12-06 21:00:00 UTC));
+        store_at(&app, &["d", "a"]).await;
+        clock.set(datetime!(2026-11-01 12:00:00 UTC));
+        store_at(&app, &["e"]).await;
+        clock.set(datetime!(2026-12-07 19:37:11 UTC));
+
+        let (status, hourly) = app.get_json("/stats/timeline").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(hourly["bucket"], json!("hour"));
+        let hourly = counts(&hourly);
+        assert_eq!(hourly.len(), 24);
+        assert_eq!(hourly[0], ("2026-12-06T20:00:00Z".to_owned(), 0));
+        assert_eq!(hourly[1], ("2026-12-06T21:00:00Z".to_owned(), 1));
+        assert_eq!(hourly[21], ("2026-12-07T17:00:00Z".to_owned(), 1));
+        assert_eq!(hourly[23], ("2026-12-07T19:00:00Z".to_owned(), 2));
+        assert_eq!(hourly.iter().map(|(_, count)| count).sum::<u64>(), 4);
+
+        let (_, daily) = app.get_json("/stats/timeline?bucket=day").await;
+        let daily = counts(&daily);
+        assert_eq!(daily.len(), 30);
+        assert_eq!(daily[0].0, "2026-11-08T00:00:00Z");
+        assert_eq!(daily[28], ("2026-12-06T00:00:00Z".to_owned(), 1));
+        assert_eq!(daily[29], ("2026-12-07T00:00:00Z".to_owned(), 3));
+
+        let (_, since) = app
+            .get_json("/stats/timeline?bucket=day&since=2026-11-01T23:59:59Z")
+            .await;
+        let since = counts(&since);
+        assert_eq!(since.len(), 37);
+        assert_eq!(since[0], ("2026-11-01T00:00:00Z".to_owned(), 1));
+        assert_eq!(since.iter().map(|(_, count)| count).sum::<u64>(), 5);
+
+        let (_, future) = app.get_json("/stats/timeline?since=2026-12-08T00:00:00Z").await;
+        assert_eq!(future["buckets"], json!([]));
+    }
+
+    /// Unknown buckets, bad instants and windows past the bound are refused, each by name.
+    async fn bad_parameters_are_refused(app: TestApp) {
+        for (query, loc) in [
+            ("bucket=week", json!(["query", "bucket"])),
+            ("since=2026-12-07", json!(["query", "since"])),
+            ("since=2026-10-01T00:00:00Z", json!(["query", "since"])),
+            ("bucket=day&since=2024-01-01T00:00:00Z", json!(["query", "since"])),
+        ] {
+            let (status, body) = app.get_json(&format!("/stats/timeline?{query}")).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+            assert_eq!(body["detail"][0]["loc"], loc, "{query}: {body}");
+        }
+    }
+
+    conformance!(
+        options = manual_clock;
+        messages_count_in_the_hour_and_day_they_arrived,
+        bad_parameters_are_refused,
+    );
+}
