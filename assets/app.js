@@ -26,6 +26,13 @@ const state = {
   // Each load takes a new number; answers to an older load are dropped.
   generation: 0,
   loads: 0,
+  // The rows on show, so that an arriving message can join them.
+  rows: [],
+  // Messages that arrived while another page or order was on show.
+  unseen: 0,
+  // The stream being followed: its filters, and how to stop it.
+  live: null,
+  timelineBucket: 'hour',
 };
 
 // sessionStorage can be switched off; the token then lives only as long as the page.
@@ -311,6 +318,10 @@ function clearData() {
   byId('rows').replaceChildren();
   byId('range').textContent = '';
   byId('page-number').textContent = '';
+  byId('timeline-chart').replaceChildren();
+  byId('timeline-caption').textContent = '';
+  state.rows = [];
+  showUnseen(0);
 }
 
 function markInvalidFields(fields) {
@@ -369,6 +380,7 @@ async function load() {
   byId('inbox').setAttribute('aria-busy', 'true');
   say('Loading…');
   const [stats, list] = await Promise.allSettled([getJson('/stats'), fetchPage(request)]);
+  loadTimeline();
   if (generation !== state.generation) {
     return;
   }
@@ -384,6 +396,7 @@ async function load() {
 function present(stats, list) {
   const refused = [stats, list].find((outcome) => outcome.status === 'rejected' && outcome.reason.status === 401);
   if (refused) {
+    stopFollowing();
     askForToken(refused.reason.tokenSent);
     return;
   }
@@ -398,7 +411,10 @@ function present(stats, list) {
   if (list.status === 'fulfilled') {
     state.page = list.value.page;
     state.knownTotal = list.value.total;
+    state.rows = list.value.rows;
     range = showPage(list.value);
+    showUnseen(0);
+    follow();
     markInvalidFields([]);
   } else {
     byId('rows').replaceChildren();
@@ -413,6 +429,247 @@ function present(stats, list) {
     hideProblem();
     say(`Updated at ${new Date().toISOString().slice(11, 19)} UTC: ${range}`);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live: new messages from /messages/stream, as they arrive
+// ---------------------------------------------------------------------------------------------
+
+const RECONNECT_MS = [500, 1000, 2000, 5000];
+
+function setLive(status, label) {
+  const badge = byId('live');
+  badge.dataset.state = status;
+  badge.textContent = label;
+}
+
+// Follows the stream with the filters on show; a change of filters or token starts it afresh.
+// fetch, not EventSource: only fetch can send the token.
+function follow() {
+  const key = JSON.stringify([state.filters, tokenStore.get()]);
+  if (state.live && state.live.key === key) {
+    return;
+  }
+  stopFollowing();
+  const live = { key, filters: { ...state.filters }, controller: new AbortController(), lastId: null };
+  state.live = live;
+  readStream(live);
+}
+
+function stopFollowing() {
+  if (state.live) {
+    state.live.controller.abort();
+    state.live = null;
+  }
+  setLive('off', 'Not live');
+}
+
+async function readStream(live) {
+  for (let attempt = 0; !live.controller.signal.aborted; attempt += 1) {
+    try {
+      const status = await streamOnce(live, () => { attempt = 0; });
+      if (status === 401 || status === 422) {
+        // The next load asks for the token or shows the refused filters.
+        stopFollowing();
+        return;
+      }
+    } catch {
+      // A lost connection: try again below, from the last id.
+    }
+    if (live.controller.signal.aborted) {
+      return;
+    }
+    setLive('reconnecting', 'Reconnecting…');
+    await new Promise((resolve) => { setTimeout(resolve, RECONNECT_MS[Math.min(attempt, RECONNECT_MS.length - 1)]); });
+  }
+}
+
+// Reads one connection of the stream until it ends; returns its status when it was refused.
+async function streamOnce(live, connected) {
+  const params = new URLSearchParams();
+  for (const [name, value] of Object.entries(live.filters)) {
+    if (value) {
+      params.set(name, value);
+    }
+  }
+  const headers = { Accept: 'text/event-stream' };
+  const token = tokenStore.get();
+  if (token) {
+    headers.Authorization = `Bearer ${token}`;
+  }
+  if (live.lastId !== null) {
+    headers['Last-Event-ID'] = live.lastId;
+  }
+  const query = params.toString();
+  const response = await fetch(`/messages/stream${query ? `?${query}` : ''}`, {
+    headers, cache: 'no-store', signal: live.controller.signal,
+  });
+  if (!response.ok) {
+    return response.status;
+  }
+  setLive('live', 'Live');
+  connected();
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) {
+      return 200;
+    }
+    buffer += value.replace(/\r\n?/g, '\n');
+    let end = buffer.indexOf('\n\n');
+    while (end >= 0) {
+      takeFrame(live, buffer.slice(0, end));
+      buffer = buffer.slice(end + 2);
+      end = buffer.indexOf('\n\n');
+    }
+  }
+}
+
+function takeFrame(live, frame) {
+  let id = null;
+  let event = null;
+  let data = '';
+  for (const line of frame.split('\n')) {
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'id') {
+      id = value;
+    } else if (field === 'event') {
+      event = value;
+    } else if (field === 'data') {
+      data += value;
+    }
+  }
+  if (id !== null) {
+    live.lastId = id;
+  }
+  if (event === 'message' && live === state.live) {
+    arrived(JSON.parse(data));
+  }
+}
+
+// A message matching the filters on show arrived. Newest first, on the first page, it slides in
+// at the top when it is the newest by its timestamp; anywhere else the bar counts it.
+function arrived(message) {
+  state.knownTotal = (state.knownTotal ?? 0) + 1;
+  const top = state.rows[0];
+  const belongsOnTop = state.order === 'newest' && state.page === 0
+    && (!top || Date.parse(message.ts) >= Date.parse(top.ts));
+  if (belongsOnTop) {
+    state.rows = [message, ...state.rows].slice(0, state.limit);
+    const range = showPage({ rows: state.rows, total: state.knownTotal, page: 0 });
+    byId('rows').firstElementChild.classList.add('arrived');
+    say(`A message arrived at ${new Date().toISOString().slice(11, 19)} UTC: ${range}`);
+  } else {
+    showUnseen(state.unseen + 1);
+    byId('range').textContent = rangeText(state.page, state.rows, state.knownTotal);
+  }
+  refreshFiguresSoon();
+}
+
+function showUnseen(n) {
+  state.unseen = n;
+  byId('new-messages').hidden = n === 0;
+  byId('new-messages-text').textContent = `${count(n)} new ${n === 1 ? 'message' : 'messages'}`;
+}
+
+function showNewest() {
+  byId('filter-order').value = 'newest';
+  readForm();
+  state.page = 0;
+  writeAddress();
+  load();
+}
+
+// The figures and the chart, read again once a burst of arrivals is over.
+let figuresTimer = null;
+function refreshFiguresSoon() {
+  clearTimeout(figuresTimer);
+  figuresTimer = setTimeout(async () => {
+    try {
+      showStats(await getJson('/stats'));
+    } catch {
+      // The next load shows what is wrong.
+    }
+    loadTimeline();
+  }, 300);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chart of messages over time (inline SVG, no library)
+// ---------------------------------------------------------------------------------------------
+
+const SVG = 'http://www.w3.org/2000/svg';
+
+async function loadTimeline() {
+  const bucket = state.timelineBucket;
+  try {
+    const timeline = await getJson('/stats/timeline', new URLSearchParams({ bucket }));
+    if (bucket === state.timelineBucket) {
+      drawTimeline(timeline);
+    }
+  } catch (problem) {
+    byId('timeline-caption').textContent = `The chart could not be read: ${problem.message}`;
+  }
+}
+
+function svgElement(name, attributes) {
+  const element = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) {
+    element.setAttribute(key, String(value));
+  }
+  return element;
+}
+
+function bucketLabel(start, bucket) {
+  return bucket === 'hour' ? `${start.slice(11, 13)}:00` : start.slice(5, 10);
+}
+
+function drawTimeline({ bucket, buckets }) {
+  const width = 720;
+  const height = 180;
+  const pad = { top: 16, right: 8, bottom: 24, left: 40 };
+  const plotWidth = width - pad.left - pad.right;
+  const plotHeight = height - pad.top - pad.bottom;
+  const counts = buckets.map((b) => b.count);
+  const most = Math.max(1, ...counts);
+  const total = counts.reduce((sum, n) => sum + n, 0);
+  const span = bucket === 'hour' ? 'the last 24 hours' : 'the last 30 days';
+  const summary = `${count(total)} ${total === 1 ? 'message' : 'messages'} in ${span}; at most ${count(Math.max(0, ...counts))} in one ${bucket}`;
+  const svg = svgElement('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': summary });
+  svg.append(svgElement('line', { class: 'axis', x1: pad.left, x2: width - pad.right, y1: pad.top + plotHeight, y2: pad.top + plotHeight }));
+  const top = svgElement('text', { x: pad.left - 6, y: pad.top + 4, 'text-anchor': 'end' });
+  top.textContent = count(most);
+  const zero = svgElement('text', { x: pad.left - 6, y: pad.top + plotHeight, 'text-anchor': 'end' });
+  zero.textContent = '0';
+  svg.append(top, zero);
+  const slot = plotWidth / Math.max(1, buckets.length);
+  buckets.forEach((b, index) => {
+    const barHeight = (b.count / most) * plotHeight;
+    const bar = svgElement('rect', {
+      class: 'bar',
+      x: (pad.left + index * slot + slot * 0.1).toFixed(1),
+      y: (pad.top + plotHeight - barHeight).toFixed(1),
+      width: (slot * 0.8).toFixed(1),
+      height: barHeight.toFixed(1),
+      'data-count': b.count,
+      'data-start': b.start,
+    });
+    const tooltip = svgElement('title', {});
+    tooltip.textContent = `${b.start}: ${count(b.count)} ${b.count === 1 ? 'message' : 'messages'}`;
+    bar.append(tooltip);
+    svg.append(bar);
+    const labelled = index === 0 || index === buckets.length - 1 || index === Math.floor(buckets.length / 2);
+    if (labelled) {
+      const label = svgElement('text', { x: (pad.left + index * slot + slot / 2).toFixed(1), y: height - 6, 'text-anchor': 'middle' });
+      label.textContent = bucketLabel(b.start, bucket);
+      svg.append(label);
+    }
+  });
+  byId('timeline-chart').replaceChildren(svg);
+  byId('timeline-caption').textContent = `${summary[0].toUpperCase()}${summary.slice(1)} (UTC, by time of arrival).`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,6 +797,11 @@ function start() {
   byId('token-form').addEventListener('submit', useToken);
   byId('detail-close').addEventListener('click', () => byId('detail').close());
   byId('forget-token').addEventListener('click', forgetToken);
+  byId('show-new').addEventListener('click', showNewest);
+  byId('timeline-window').addEventListener('change', () => {
+    state.timelineBucket = byId('timeline-window').value === 'day' ? 'day' : 'hour';
+    loadTimeline();
+  });
   load();
 }
 

@@ -198,9 +198,28 @@ async function theOpenInbox(browser) {
     env: { WEBHOOK_SECRET: SECRET, PATH: process.env.PATH },
   }).toString().trim();
   check('the binary sent one more message', sent, '{"status":"ok"}');
-  check('not shown before a refresh', (await ids(page))[0], 'm24');
+  // Live: it slides in on top without Refresh, and the figures and the chart follow.
+  await page.waitForFunction(() => document.querySelector('#rows td.id')?.innerText === 'm25', null, { timeout: WAIT_MS });
+  check('live: the new message on top without Refresh', [(await ids(page)).length, await range(page),
+    await page.locator('#rows tr').first().getAttribute('class'), await text(page, '#live')],
+  [10, '1–10 of 27, newest first', 'arrived', 'Live']);
+  await page.waitForFunction(() => document.getElementById('stat-total').innerText === '27', null, { timeout: WAIT_MS });
+  check('live: the figures follow', await text(page, '#stat-last'), '2025-01-15T10:00:00Z');
+  const chartSum = () => page.evaluate(() => [...document.querySelectorAll('#timeline-chart rect.bar')]
+    .reduce((sum, bar) => sum + Number(bar.dataset.count), 0));
+  await page.waitForFunction(() => [...document.querySelectorAll('#timeline-chart rect.bar')]
+    .reduce((sum, bar) => sum + Number(bar.dataset.count), 0) === 27, null, { timeout: WAIT_MS });
+  check('the chart: 24 hourly bars holding every message', [await page.locator('#timeline-chart rect.bar').count(), await chartSum()], [24, 27]);
+  check('the chart: says what it shows', await page.locator('#timeline-chart svg').getAttribute('aria-label'),
+    '27 messages in the last 24 hours; at most 27 in one hour');
+  await page.selectOption('#timeline-window', 'day');
+  await page.waitForFunction(() => document.querySelectorAll('#timeline-chart rect.bar').length === 30, null, { timeout: WAIT_MS });
+  check('the chart: 30 daily bars', await chartSum(), 27);
+  check('the chart: no library from elsewhere', await page.evaluate(() => [...document.scripts].map((script) => new URL(script.src).pathname)),
+    ['/assets/app.js']);
+  await page.selectOption('#timeline-window', 'hour');
   await andWaitForLoad(page, () => page.click('#refresh'));
-  check('refresh: the new message on top', [(await ids(page))[0], await range(page), await text(page, '#stat-total'), await text(page, '#stat-last')],
+  check('refresh: the same list', [(await ids(page))[0], await range(page), await text(page, '#stat-total'), await text(page, '#stat-last')],
     ['m25', '1–10 of 27, newest first', '27', '2025-01-15T10:00:00Z']);
   check('refresh: the status line says when', /^Updated at \d\d:\d\d:\d\d UTC: 1–10 of 27, newest first$/.test(await text(page, '#status')), true);
 
@@ -267,6 +286,18 @@ async function theOpenInbox(browser) {
   await page.unroute('**/stats');
   await andWaitForLoad(page, () => page.click('#refresh'));
   check('and goes away when the service is back', await page.locator('#problem').isVisible(), false);
+
+  // On another page, an arrival waits behind a bar that jumps to the newest.
+  await andWaitForLoad(page, () => page.click('#page-next'));
+  const later = JSON.stringify({ message_id: 'm26', from: C, to: '+14155550100', ts: '2026-06-01T00:00:00Z', text: 'While you read page 2' });
+  execFileSync(BIN, ['send', '--url', `${INBOX_URL}/webhook`], { input: later, env: { WEBHOOK_SECRET: SECRET, PATH: process.env.PATH } });
+  await page.locator('#new-messages').waitFor({ state: 'visible', timeout: WAIT_MS });
+  check('live: on page 2 a bar counts the arrival, the page stays', [await text(page, '#new-messages-text'), (await ids(page)).includes('m26')],
+    ['1 new message', false]);
+  await page.waitForFunction(() => document.getElementById('stat-total').innerText === '29', null, { timeout: WAIT_MS });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'inbox-live.png'), fullPage: true });
+  await andWaitForLoad(page, () => page.click('#show-new'));
+  check('the bar jumps to the newest', [(await ids(page))[0], await page.locator('#new-messages').isVisible()], ['m26', false]);
 
   check('no script errors', problems, []);
   await page.close();
