@@ -10,14 +10,20 @@
 #                                              database, one wrk per server, 64/N connections each)
 #        TEST_DATABASE_URL                    (default postgres://postgres@127.0.0.1:5432/test;
 #                                              a fresh schema is made in it and dropped after)
+#        BINARY                               (default: this tree's release build, built first;
+#                                              set it to compare another build, e.g. an older one)
 # Needs wrk (Debian: apt-get install wrk), python3, curl, and psql for postgres.
 set -euo pipefail
 seconds=${1:-15}
 backend=${BACKEND:-sqlite}
 replicas=${REPLICAS:-1}
 here=$(cd "$(dirname "$0")" && pwd)
-binary="$here/../target/release/webhook-inbox"
-(cd "$here/.." && cargo build --release --locked)
+if [ -n "${BINARY:-}" ]; then
+  binary=$BINARY
+else
+  binary="$here/../target/release/webhook-inbox"
+  (cd "$here/.." && cargo build --release --locked)
+fi
 work=$(mktemp -d)
 servers=()
 pg_server=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
