@@ -79,6 +79,13 @@ impl AppState {
                 "Meta may put up to 1,000 messages in one WhatsApp POST: set MAX_BODY_BYTES to 1048576 or more, or such a batch is refused with 413 and retried by Meta"
             );
         }
+        if args.idle_timeout_ms <= args.streams.stream_heartbeat_ms {
+            tracing::warn!(
+                idle_timeout_ms = args.idle_timeout_ms,
+                stream_heartbeat_ms = args.streams.stream_heartbeat_ms,
+                "IDLE_TIMEOUT_MS is not above STREAM_HEARTBEAT_MS: quiet streams will be closed as idle and their clients will reconnect over and over"
+            );
+        }
         let clock = Clock::system();
         let metrics = Metrics::new();
         let store = store::open(&args.storage, clock.clone(), metrics.writer_observer())
