@@ -201,7 +201,7 @@ fn parse_window(query: &str, now: OffsetDateTime) -> Result<(Bucket, OffsetDateT
         }
     }
     let mut errors = Vec::new();
-    let bucket = match bucket_name.as_deref().filter(|name| !name.is_empty()) {
+    let bucket = match bucket_name.as_deref() {
         None => Some(Bucket::Hour),
         Some(name) => Bucket::parse(name).or_else(|| {
             errors.push(
@@ -216,7 +216,8 @@ fn parse_window(query: &str, now: OffsetDateTime) -> Result<(Bucket, OffsetDateT
             None
         }),
     };
-    let since = since_text.filter(|text| !text.is_empty()).and_then(|text| {
+    // An empty value is malformed, as `since` of `/messages` (absent is the default window).
+    let since = since_text.and_then(|text| {
         let parsed = Timestamp::parse(&text).and_then(|ts| OffsetDateTime::parse(ts.as_str(), &Rfc3339).ok());
         if parsed.is_none() {
             errors.push(timestamp_error(vec!["query", "since"], Value::String(text)));
@@ -281,6 +282,8 @@ mod tests {
                 .collect()
         };
         assert_eq!(kinds("bucket=week"), [r#"["query","bucket"]"#]);
+        assert_eq!(kinds("bucket="), [r#"["query","bucket"]"#]);
+        assert_eq!(kinds("since="), [r#"["query","since"]"#]);
         assert_eq!(kinds("since=yesterday"), [r#"["query","since"]"#]);
         assert_eq!(
             kinds("bucket=minute&since=x"),
