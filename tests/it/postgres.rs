@@ -56,10 +56,10 @@ async fn replicas_starting_together_apply_each_migration_once() {
         start.await.expect("task").expect("every replica opens the store");
     }
     // One row per migration (1: the tables, 2: the retention index, 3: the totals, 4: the
-    // sources, 5: the arrival order), each applied once.
+    // sources, 5: the arrival order, 6: the timeline and the announcements), each applied once.
     assert_eq!(
         schema.query_i64("SELECT COUNT(*) FROM schema_migrations").await,
-        5
+        6
     );
     assert_eq!(
         schema
@@ -187,9 +187,30 @@ async fn concurrent_posts_across_three_replicas_store_each_id_once() {
     );
 }
 
+/// Takes the schema back to version 5, as a database written by the binary before the timeline
+/// and the announcements of commits existed: the insert trigger counts per source only.
+pub async fn back_to_version_5(schema: &PgSchema) {
+    schema
+        .execute(
+            "DROP TABLE arrival_hours;
+             CREATE OR REPLACE FUNCTION messages_inserted_per_source() RETURNS trigger LANGUAGE plpgsql
+             SET search_path FROM CURRENT AS $$
+             BEGIN
+                 INSERT INTO source_counts (source, shard, message_count)
+                     SELECT source, (pg_backend_pid() % 16)::SMALLINT, COUNT(*) FROM inserted GROUP BY source ORDER BY source
+                 ON CONFLICT (source, shard) DO UPDATE SET message_count = source_counts.message_count + excluded.message_count;
+                 RETURN NULL;
+             END
+             $$;
+             DELETE FROM schema_migrations WHERE version = 6",
+        )
+        .await;
+}
+
 /// Takes the schema back to version 4, as a database written by the binary before the arrival
 /// order existed.
 pub async fn back_to_version_4(schema: &PgSchema) {
+    back_to_version_5(schema).await;
     schema
         .execute(
             "DROP TRIGGER messages_without_arrival ON messages;
@@ -241,7 +262,7 @@ async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_so
         schema
             .query_i64("SELECT MAX(version)::bigint FROM schema_migrations")
             .await,
-        5
+        6
     );
     let (_, stats) = apps[0].get_json("/stats").await;
     assert_eq!(
@@ -266,6 +287,69 @@ async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_so
             .query_i64("SELECT SUM(message_count)::bigint FROM source_counts WHERE source = 'webhook'")
             .await,
         4
+    );
+}
+
+/// Rows written before the timeline existed are counted in the hour they arrived; later inserts
+/// are counted by the trigger, and their commits are announced to the other replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_before_the_timeline_are_counted_per_hour() {
+    require_postgres!();
+    let schema = PgSchema::create().await;
+    let apps = replicas(&schema, 1).await;
+    for n in 0..3 {
+        apps[0]
+            .store(&message(
+                &format!("old-{n}"),
+                "+919876543210",
+                "2025-01-15T10:00:00Z",
+                None,
+            ))
+            .await;
+    }
+    drop(apps);
+    back_to_version_5(&schema).await;
+    schema
+        .execute("UPDATE messages SET created_at = '2026-12-07T09:30:00.000000Z' WHERE message_id = 'old-0'")
+        .await;
+
+    let apps = replicas(&schema, 2).await;
+    let hours = |sql| schema.query_i64(sql);
+    assert_eq!(
+        hours("SELECT SUM(message_count)::bigint FROM arrival_hours WHERE hour = '2026-12-07T09'").await,
+        1
+    );
+    assert_eq!(
+        hours("SELECT SUM(message_count)::bigint FROM arrival_hours").await,
+        3
+    );
+    // A replica learns the other's positions only from its announcements (its own writer
+    // stored nothing). Its listener may still be connecting at first: try a few commits.
+    let mut heard = apps[1].state.store.arrival_signal();
+    let before = *heard.borrow_and_update();
+    let mut stored = 3;
+    for attempt in 0..5 {
+        apps[0]
+            .store(&message(
+                &format!("new-{attempt}"),
+                "+919876543210",
+                "2025-01-15T10:00:00Z",
+                None,
+            ))
+            .await;
+        stored += 1;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), heard.changed()).await;
+        if *heard.borrow_and_update() > before {
+            break;
+        }
+    }
+    assert!(
+        *heard.borrow() > before,
+        "no commit of the other replica was announced"
+    );
+    assert_eq!(
+        hours("SELECT SUM(message_count)::bigint FROM arrival_hours").await,
+        stored
     );
 }
 

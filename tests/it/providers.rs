@@ -482,7 +482,7 @@ async fn the_detail_finds_any_id_and_404s_the_rest(app: TestApp) {
         assert_eq!(status, StatusCode::OK, "{id}");
         assert_eq!(shown["message_id"], id);
     }
-    for missing in ["/messages/nothing-here", "/messages/%FF%FE", "/messages/stream"] {
+    for missing in ["/messages/nothing-here", "/messages/%FF%FE"] {
         let (status, body) = app.get_json(missing).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
         assert_eq!(body, json!({"detail": "message not found"}), "{missing}");
@@ -492,6 +492,14 @@ async fn the_detail_finds_any_id_and_404s_the_rest(app: TestApp) {
         export.status(),
         StatusCode::OK,
         "the export's path wins over an id"
+    );
+    app.store(&message("stream", "+919876543210", "2025-01-15T10:00:00Z", None))
+        .await;
+    let stream = app.get("/messages/stream").await;
+    assert_eq!(
+        (stream.status(), &stream.headers()["content-type"]),
+        (StatusCode::OK, &"text/event-stream".parse().expect("header")),
+        "the stream's path wins over an id"
     );
 }
 
