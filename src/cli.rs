@@ -1,4 +1,4 @@
-//! The command line: `serve` (the default), `sign`, `send`, `migrate` and `bench`.
+//! The command line: `serve` (the default), `sign`, `send`, `migrate`, `bench` and `tail`.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -15,6 +15,7 @@ use crate::server::serve;
 use crate::signature::SigningKey;
 use crate::sources::twilio;
 use crate::store::{self, StoreError};
+use crate::tail::{self, TailArgs, TailError};
 use crate::telemetry::{self, Logger};
 
 #[derive(Debug, Parser)]
@@ -56,6 +57,8 @@ pub enum Command {
     Migrate(StorageArgs),
     /// Generate load against a running service, or seed a database (see BENCHMARKS.md).
     Bench(BenchArgs),
+    /// Follow new messages as they arrive, in the terminal or forwarded to a local URL.
+    Tail(TailArgs),
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +138,8 @@ pub enum CliError {
     NotAForm(String),
     #[error("bench: {0}")]
     Bench(#[from] BenchError),
+    #[error("tail: {0}")]
+    Tail(#[from] TailError),
 }
 
 /// Runs what the command line asks for.
@@ -153,6 +158,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Send(args) => send(args).await,
         Command::Migrate(storage) => migrate(storage).await,
         Command::Bench(args) => Ok(bench::run(args).await?),
+        Command::Tail(args) => Ok(tail::run(args).await?),
     }
 }
 

@@ -21,4 +21,5 @@ pub mod signature;
 pub mod sources;
 pub mod store;
 pub mod stream;
+pub mod tail;
 pub mod telemetry;

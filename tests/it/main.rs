@@ -40,4 +40,5 @@ mod smoke;
 mod stats;
 mod stream;
 mod structure;
+mod tail;
 mod webhook;
