@@ -211,21 +211,7 @@ async fn a_reader_following_three_replicas_sees_every_message_once() {
     let schema = PgSchema::create().await;
     let apps = Arc::new(crate::postgres::replicas(&schema, 3).await);
     let writing = Arc::new(AtomicBool::new(true));
-    let mut writers = Vec::new();
-    for (replica, client_index) in (0..3).flat_map(|replica| (0..4).map(move |client| (replica, client))) {
-        let apps = Arc::clone(&apps);
-        let writing = Arc::clone(&writing);
-        writers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while writing.load(Ordering::SeqCst) {
-                let id = format!("r{replica}-c{client_index}-{n}");
-                apps[replica]
-                    .store(&message(&id, "+919876543210", "2025-01-15T10:00:00Z", None))
-                    .await;
-                n += 1;
-            }
-        }));
-    }
+    let writers = crate::postgres::keep_writing(&apps, &writing);
     let reader_store = Arc::clone(&apps[0].state.store);
     let mut seen: Vec<String> = Vec::new();
     let mut cursor = 0;

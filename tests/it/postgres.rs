@@ -38,6 +38,28 @@ pub async fn replicas(schema: &PgSchema, count: usize) -> Vec<TestApp> {
     apps
 }
 
+/// Four clients per replica storing distinct messages, one after the other, until `writing`
+/// turns false: replicas committing at once, as under load.
+pub fn keep_writing(apps: &Arc<Vec<TestApp>>, writing: &Arc<AtomicBool>) -> Vec<JoinHandle<()>> {
+    let clients = (0..apps.len()).flat_map(|replica| (0..4).map(move |client| (replica, client)));
+    clients
+        .map(|(replica, client)| {
+            let apps = Arc::clone(apps);
+            let writing = Arc::clone(writing);
+            tokio::spawn(async move {
+                let mut n = 0;
+                while writing.load(Ordering::SeqCst) {
+                    let id = format!("r{replica}-c{client}-{n}");
+                    apps[replica]
+                        .store(&message(&id, "+919876543210", "2025-01-15T10:00:00Z", None))
+                        .await;
+                    n += 1;
+                }
+            })
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_starting_together_apply_each_migration_once() {
     require_postgres!();

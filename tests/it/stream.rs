@@ -378,21 +378,7 @@ async fn a_stream_resumed_across_three_replicas_gets_every_message_once() {
     let schema = PgSchema::create().await;
     let apps = Arc::new(crate::postgres::replicas(&schema, 3).await);
     let writing = Arc::new(AtomicBool::new(true));
-    let mut writers = Vec::new();
-    for (replica, client) in (0..3).flat_map(|replica| (0..4).map(move |client| (replica, client))) {
-        let apps = Arc::clone(&apps);
-        let writing = Arc::clone(&writing);
-        writers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while writing.load(Ordering::SeqCst) {
-                let id = format!("r{replica}-c{client}-{n}");
-                apps[replica]
-                    .store(&message(&id, "+919876543210", "2025-01-15T10:00:00Z", None))
-                    .await;
-                n += 1;
-            }
-        }));
-    }
+    let writers = crate::postgres::keep_writing(&apps, &writing);
     let mut received: Vec<String> = Vec::new();
     let mut last_id = 0;
     let mut resumptions = 0;

@@ -203,48 +203,14 @@ impl Launch {
         self
     }
 
-    /// Starts the service and waits until it is ready (or, without a secret, live).
+    /// Starts the service on a free port and waits until it is ready (or, without a secret,
+    /// live).
     pub async fn start(self) -> Server {
-        let port = free_port();
-        let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("DATABASE_URL", sqlite_url(&self.db_path))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(secret) = &self.secret {
-            command.env("WEBHOOK_SECRET", secret);
-        }
-        for (name, value) in &self.extra_env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("spawn webhook-inbox");
-        let stdout = Drain::new(child.stdout.take().expect("stdout"));
-        let stderr = Drain::new(child.stderr.take().expect("stderr"));
-        let mut server = Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            client: http_client(),
-            stdout,
-            stderr,
-            answered_polls: 0,
-            exited: None,
-        };
-        let probe = if self.secret.is_some() {
-            "/health/ready"
-        } else {
-            "/health/live"
-        };
-        server.wait_until_ok(probe).await;
-        server
+        self.start_on(free_port()).await
     }
 
-    /// Starts the service as [`Launch::start`] does, but on `port`: a server restarted on the
-    /// port of one that was killed is found where its clients left it.
+    /// Starts the service on `port` and waits until it is ready (or, without a secret, live): a
+    /// server restarted on the port of one that was killed is found where its clients left it.
     pub async fn start_on(self, port: u16) -> Server {
         let mut command = Command::new(BIN);
         command
