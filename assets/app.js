@@ -628,7 +628,8 @@ function bucketLabel(start, bucket) {
 }
 
 function drawTimeline({ bucket, buckets }) {
-  const width = 720;
+  // As wide as its box (in CSS pixels), so that the labels keep their size on a phone.
+  const width = Math.min(960, Math.max(300, byId('timeline-chart').clientWidth || 720));
   const height = 180;
   const pad = { top: 16, right: 8, bottom: 24, left: 40 };
   const plotWidth = width - pad.left - pad.right;

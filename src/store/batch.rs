@@ -174,6 +174,11 @@ impl ArrivalSignal {
         });
     }
 
+    /// The last position known to be committed (on SQLite with `synchronous=full`: on disk).
+    pub fn last(&self) -> u64 {
+        *self.0.borrow()
+    }
+
     /// Wakes whoever waits on a receiver without raising the position: read again.
     pub fn nudge(&self) {
         self.0.send_modify(|_| {});

@@ -137,14 +137,18 @@ impl Store for SqliteStore {
         self.writer.insert_together(messages).await
     }
 
+    /// Only up to the last position made known (with `synchronous=full`, once its commit is on
+    /// disk): a follower never gets a message that a power loss could still take away.
     async fn arrivals_after(&self, after: u64, limit: u32) -> Result<Vec<Arrival>, StoreError> {
+        let up_to = self.arrivals.last();
         self.readers
-            .run(move |conn| queries::arrivals_after(conn, after, limit))
+            .run(move |conn| queries::arrivals_between(conn, after, up_to, limit))
             .await
     }
 
+    /// The writer keeps it: the last position whose commit is durable.
     async fn last_arrival(&self) -> Result<u64, StoreError> {
-        self.readers.run(queries::last_arrival).await
+        Ok(self.arrivals.last())
     }
 
     fn arrival_signal(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -406,13 +406,19 @@ fn source_of(row: &Row<'_>, column: usize) -> rusqlite::Result<Source> {
     })
 }
 
-/// Up to `limit` messages after position `after` of the arrival order, in that order.
-pub fn arrivals_after(conn: &Connection, after: u64, limit: u32) -> rusqlite::Result<Vec<Arrival>> {
+/// Up to `limit` messages after position `after` and at most `up_to` of the arrival order, in that order.
+pub fn arrivals_between(
+    conn: &Connection,
+    after: u64,
+    up_to: u64,
+    limit: u32,
+) -> rusqlite::Result<Vec<Arrival>> {
+    let position = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     conn.prepare_cached(&format!(
-        "SELECT {MESSAGE_COLUMNS}, m.arrival FROM messages AS m WHERE m.arrival > ? ORDER BY m.arrival LIMIT ?"
+        "SELECT {MESSAGE_COLUMNS}, m.arrival FROM messages AS m WHERE m.arrival > ? AND m.arrival <= ? ORDER BY m.arrival LIMIT ?"
     ))?
     .query_map(
-        params![i64::try_from(after).unwrap_or(i64::MAX), limit],
+        params![position(after), position(up_to), limit],
         |row| {
             Ok(Arrival {
                 message: message_from_row(row)?,

@@ -35,7 +35,7 @@ use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
-use crate::store::batch::PendingAnswers;
+use crate::store::batch::{ArrivalSignal, PendingAnswers};
 use crate::store::{InsertOutcome, StoreError};
 
 /// How the thread makes a WAL file durable: `File::sync_data` (fdatasync) but in tests.
@@ -46,6 +46,8 @@ struct Committed {
     wal: Arc<File>,
     answers: PendingAnswers,
     outcomes: Vec<InsertOutcome>,
+    /// The arrival order's last position once this batch is in: raised only when it is durable.
+    last_arrival: u64,
 }
 
 /// The sync thread and the way to hand it batches.
@@ -57,13 +59,16 @@ pub struct WalSyncer {
 }
 
 impl WalSyncer {
-    pub fn start(sync: SyncFile) -> io::Result<WalSyncer> {
+    /// Starts the thread; it raises `arrivals` to each batch's last position once the batch is
+    /// on disk, so that followers of the arrival order never see a message a power loss could
+    /// still take away.
+    pub fn start(sync: SyncFile, arrivals: ArrivalSignal) -> io::Result<WalSyncer> {
         let (committed, received) = channel();
         let in_doubt = Arc::new(AtomicBool::new(false));
         let doubt = Arc::clone(&in_doubt);
         let thread = std::thread::Builder::new()
             .name("sqlite-wal-sync".into())
-            .spawn(move || run(&received, sync, &doubt))?;
+            .spawn(move || run(&received, sync, &doubt, &arrivals))?;
         Ok(WalSyncer {
             committed: Some(committed),
             thread: Some(thread),
@@ -83,17 +88,20 @@ impl WalSyncer {
         self.in_doubt.store(false, Ordering::SeqCst);
     }
 
-    /// Answers `answers` with `outcomes` once `wal`, which holds their commit, is on disk.
+    /// Answers `answers` with `outcomes` once `wal`, which holds their commit, is on disk, and
+    /// then makes positions up to `last_arrival` known.
     pub fn answer_when_durable(
         &self,
         wal: &Arc<File>,
         answers: PendingAnswers,
         outcomes: Vec<InsertOutcome>,
+        last_arrival: u64,
     ) {
         let batch = Committed {
             wal: Arc::clone(wal),
             answers,
             outcomes,
+            last_arrival,
         };
         let Some(committed) = &self.committed else {
             batch.answers.answer(Err(StoreError::ShuttingDown));
@@ -122,7 +130,7 @@ impl Drop for WalSyncer {
     }
 }
 
-fn run(received: &Receiver<Committed>, mut sync: SyncFile, in_doubt: &AtomicBool) {
+fn run(received: &Receiver<Committed>, mut sync: SyncFile, in_doubt: &AtomicBool, arrivals: &ArrivalSignal) {
     while let Ok(first) = received.recv() {
         // Every batch waiting now was committed before this sync starts, so it covers them all.
         let mut due = vec![first];
@@ -138,6 +146,9 @@ fn run(received: &Receiver<Committed>, mut sync: SyncFile, in_doubt: &AtomicBool
                     result
                 }
             };
+            if result.is_ok() {
+                arrivals.committed(batch.last_arrival);
+            }
             batch
                 .answers
                 .answer(result.map(|()| batch.outcomes).map_err(StoreError::Unavailable));
@@ -207,15 +218,19 @@ mod tests {
         Arc::new(tempfile::tempfile().expect("temp file"))
     }
 
-    /// A syncer whose syncs count themselves in `begun`, then wait while the test holds `gate`.
-    fn gated_syncer() -> (WalSyncer, Arc<AtomicUsize>, Arc<Mutex<()>>) {
+    /// A syncer whose syncs count themselves in `begun`, then wait while the test holds `gate`;
+    /// it raises `arrivals`.
+    fn gated_syncer(arrivals: ArrivalSignal) -> (WalSyncer, Arc<AtomicUsize>, Arc<Mutex<()>>) {
         let (begun, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(())));
         let (counted, waited) = (Arc::clone(&begun), Arc::clone(&gate));
-        let syncer = WalSyncer::start(Box::new(move |_| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            drop(waited.lock());
-            Ok(())
-        }))
+        let syncer = WalSyncer::start(
+            Box::new(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(waited.lock());
+                Ok(())
+            }),
+            arrivals,
+        )
         .expect("start");
         (syncer, begun, gate)
     }
@@ -227,8 +242,9 @@ mod tests {
     }
 
     #[test]
-    fn no_answer_leaves_before_the_sync_that_covers_it_has_finished() {
-        let (mut syncer, begun, gate) = gated_syncer();
+    fn no_answer_and_no_position_leaves_before_the_sync_that_covers_it_has_finished() {
+        let arrivals = ArrivalSignal::new(3);
+        let (mut syncer, begun, gate) = gated_syncer(arrivals.clone());
         let held = gate.lock().expect("gate");
         let wal = temp_wal();
         let (answers, mut receivers) = pending(2);
@@ -236,6 +252,7 @@ mod tests {
             &wal,
             answers,
             vec![InsertOutcome::Created, InsertOutcome::Duplicate],
+            4,
         );
 
         wait_for_first_sync(&begun);
@@ -246,8 +263,14 @@ mod tests {
                 "answered while the sync was still running"
             );
         }
+        assert_eq!(
+            arrivals.last(),
+            3,
+            "position 4 was made known before it was on disk"
+        );
         drop(held);
         syncer.stop();
+        assert_eq!(arrivals.last(), 4);
         let outcomes: Vec<_> = receivers
             .into_iter()
             .map(|mut receiver| receiver.try_recv().expect("answered").expect("stored"))
@@ -257,13 +280,13 @@ mod tests {
 
     #[test]
     fn batches_waiting_together_share_one_sync() {
-        let (mut syncer, begun, gate) = gated_syncer();
+        let (mut syncer, begun, gate) = gated_syncer(ArrivalSignal::new(0));
         let held = gate.lock().expect("gate");
         let wal = temp_wal();
         let mut receivers = Vec::new();
         for batch in 0..5 {
             let (answers, batch_receivers) = pending(1);
-            syncer.answer_when_durable(&wal, answers, vec![InsertOutcome::Created]);
+            syncer.answer_when_durable(&wal, answers, vec![InsertOutcome::Created], batch + 1);
             receivers.extend(batch_receivers);
             if batch == 0 {
                 wait_for_first_sync(&begun);
@@ -295,18 +318,22 @@ mod tests {
     fn after_a_failed_sync_every_batch_is_refused_unsynced_until_the_doubt_is_settled() {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
-        let mut syncer = WalSyncer::start(Box::new(move |_| {
-            if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                Err(io::Error::other("the disk went away"))
-            } else {
-                Ok(())
-            }
-        }))
+        let arrivals = ArrivalSignal::new(0);
+        let mut syncer = WalSyncer::start(
+            Box::new(move |_| {
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Err(io::Error::other("the disk went away"))
+                } else {
+                    Ok(())
+                }
+            }),
+            arrivals.clone(),
+        )
         .expect("start");
         let wal = temp_wal();
         let hand_over = |syncer: &WalSyncer| {
             let (answers, receivers) = pending(1);
-            syncer.answer_when_durable(&wal, answers, vec![InsertOutcome::Created]);
+            syncer.answer_when_durable(&wal, answers, vec![InsertOutcome::Created], 1);
             answer_of(receivers)
         };
 
@@ -326,10 +353,16 @@ mod tests {
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(syncer.in_doubt());
+        assert_eq!(
+            arrivals.last(),
+            0,
+            "a position of an unsynced batch was made known"
+        );
 
         syncer.settled();
         assert_eq!(hand_over(&syncer).expect("stored"), InsertOutcome::Created);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(arrivals.last(), 1);
         assert!(!syncer.in_doubt());
         syncer.stop();
     }

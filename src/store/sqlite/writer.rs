@@ -197,9 +197,11 @@ impl Writer {
             Target::Memory(_) => None,
         };
         let wal_syncer = match (&target, synchronous) {
-            (Target::File(_), Synchronous::Full) => Some(WalSyncer::start(sync_wal).map_err(|error| {
-                StoreError::Unavailable(format!("cannot start the WAL sync thread: {error}"))
-            })?),
+            (Target::File(_), Synchronous::Full) => {
+                Some(WalSyncer::start(sync_wal, arrivals.clone()).map_err(|error| {
+                    StoreError::Unavailable(format!("cannot start the WAL sync thread: {error}"))
+                })?)
+            }
             _ => None,
         };
         let wal = take_over_commit_syncs(wal_syncer.as_ref(), &conn, &target);
@@ -226,28 +228,34 @@ impl Writer {
     }
 
     /// Commits one batch; any failure answers the whole batch with the error.
-    fn commit(&mut self, messages: &[NewMessage]) -> Result<Vec<InsertOutcome>, StoreError> {
+    fn commit(&mut self, messages: &[NewMessage]) -> Result<Committed, StoreError> {
         let created_at = self.settings.clock.now_rfc3339();
         let conn = self.usable_connection()?;
         let committed = commit(conn, messages, &created_at).map_err(unavailable);
         self.record_write(committed.is_ok());
-        let Committed {
-            outcomes,
-            last_arrival,
-        } = committed?;
-        self.stored.add_created(&outcomes);
-        self.arrivals.committed(last_arrival);
-        Ok(outcomes)
+        let committed = committed?;
+        self.stored.add_created(&committed.outcomes);
+        Ok(committed)
     }
 
-    /// Answers a batch that `commit` committed (or failed to): at once, or once the WAL sync
-    /// thread has synced the WAL file that holds it.
-    fn answer(&self, batch: &mut Batch<WriterJob>, committed: Result<Vec<InsertOutcome>, StoreError>) {
+    /// Answers a batch that `commit` committed (or failed to), and makes its positions of the
+    /// arrival order known: at once, or once the WAL sync thread has synced the WAL file that
+    /// holds it, so that no follower sees a message that a power loss could still take away.
+    fn answer(&self, batch: &mut Batch<WriterJob>, committed: Result<Committed, StoreError>) {
         match (committed, &self.wal_syncer, &self.wal) {
-            (Ok(outcomes), Some(syncer), Some(wal)) => {
-                syncer.answer_when_durable(wal, batch.answer_later(), outcomes);
+            (Ok(committed), Some(syncer), Some(wal)) => {
+                syncer.answer_when_durable(
+                    wal,
+                    batch.answer_later(),
+                    committed.outcomes,
+                    committed.last_arrival,
+                );
             }
-            (committed, ..) => batch.answer(committed),
+            (Ok(committed), ..) => {
+                self.arrivals.committed(committed.last_arrival);
+                batch.answer(Ok(committed.outcomes));
+            }
+            (Err(error), ..) => batch.answer(Err(error)),
         }
     }
 
