@@ -259,14 +259,11 @@ async fn back_to_version_3(schema: &PgSchema) {
         .await;
 }
 
-/// Rows written by the previous version become `webhook` messages, counted per source, and the
-/// counts then follow inserts and deletes whoever makes them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_source() {
-    require_postgres!();
-    let schema = PgSchema::create().await;
-    let apps = replicas(&schema, 1).await;
-    for n in 0..5 {
+/// Stores `count` messages, `old-0`, `old-1`, …, through a replica of this version, which then
+/// stops: the rows that an older version, rolled back to below, would have written.
+async fn store_as_the_current_version(schema: &PgSchema, count: usize) {
+    let apps = replicas(schema, 1).await;
+    for n in 0..count {
         apps[0]
             .store(&message(
                 &format!("old-{n}"),
@@ -276,7 +273,15 @@ async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_so
             ))
             .await;
     }
-    drop(apps);
+}
+
+/// Rows written by the previous version become `webhook` messages, counted per source, and the
+/// counts then follow inserts and deletes whoever makes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_source() {
+    require_postgres!();
+    let schema = PgSchema::create().await;
+    store_as_the_current_version(&schema, 5).await;
     back_to_version_3(&schema).await;
 
     let apps = replicas(&schema, 1).await;
@@ -318,18 +323,7 @@ async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_so
 async fn rows_written_before_the_timeline_are_counted_per_hour() {
     require_postgres!();
     let schema = PgSchema::create().await;
-    let apps = replicas(&schema, 1).await;
-    for n in 0..3 {
-        apps[0]
-            .store(&message(
-                &format!("old-{n}"),
-                "+919876543210",
-                "2025-01-15T10:00:00Z",
-                None,
-            ))
-            .await;
-    }
-    drop(apps);
+    store_as_the_current_version(&schema, 3).await;
     back_to_version_5(&schema).await;
     schema
         .execute("UPDATE messages SET created_at = '2026-12-07T09:30:00.000000Z' WHERE message_id = 'old-0'")
