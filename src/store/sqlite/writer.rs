@@ -222,7 +222,8 @@ impl Writer {
         })
     }
 
-    /// Raised by every commit that stores messages.
+    /// Raised to the last position of every commit that stores messages, once that commit is
+    /// durable (see [`Writer::answer`]).
     pub fn arrival_signal(&self) -> ArrivalSignal {
         self.arrivals.clone()
     }
