@@ -60,15 +60,17 @@ pub(super) async fn stream(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let (after, filter) =
+    let (resume, filter) =
         parse_request(&headers, query.as_deref().unwrap_or_default()).map_err(ApiError::Validation)?;
     let subscription = state
         .streams
-        .subscribe(after, &filter)
+        .subscribe(resume.as_ref().map(|resume| resume.after), &filter)
         .await
         .map_err(|error| match error {
             SubscribeError::Full => ApiError::TooManyStreams,
-            SubscribeError::UnknownPosition => ApiError::Validation(vec![unknown_position(after)]),
+            SubscribeError::UnknownPosition => {
+                ApiError::Validation(resume.iter().map(ResumePoint::past_the_end).collect())
+            }
             SubscribeError::Store(error) => error.into(),
         })?;
     let heartbeat = KeepAlive::new().interval(state.streams.settings().heartbeat);
@@ -82,31 +84,55 @@ pub(super) async fn stream(
     Ok(response)
 }
 
-/// Where to resume and what to let through, or every bad parameter.
-fn parse_request(headers: &HeaderMap, query: &str) -> Result<(Option<u64>, MessageFilter), Vec<FieldError>> {
-    let mut raw = RawParams::read(query);
-    let mut errors = Vec::new();
-    let filter = raw.take_filter(&mut errors);
-    let from_header = headers
-        .get(LAST_EVENT_ID)
-        .map(|value| (String::from_utf8_lossy(value.as_bytes()).into_owned(), "header"))
-        .filter(|(id, _)| !id.trim().is_empty());
-    let given = from_header.or_else(|| raw.after.take().map(|id| (id, "query")));
-    let after = given.and_then(|(id, place)| {
-        let parsed = parse_id(&id);
-        if parsed.is_none() {
-            let name = if place == "header" { LAST_EVENT_ID } else { "after" };
+/// The id a stream resumes after, and the parameter that gave it, for an error that names it.
+struct ResumePoint {
+    after: u64,
+    loc: Vec<&'static str>,
+}
+
+impl ResumePoint {
+    /// The id, or an error entry at `loc`: `Last-Event-ID` when it is given, else `after`.
+    fn read(headers: &HeaderMap, after: Option<String>, errors: &mut Vec<FieldError>) -> Option<ResumePoint> {
+        let from_header = headers
+            .get(LAST_EVENT_ID)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .filter(|id| !id.trim().is_empty())
+            .map(|id| (id, vec!["header", LAST_EVENT_ID]));
+        let (id, loc) = from_header.or_else(|| after.map(|id| (id, vec!["query", "after"])))?;
+        let Some(after) = parse_id(&id) else {
             errors.push(FieldError::new(
                 "int_parsing",
-                vec![place, name],
+                loc,
                 "Input should be an id of this stream (a non-negative integer)",
                 Value::String(id),
             ));
-        }
-        parsed
-    });
+            return None;
+        };
+        Some(ResumePoint { after, loc })
+    }
+
+    /// The error of an id this database never gave out.
+    fn past_the_end(&self) -> FieldError {
+        FieldError::new(
+            "value_error",
+            self.loc.clone(),
+            "Value error, this id is past the last stored message: it is not from this database",
+            Value::String(self.after.to_string()),
+        )
+    }
+}
+
+/// Where to resume and what to let through, or every bad parameter.
+fn parse_request(
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<(Option<ResumePoint>, MessageFilter), Vec<FieldError>> {
+    let mut raw = RawParams::read(query);
+    let mut errors = Vec::new();
+    let filter = raw.take_filter(&mut errors);
+    let resume = ResumePoint::read(headers, raw.after.take(), &mut errors);
     if errors.is_empty() {
-        Ok((after, filter))
+        Ok((resume, filter))
     } else {
         Err(errors)
     }
@@ -119,15 +145,6 @@ fn parse_id(id: &str) -> Option<u64> {
         return None;
     }
     id.parse().ok()
-}
-
-fn unknown_position(after: Option<u64>) -> FieldError {
-    FieldError::new(
-        "value_error",
-        vec!["query", "after"],
-        "Value error, this id is past the last stored message: it is not from this database",
-        Value::String(after.unwrap_or_default().to_string()),
-    )
 }
 
 /// The frames of one stream: its starting id, then one event per message, until it ends.

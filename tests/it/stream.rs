@@ -177,6 +177,7 @@ async fn bad_ids_and_filters_are_refused(app: TestApp) {
         ("?after=99999999999999999999", None, json!(["query", "after"])),
         ("?after=2", None, json!(["query", "after"])),
         ("", Some("x1"), json!(["header", "last-event-id"])),
+        ("", Some("2"), json!(["header", "last-event-id"])),
         ("?source=email", None, json!(["query", "source"])),
         ("?since=yesterday", None, json!(["query", "since"])),
     ] {
