@@ -1,5 +1,6 @@
-//! The query string of the message reads (`/messages` and `/messages/export`): read by one piece
-//! of code, so both take the same filters under the same rules.
+//! The query string of the reads (`/messages`, `/messages/export`, `/messages/stream`,
+//! `/stats/timeline`): read by one piece of code, so all take the same filters under the same
+//! rules.
 
 use serde_json::Value;
 use utoipa::IntoParams;
@@ -80,6 +81,7 @@ pub struct RawParams {
     pub source: Option<String>,
     pub include: Option<String>,
     pub after: Option<String>,
+    pub bucket: Option<String>,
 }
 
 impl RawParams {
@@ -98,6 +100,7 @@ impl RawParams {
                 "source" => &mut raw.source,
                 "include" => &mut raw.include,
                 "after" => &mut raw.after,
+                "bucket" => &mut raw.bucket,
                 _ => continue,
             };
             *slot = Some(value.into_owned());

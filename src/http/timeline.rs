@@ -17,15 +17,16 @@ use utoipa::ToSchema;
 
 use super::ApiError;
 use super::error::{ErrorDetail, ValidationErrors};
+use super::query::RawParams;
 use crate::app::AppState;
 use crate::message::{FieldError, Timestamp, timestamp_error};
 use crate::store::HOUR_KEY_LEN;
 
 pub const PATH: &str = "/stats/timeline";
 
-/// The key of an hour as `created_at` starts with it, and of a day.
+/// The key of an hour as `created_at` starts with it; a day's is its first 10 characters.
 const HOUR_KEY: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]");
-const DAY_KEY: &[BorrowedFormatItem<'static>] = format_description!("[year]-[month]-[day]");
+const DAY_KEY_LEN: usize = 10;
 const BUCKET_START: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:00:00Z");
 
@@ -82,12 +83,19 @@ impl Bucket {
         instant.replace_time(Time::from_hms(hour, 0, 0).unwrap_or(Time::MIDNIGHT))
     }
 
+    /// How much of an hour key (`2026-12-07T19`) names this bucket: all of it, or the day.
+    fn key_len(self) -> usize {
+        match self {
+            Bucket::Hour => HOUR_KEY_LEN,
+            Bucket::Day => DAY_KEY_LEN,
+        }
+    }
+
+    /// The key of the bucket that starts at `start`: the start of the hour keys it holds.
     fn key(self, start: OffsetDateTime) -> String {
-        let format = match self {
-            Bucket::Hour => HOUR_KEY,
-            Bucket::Day => DAY_KEY,
-        };
-        start.format(format).unwrap_or_default()
+        let mut key = start.format(HOUR_KEY).unwrap_or_default();
+        key.truncate(self.key_len());
+        key
     }
 }
 
@@ -166,11 +174,7 @@ pub(super) async fn timeline(
     if first <= current {
         let since_hour = Bucket::Hour.key(first);
         for hour in state.store.arrivals_per_hour(&since_hour).await? {
-            let key_len = match bucket {
-                Bucket::Hour => HOUR_KEY_LEN,
-                Bucket::Day => DAY_KEY_LEN,
-            };
-            let key = hour.hour.get(..key_len).unwrap_or(&hour.hour).to_owned();
+            let key = hour.hour.get(..bucket.key_len()).unwrap_or(&hour.hour).to_owned();
             *counts.entry(key).or_default() += hour.count;
         }
     }
@@ -186,20 +190,13 @@ pub(super) async fn timeline(
     Ok(Json(Timeline { bucket, buckets }))
 }
 
-/// The length of a day key at the start of an hour key.
-const DAY_KEY_LEN: usize = 10;
-
 /// The bucket width and the start of the window's first bucket, or every bad parameter.
 fn parse_window(query: &str, now: OffsetDateTime) -> Result<(Bucket, OffsetDateTime), Vec<FieldError>> {
-    let mut bucket_name = None;
-    let mut since_text = None;
-    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        match name.as_ref() {
-            "bucket" => bucket_name = Some(value.into_owned()),
-            "since" => since_text = Some(value.into_owned()),
-            _ => {}
-        }
-    }
+    let RawParams {
+        bucket: bucket_name,
+        since: since_text,
+        ..
+    } = RawParams::read(query);
     let mut errors = Vec::new();
     let bucket = match bucket_name.as_deref() {
         None => Some(Bucket::Hour),
