@@ -635,6 +635,33 @@ mod tests {
         assert!(retention_of(&["--retention-batch-size", "0"]).is_err());
     }
 
+    fn streams_of(flags: &[&str]) -> Result<StreamSettings, String> {
+        use clap::Parser;
+        let argv = std::iter::once("webhook-inbox").chain(flags.iter().copied());
+        Serve::try_parse_from(argv)
+            .map(|parsed| parsed.args.streams.settings())
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn a_stream_s_heartbeat_comes_at_least_every_15_seconds() {
+        assert_eq!(streams_of(&[]), Ok(StreamSettings::default()));
+        assert_eq!(StreamSettings::default().heartbeat, Duration::from_secs(15));
+        let fastest = streams_of(&["--stream-heartbeat-ms", "10"]).unwrap();
+        assert_eq!(fastest.heartbeat, Duration::from_millis(10));
+        for bad in ["15001", "9", "0", "-1", "fast"] {
+            let error = streams_of(&[&format!("--stream-heartbeat-ms={bad}")]).unwrap_err();
+            assert!(error.contains("STREAM_HEARTBEAT_MS"), "{bad:?}: {error}");
+        }
+        for (flag, bad) in [
+            ("--max-streams", "0"),
+            ("--stream-buffer", "0"),
+            ("--stream-buffer", "1000001"),
+        ] {
+            assert!(streams_of(&[flag, bad]).is_err(), "{flag} {bad}");
+        }
+    }
+
     #[test]
     fn log_levels_parse_in_any_case() {
         assert_eq!(parse_log_level("debug"), Ok(LogLevel::Debug));
