@@ -1,6 +1,6 @@
 //! The composition root: the application's state, built once at start-up from the settings and
-//! handed to the HTTP layer, the server, retention and the stream hub, none of which builds
-//! anything itself.
+//! handed to the HTTP layer, the server, retention, the stream hub and forwarding, none of which
+//! builds anything itself.
 //!
 //! The order matters in one place: the metrics exist before the store, which reports every
 //! batch its writer commits to them from the first one on.
@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::clock::Clock;
 use crate::config::{Limits, ServeArgs};
 use crate::credentials::Credentials;
+use crate::forward::{ForwardError, Forwarder};
 use crate::retention::{Retainer, RetentionPolicy};
 use crate::signature::SecretError;
 use crate::sources::{ProviderError, Providers};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub retention: Option<RetentionPolicy>,
     /// The live streams of `GET /messages/stream`.
     pub streams: StreamHub,
+    /// Forwarding to `FORWARD_URL`; `None` when it is not configured.
+    pub forwarder: Option<Arc<Forwarder>>,
     pub shutdown: ShutdownFlag,
 }
 
@@ -65,6 +68,8 @@ pub enum StartError {
     Provider(#[from] ProviderError),
     #[error("cannot open {database}: {source}")]
     OpenStore { database: String, source: StoreError },
+    #[error("{0}")]
+    Forward(#[from] ForwardError),
 }
 
 impl AppState {
@@ -72,6 +77,7 @@ impl AppState {
     /// system clock, fresh metrics, and the store `DATABASE_URL` names, reporting to them.
     pub async fn from_settings(args: &ServeArgs, logger: Logger) -> Result<Arc<AppState>, StartError> {
         let credentials = Credentials::from_args(args)?;
+        let forward_settings = args.forward.settings().map_err(ForwardError::from)?;
         let providers = Providers::from_args(&args.providers)?;
         if providers.whatsapp.is_some() && args.max_body_bytes < WHATSAPP_BATCH_BYTES {
             tracing::warn!(
@@ -95,6 +101,12 @@ impl AppState {
                 source,
             })?;
         let streams = StreamHub::start(Arc::clone(&store), args.streams.settings(), metrics.streams());
+        let forwarder = match forward_settings {
+            Some(settings) => Some(Arc::new(
+                Forwarder::start(Arc::clone(&store), settings, &metrics.forwarding(), logger, clock.clone()).await?,
+            )),
+            None => None,
+        };
         Ok(Arc::new(AppState {
             store,
             credentials,
@@ -105,6 +117,7 @@ impl AppState {
             clock,
             retention: RetentionPolicy::from_args(&args.retention),
             streams,
+            forwarder,
             shutdown: ShutdownFlag::default(),
         }))
     }

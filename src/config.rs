@@ -31,6 +31,13 @@ pub mod defaults {
     pub const MAX_STREAMS: u32 = 1_000;
     pub const STREAM_HEARTBEAT_MS: u64 = 15_000;
     pub const STREAM_BUFFER: u32 = 1_024;
+    pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
+    pub const FORWARD_MAX_AGE: &str = "24h";
+    pub const FORWARD_CONCURRENCY: u32 = 16;
+    pub const FORWARD_BACKOFF_MIN_MS: u64 = 1_000;
+    pub const FORWARD_BACKOFF_MAX_MS: u64 = 3_600_000;
+    pub const FORWARD_PAUSE_AFTER_MS: u64 = 300_000;
+    pub const FORWARD_PROBE_INTERVAL_MS: u64 = 30_000;
 }
 
 /// Settings of `serve` (and of `migrate`, which shares the storage ones).
@@ -102,6 +109,157 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub streams: StreamArgs,
+
+    #[command(flatten)]
+    pub forward: ForwardArgs,
+}
+
+/// Forwarding every stored message to the user's application (docs/forwarding.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ForwardArgs {
+    /// Where every stored message is POSTed: one or more http(s) URLs, separated by commas.
+    /// Unset: nothing is forwarded.
+    #[arg(long, env = "FORWARD_URL", value_parser = parse_destinations)]
+    pub forward_url: Option<Destinations>,
+
+    /// The `whsec_…` secret that signs forwarded messages (Standard Webhooks); required with
+    /// FORWARD_URL.
+    #[arg(long, env = "FORWARD_SECRET", hide_env_values = true)]
+    pub forward_secret: Option<String>,
+
+    /// How long one attempt may take, connecting included, in milliseconds.
+    #[arg(long, env = "FORWARD_TIMEOUT_MS", default_value_t = defaults::FORWARD_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub forward_timeout_ms: u64,
+
+    /// How long a message is retried before its delivery is failed: seconds, or a number with
+    /// `s`, `m`, `h` or `d` (at most 30 days).
+    #[arg(long, env = "FORWARD_MAX_AGE", default_value = defaults::FORWARD_MAX_AGE, value_parser = parse_max_age)]
+    pub forward_max_age: Duration,
+
+    /// Attempts in flight at once per destination (on each replica).
+    #[arg(long, env = "FORWARD_CONCURRENCY", default_value_t = defaults::FORWARD_CONCURRENCY, value_parser = clap::value_parser!(u32).range(1..=1_024))]
+    pub forward_concurrency: u32,
+
+    /// The first retry's wait, in milliseconds; each later one may wait up to twice as long.
+    #[arg(long, env = "FORWARD_BACKOFF_MIN_MS", default_value_t = defaults::FORWARD_BACKOFF_MIN_MS, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub forward_backoff_min_ms: u64,
+
+    /// The longest wait between two attempts at one message, in milliseconds.
+    #[arg(long, env = "FORWARD_BACKOFF_MAX_MS", default_value_t = defaults::FORWARD_BACKOFF_MAX_MS, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub forward_backoff_max_ms: u64,
+
+    /// A destination whose every attempt failed for this long is paused: probed with one
+    /// attempt at a time until it answers, in milliseconds.
+    #[arg(long, env = "FORWARD_PAUSE_AFTER_MS", default_value_t = defaults::FORWARD_PAUSE_AFTER_MS, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub forward_pause_after_ms: u64,
+
+    /// How often a paused destination is probed, in milliseconds.
+    #[arg(long, env = "FORWARD_PROBE_INTERVAL_MS", default_value_t = defaults::FORWARD_PROBE_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub forward_probe_interval_ms: u64,
+}
+
+/// The destinations of `FORWARD_URL`, each an absolute http(s) URL, none twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destinations(pub Vec<reqwest::Url>);
+
+fn parse_destinations(value: &str) -> Result<Destinations, String> {
+    let mut urls: Vec<reqwest::Url> = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|part| !part.is_empty()) {
+        let url = reqwest::Url::parse(part).map_err(|error| format!("{part:?} is not a URL: {error}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!("{part:?} is not an http or https URL"));
+        }
+        if urls.contains(&url) {
+            return Err(format!("{part:?} is listed twice"));
+        }
+        urls.push(url);
+    }
+    if urls.is_empty() {
+        return Err("no URL given".to_owned());
+    }
+    Ok(Destinations(urls))
+}
+
+const MAX_FORWARD_AGE: Duration = Duration::from_secs(30 * 86_400);
+
+/// `86400`, `90s`, `30m`, `24h` or `7d`: at least a second, at most 30 days.
+fn parse_max_age(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let (digits, unit_secs) = match value.char_indices().last() {
+        Some((at, 's')) => (&value[..at], 1),
+        Some((at, 'm')) => (&value[..at], 60),
+        Some((at, 'h')) => (&value[..at], 3_600),
+        Some((at, 'd')) => (&value[..at], 86_400),
+        _ => (value, 1),
+    };
+    let age = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(unit_secs))
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{value:?} is not a duration such as 86400, 90m, 24h or 7d"))?;
+    if age.is_zero() || age > MAX_FORWARD_AGE {
+        return Err(format!("{value:?} is not between 1 second and 30 days"));
+    }
+    Ok(age)
+}
+
+/// Forwarding as configured: where to, signed with what, and how patiently.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    pub destinations: Vec<reqwest::Url>,
+    /// The `whsec_…` secret as given.
+    pub secret: String,
+    pub timeout: Duration,
+    pub max_age: Duration,
+    pub concurrency: usize,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub pause_after: Duration,
+    pub probe_interval: Duration,
+}
+
+/// Forwarding settings that cannot work together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ForwardConfigError {
+    #[error("FORWARD_URL is set but FORWARD_SECRET is not: forwarded messages must be signed")]
+    MissingSecret,
+    #[error("FORWARD_SECRET is set but FORWARD_URL is not")]
+    SecretWithoutUrl,
+    #[error("FORWARD_SECRET must be a Standard Webhooks secret: whsec_ followed by base64")]
+    BadSecret,
+    #[error("FORWARD_BACKOFF_MIN_MS is above FORWARD_BACKOFF_MAX_MS")]
+    BackoffBounds,
+}
+
+impl ForwardArgs {
+    /// `None` when nothing is to be forwarded.
+    pub fn settings(&self) -> Result<Option<ForwardSettings>, ForwardConfigError> {
+        let secret = self.forward_secret.as_deref().filter(|secret| !secret.is_empty());
+        let (destinations, secret) = match (&self.forward_url, secret) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => return Err(ForwardConfigError::SecretWithoutUrl),
+            (Some(_), None) => return Err(ForwardConfigError::MissingSecret),
+            (Some(Destinations(urls)), Some(secret)) => (urls.clone(), secret.to_owned()),
+        };
+        if crate::signature::standard_secret_bytes(&secret).is_none() {
+            return Err(ForwardConfigError::BadSecret);
+        }
+        if self.forward_backoff_min_ms > self.forward_backoff_max_ms {
+            return Err(ForwardConfigError::BackoffBounds);
+        }
+        Ok(Some(ForwardSettings {
+            destinations,
+            secret,
+            timeout: Duration::from_millis(self.forward_timeout_ms),
+            max_age: self.forward_max_age,
+            concurrency: connections(self.forward_concurrency),
+            backoff_min: Duration::from_millis(self.forward_backoff_min_ms),
+            backoff_max: Duration::from_millis(self.forward_backoff_max_ms),
+            pause_after: Duration::from_millis(self.forward_pause_after_ms),
+            probe_interval: Duration::from_millis(self.forward_probe_interval_ms),
+        }))
+    }
 }
 
 /// The live stream, `GET /messages/stream` (docs/api.md).

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod forward;
 pub mod http;
 pub mod message;
 pub mod retention;

@@ -84,6 +84,11 @@ pub async fn serve(
     if let Some(retention) = retention {
         retention.stop().await;
     }
+    // Attempts in flight finish and are recorded; what is not recorded is attempted again
+    // after a restart.
+    if let Some(forwarder) = &state.forwarder {
+        forwarder.close().await;
+    }
     state.store.shutdown().await;
     Ok(())
 }

@@ -195,6 +195,14 @@ impl SigningKey {
         }
     }
 
+    /// The `v1,<base64>` entry of `webhook-signature` for a message `id` sent at `timestamp`
+    /// (Standard Webhooks), with this key as the decoded secret.
+    pub fn sign_standard(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
+        let timestamp = timestamp.to_string();
+        let mac = self.mac_of(&[id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
+        format!("v1,{}", STANDARD.encode(mac))
+    }
+
     /// The MAC of `parts` written one after the other.
     fn mac_of(&self, parts: &[&[u8]]) -> MacBytes {
         let mut mac = self.keyed.clone();
@@ -231,6 +239,12 @@ impl Secret {
             standard,
         })
     }
+}
+
+/// The key of a `whsec_` secret; `None` when `secret` is not one.
+pub fn standard_secret_bytes(secret: &str) -> Option<Vec<u8>> {
+    let encoded = secret.strip_prefix(STANDARD_SECRET_PREFIX)?;
+    decode_standard_secret(encoded, "FORWARD_SECRET").ok()
 }
 
 /// Standard base64, padded or not (the reference implementations accept both).
@@ -480,9 +494,7 @@ pub mod signer {
         body: &[u8],
     ) -> Result<String, SecretError> {
         let key = Secret::new(secret, "the secret")?.standard;
-        let timestamp = timestamp.to_string();
-        let mac = key.mac_of(&[id.as_bytes(), b".", timestamp.as_bytes(), b".", body]);
-        Ok(format!("v1,{}", STANDARD.encode(mac)))
+        Ok(key.sign_standard(id, timestamp, body))
     }
 }
 

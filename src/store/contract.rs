@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use serde::Serialize;
 
+use super::deliveries::DeliveryStore;
 use crate::message::{Message, NewMessage, Source, Timestamp};
 
 /// What storing a message did: the first write of an id wins, later ones change nothing.
@@ -251,8 +252,9 @@ pub(super) fn expect_schema_version(found: i64, expected: i64) -> Result<(), Sto
     }
 }
 
+/// Every store keeps forwarding's state too ([`DeliveryStore`]).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: DeliveryStore + Send + Sync + 'static {
     /// Stores `message` unless its id exists; returns only once the outcome is committed.
     async fn insert(&self, message: Message) -> Result<InsertOutcome, StoreError>;
 

@@ -3,11 +3,13 @@
 //! - `contract`: the [`Store`] trait and the types it speaks;
 //! - `batch`: what both writers share: the command channel, gathering a batch, answering it;
 //! - `export`: the export's keyset pager over any store;
+//! - `deliveries`: what forwarding keeps (its half of the trait, [`DeliveryStore`]);
 //! - `sqlite` and `postgres`: the backends, laid out alike (`connection`, `schema`, `queries`,
 //!   `writer`, `retention`).
 
 mod batch;
 mod contract;
+pub mod deliveries;
 mod export;
 pub mod postgres;
 pub mod sqlite;
@@ -22,6 +24,7 @@ pub use contract::{
     Arrival, HOUR_KEY_LEN, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, Order,
     PageRequest, Position, SenderCount, SenderFigures, SourceCounts, Stats, Store, StoreError, TOP_SENDERS,
 };
+pub use deliveries::DeliveryStore;
 pub use export::{EXPORT_PAGE_ROWS, ExportPages};
 
 /// Opens the store that `DATABASE_URL` names and applies its schema. `created_at` comes from

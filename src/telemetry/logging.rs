@@ -49,11 +49,47 @@ impl Logger {
 
     /// Writes `line` when its level passes the threshold.
     pub fn access(&self, line: &AccessLine<'_>) {
-        // tracing orders levels by verbosity: ERROR < WARN < INFO < DEBUG.
-        if self.threshold.is_some_and(|threshold| line.level <= threshold) {
+        if self.passes(line.level) {
             write_json_line(line);
         }
     }
+
+    /// Writes `line` when its level passes the threshold.
+    pub fn attempt(&self, line: &AttemptLine<'_>) {
+        if self.passes(line.level) {
+            write_json_line(line);
+        }
+    }
+
+    fn passes(&self, level: Level) -> bool {
+        // tracing orders levels by verbosity: ERROR < WARN < INFO < DEBUG.
+        self.threshold.is_some_and(|threshold| level <= threshold)
+    }
+}
+
+/// The log line of one forwarding attempt: never the body, never the secret.
+#[derive(Debug, Serialize)]
+pub struct AttemptLine<'a> {
+    pub ts: String,
+    #[serde(serialize_with = "serialize_level")]
+    pub level: Level,
+    /// Always `forward_attempt`, to tell these lines from the access log's.
+    pub event: &'static str,
+    pub destination: &'a str,
+    pub delivery_id: i64,
+    pub message_id: &'a str,
+    pub webhook_id: &'a str,
+    /// 1 for the first attempt at this delivery.
+    pub attempt: u32,
+    pub result: &'static str,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    /// What the delivery is now: `delivered`, `pending` (a retry is due) or `failed`.
+    pub delivery_status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'a str>,
 }
 
 /// The access log line of one request.

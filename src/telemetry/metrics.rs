@@ -21,6 +21,18 @@ const STREAMS_OPEN: &str = "streams_open";
 const STREAM_EVENTS: &str = "stream_events_total";
 const STREAMS_REFUSED: &str = "streams_refused_total";
 const STREAM_SLOW_READERS: &str = "stream_slow_readers_dropped_total";
+const FORWARD_ATTEMPTS: &str = "forward_attempts_total";
+const FORWARD_ATTEMPT_DURATION: &str = "forward_attempt_duration_seconds";
+const FORWARD_PENDING: &str = "forward_pending";
+const FORWARD_FAILED: &str = "forward_failed";
+const FORWARD_OLDEST_PENDING: &str = "forward_oldest_pending_age_seconds";
+const FORWARD_PAUSED: &str = "forward_paused";
+
+/// Attempt duration bucket bounds in seconds: a local receiver answers in a millisecond, a
+/// remote one in tens or hundreds, and `FORWARD_TIMEOUT_MS` may be up to two minutes.
+const FORWARD_ATTEMPT_BUCKETS_SECS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+];
 
 /// Latency bucket bounds in milliseconds; `+Inf` is implied.
 const LATENCY_BUCKETS_MS: &[f64] = &[
@@ -144,8 +156,80 @@ impl StreamMetrics {
     }
 }
 
+/// What forwarding reports, per destination (its URL without credentials or query).
+#[derive(Clone)]
+pub struct ForwardMetrics {
+    recorder: Arc<PrometheusRecorder>,
+}
+
+/// The series of one destination.
+#[derive(Clone)]
+pub struct DestinationMetrics {
+    attempts: Vec<(&'static str, Counter)>,
+    duration: Histogram,
+    pending: Gauge,
+    failed: Gauge,
+    oldest_pending: Gauge,
+    paused: Gauge,
+}
+
+impl ForwardMetrics {
+    /// Registers `destination`'s series, every attempt result at 0; `results` names them.
+    pub fn destination(&self, destination: &str, results: &[&'static str]) -> DestinationMetrics {
+        let label = || Label::new("destination", destination.to_owned());
+        let gauge = |name| {
+            let gauge = self
+                .recorder
+                .register_gauge(&Key::from_parts(name, vec![label()]), &METADATA);
+            gauge.set(0.0);
+            gauge
+        };
+        let attempts = results
+            .iter()
+            .map(|result| {
+                let counter = self.recorder.register_counter(
+                    &Key::from_parts(FORWARD_ATTEMPTS, vec![label(), Label::new("result", *result)]),
+                    &METADATA,
+                );
+                counter.increment(0);
+                (*result, counter)
+            })
+            .collect();
+        DestinationMetrics {
+            attempts,
+            duration: self
+                .recorder
+                .register_histogram(&Key::from_parts(FORWARD_ATTEMPT_DURATION, vec![label()]), &METADATA),
+            pending: gauge(FORWARD_PENDING),
+            failed: gauge(FORWARD_FAILED),
+            oldest_pending: gauge(FORWARD_OLDEST_PENDING),
+            paused: gauge(FORWARD_PAUSED),
+        }
+    }
+}
+
+impl DestinationMetrics {
+    pub fn attempted(&self, result: &str, took: Duration) {
+        if let Some((_, counter)) = self.attempts.iter().find(|(name, _)| *name == result) {
+            counter.increment(1);
+        }
+        self.duration.record(took.as_secs_f64());
+    }
+
+    #[allow(clippy::cast_precision_loss)] // exact below 2^53 deliveries
+    pub fn waiting(&self, pending: u64, failed: u64, oldest_pending_age: Duration) {
+        self.pending.set(pending as f64);
+        self.failed.set(failed as f64);
+        self.oldest_pending.set(oldest_pending_age.as_secs_f64());
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.set(if paused { 1.0 } else { 0.0 });
+    }
+}
+
 pub struct Metrics {
-    recorder: PrometheusRecorder,
+    recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     latency: Histogram,
     webhook_results: [Counter; WebhookResult::ALL.len()],
@@ -176,6 +260,12 @@ impl Metrics {
             .and_then(|builder| {
                 builder.set_buckets_for_metric(Matcher::Full(WRITER_COMMIT.into()), COMMIT_BUCKETS_MS)
             })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(FORWARD_ATTEMPT_DURATION.into()),
+                    FORWARD_ATTEMPT_BUCKETS_SECS,
+                )
+            })
             .unwrap_or_else(|_| unreachable!("the bucket lists are not empty"))
             .build_recorder();
         let handle = recorder.handle();
@@ -199,7 +289,7 @@ impl Metrics {
         retention_deleted.increment(0);
         let streams = StreamMetrics::register(&recorder);
         Metrics {
-            recorder,
+            recorder: Arc::new(recorder),
             handle,
             latency,
             webhook_results,
@@ -209,6 +299,13 @@ impl Metrics {
             messages_stored,
             process,
             streams,
+        }
+    }
+
+    /// What forwarding reports to.
+    pub fn forwarding(&self) -> ForwardMetrics {
+        ForwardMetrics {
+            recorder: Arc::clone(&self.recorder),
         }
     }
 

@@ -4,5 +4,5 @@ mod logging;
 mod metrics;
 mod process;
 
-pub use logging::{AccessLine, Logger, WebhookLog, flush_logs, init_tracing};
-pub use metrics::{Metrics, StreamMetrics, WebhookResult};
+pub use logging::{AccessLine, AttemptLine, Logger, WebhookLog, flush_logs, init_tracing};
+pub use metrics::{DestinationMetrics, ForwardMetrics, Metrics, StreamMetrics, WebhookResult};

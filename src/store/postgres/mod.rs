@@ -9,9 +9,11 @@
 //! - `schema`: versioned migrations, safe when replicas start together;
 //! - `queries`: the reads of `/messages`, the export and `/stats`;
 //! - `writer`: the task that commits insert batches;
-//! - `retention`: one retention batch, safe beside other replicas' retention.
+//! - `retention`: one retention batch, safe beside other replicas' retention;
+//! - `deliveries`: forwarding's state, shared by the replicas.
 
 mod connection;
+mod deliveries;
 mod listener;
 mod queries;
 mod retention;
@@ -28,6 +30,10 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::message::{Message, NewMessage, Source};
 use crate::store::batch::{ArrivalSignal, StoredCount, WriteObserver, WriterHandle};
+use crate::store::deliveries::{
+    AttemptRecord, ClaimRequest, Claimed, DeliveryQuery, DeliveryStore, DeliveryView, Destination,
+    DestinationTotals, FailedDelivery, HealthChange,
+};
 use crate::store::{
     Arrival, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position,
     Stats, Store, StoreError,
@@ -115,6 +121,60 @@ impl PostgresStore {
         })
         .await
         .map_err(|_| StoreError::Timeout)?
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for PostgresStore {
+    async fn register_destinations(&self, urls: &[String]) -> Result<Vec<Destination>, StoreError> {
+        deliveries::register(&self.pools.writes, urls).await
+    }
+
+    /// Every committed position is durable here, so `up_to` is not needed.
+    async fn claim_deliveries(&self, request: ClaimRequest) -> Result<Claimed, StoreError> {
+        deliveries::claim(&self.pools.writes, &request).await
+    }
+
+    async fn record_attempts(
+        &self,
+        destination: i64,
+        owner: &str,
+        records: Vec<AttemptRecord>,
+        health: HealthChange,
+    ) -> Result<(), StoreError> {
+        deliveries::record(&self.pools.writes, destination, owner, &records, health).await
+    }
+
+    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
+        self.read(async |client| deliveries::list(client, &query).await)
+            .await
+    }
+
+    async fn requeue_message(
+        &self,
+        message_id: &str,
+        destinations: &[i64],
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        deliveries::requeue_message(&self.pools.writes, message_id, destinations, now_ms).await
+    }
+
+    async fn failed_page(
+        &self,
+        destination: Option<i64>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<FailedDelivery>, StoreError> {
+        self.read(async |client| deliveries::failed_page(client, destination, after, limit).await)
+            .await
+    }
+
+    async fn requeue_deliveries(&self, ids: Vec<i64>, now_ms: i64) -> Result<u64, StoreError> {
+        deliveries::requeue_deliveries(&self.pools.writes, &ids, now_ms).await
+    }
+
+    async fn delivery_totals(&self) -> Result<Vec<DestinationTotals>, StoreError> {
+        self.read(async |client| deliveries::totals(client).await).await
     }
 }
 

@@ -12,7 +12,7 @@ use crate::store::{
 };
 
 /// The columns [`message_from_row`] reads.
-const MESSAGE_COLUMNS: &str = "message_id, from_msisdn, to_msisdn, ts, text, ts_key, source";
+pub(super) const MESSAGE_COLUMNS: &str = "message_id, from_msisdn, to_msisdn, ts, text, ts_key, source";
 
 /// A read-only transaction whose statements all see one snapshot, so a page and its total agree.
 pub async fn snapshot(
@@ -217,7 +217,7 @@ pub async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) 
 
 /// A row of [`MESSAGE_COLUMNS`]; a source this binary does not know (written by a newer one)
 /// fails the read.
-fn message_from_row(row: &Row) -> Result<Message, StoreError> {
+pub(super) fn message_from_row(row: &Row) -> Result<Message, StoreError> {
     let source: &str = row.get(6);
     Ok(Message {
         message_id: row.get(0),
@@ -462,7 +462,7 @@ impl StatsScope {
 }
 
 /// Counts from the database are never negative.
-fn count_of(value: i64) -> u64 {
+pub(super) fn count_of(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 

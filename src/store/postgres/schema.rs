@@ -26,7 +26,7 @@ const LOCK_TIMEOUT: &str = "5s";
 const LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i32 = 6;
+pub const CURRENT_VERSION: i32 = 7;
 
 /// Any constant works as long as every replica uses the same one ("wbhk" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7762_686b;
@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, V4_SOURCES),
     (5, V5_ARRIVAL),
     (6, V6_HOURS_AND_ANNOUNCEMENTS),
+    (7, V7_FORWARDING),
 ];
 
 /// Text columns that are ordered or compared use the "C" collation: byte order, as SQLite's
@@ -262,6 +263,37 @@ BEGIN
     RETURN NULL;
 END
 $$;
+"#;
+
+/// Forwarding (`crate::forward`), as on SQLite: each destination's cursor into the arrival order
+/// and its health, and one delivery per message and destination. Times are Unix milliseconds; 0
+/// means "none" for a lease or a next attempt. Replicas take deliveries `FOR UPDATE SKIP LOCKED`
+/// and hold them by a lease (`lease_until_ms`, `leased_by`), so no two attempt one at once.
+const V7_FORWARDING: &str = r#"
+CREATE TABLE forward_destinations (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    url              TEXT NOT NULL UNIQUE,
+    cursor           BIGINT NOT NULL,
+    failing_since_ms BIGINT,
+    probe_until_ms   BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE deliveries (
+    id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    destination_id   BIGINT NOT NULL REFERENCES forward_destinations (id),
+    message_id       TEXT COLLATE "C" NOT NULL,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    enqueued_ms      BIGINT NOT NULL,
+    next_attempt_ms  BIGINT NOT NULL,
+    lease_until_ms   BIGINT NOT NULL DEFAULT 0,
+    leased_by        TEXT,
+    last_attempt_ms  BIGINT,
+    last_status_code INTEGER,
+    last_error       TEXT
+);
+CREATE UNIQUE INDEX deliveries_of_message ON deliveries (message_id, destination_id);
+CREATE INDEX deliveries_due ON deliveries (destination_id, next_attempt_ms, id) WHERE status = 'pending';
+CREATE INDEX deliveries_by_status ON deliveries (status, id);
 "#;
 
 /// The migration whose trigger announces commits, for the listener's test.

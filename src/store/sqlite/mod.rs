@@ -6,11 +6,13 @@
 //! - `writer`: the writer thread, its group commit, the file-identity check and the write probe,
 //!   with `wal_sync` (the WAL fsynced beside it) and `checkpoint` (the WAL copied back beside it);
 //! - `retention`: one retention batch, run by the writer;
+//! - `deliveries`: forwarding's state, written by the writer too;
 //! - `read_pool`: the read-only connections;
 //! - `tuning`: the optional unsafe tuning (page cache, VFS, allocator) of `crates/sqlite-tuning`.
 
 mod checkpoint;
 mod connection;
+mod deliveries;
 mod queries;
 mod read_pool;
 mod retention;
@@ -29,6 +31,10 @@ use crate::clock::Clock;
 use crate::config::{Synchronous, defaults};
 use crate::message::{Message, NewMessage, Source};
 use crate::store::batch::{ArrivalSignal, StoredCount, WriteObserver, WriterHandle, unobserved};
+use crate::store::deliveries::{
+    AttemptRecord, ClaimRequest, Claimed, DeliveryQuery, DeliveryStore, DeliveryView, Destination,
+    DestinationTotals, FailedDelivery, HealthChange,
+};
 use crate::store::{
     Arrival, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, PageRequest, Position,
     Stats, Store, StoreError,
@@ -124,6 +130,95 @@ impl SqliteStore {
             stored,
             arrivals,
         })
+    }
+}
+
+impl SqliteStore {
+    /// Runs `work` in the writer's connection, between two insert batches, so ingest never
+    /// waits on a second write connection's lock.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.writer
+            .ask(|reply| {
+                WriterJob::Write(Box::new(move |conn| {
+                    let result = conn.and_then(|conn| work(conn).map_err(unavailable));
+                    let succeeded = result.is_ok();
+                    let _ = reply.send(result);
+                    succeeded
+                }))
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SqliteStore {
+    async fn register_destinations(&self, urls: &[String]) -> Result<Vec<Destination>, StoreError> {
+        let urls = urls.to_vec();
+        let cursor = self.arrivals.last();
+        self.write(move |conn| deliveries::register(conn, &urls, cursor))
+            .await
+    }
+
+    /// New messages are taken only up to the last durable position (see `arrivals_after`).
+    async fn claim_deliveries(&self, request: ClaimRequest) -> Result<Claimed, StoreError> {
+        let request = ClaimRequest {
+            up_to: request.up_to.min(self.arrivals.last()),
+            ..request
+        };
+        self.write(move |conn| deliveries::claim(conn, &request)).await
+    }
+
+    async fn record_attempts(
+        &self,
+        destination: i64,
+        owner: &str,
+        records: Vec<AttemptRecord>,
+        health: HealthChange,
+    ) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |conn| deliveries::record(conn, destination, &owner, &records, health))
+            .await
+    }
+
+    async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
+        self.readers
+            .run(move |conn| deliveries::list(conn, &query))
+            .await
+    }
+
+    async fn requeue_message(
+        &self,
+        message_id: &str,
+        destinations: &[i64],
+        now_ms: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let (message_id, destinations) = (message_id.to_owned(), destinations.to_vec());
+        self.write(move |conn| deliveries::requeue_message(conn, &message_id, &destinations, now_ms))
+            .await
+    }
+
+    async fn failed_page(
+        &self,
+        destination: Option<i64>,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<FailedDelivery>, StoreError> {
+        self.readers
+            .run(move |conn| deliveries::failed_page(conn, destination, after, limit))
+            .await
+    }
+
+    async fn requeue_deliveries(&self, ids: Vec<i64>, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |conn| deliveries::requeue_deliveries(conn, &ids, now_ms))
+            .await
+    }
+
+    async fn delivery_totals(&self) -> Result<Vec<DestinationTotals>, StoreError> {
+        self.readers.run(deliveries::totals).await
     }
 }
 

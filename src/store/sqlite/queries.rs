@@ -11,7 +11,7 @@ use crate::store::{
 };
 
 /// The columns [`message_from_row`] reads, of `messages AS m`.
-const MESSAGE_COLUMNS: &str = "m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key, m.source";
+pub(super) const MESSAGE_COLUMNS: &str = "m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key, m.source";
 
 /// Shorter terms have no trigram to look up; they are found by scanning.
 const MIN_INDEXED_CHARS: usize = 3;
@@ -383,14 +383,19 @@ fn count_matches(conn: &Connection, filter: &MessageFilter, search: &Search) -> 
 }
 
 /// A row of [`MESSAGE_COLUMNS`].
-fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+pub(super) fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    message_from_row_at(row, 0)
+}
+
+/// A row whose [`MESSAGE_COLUMNS`] start at column `first`.
+pub(super) fn message_from_row_at(row: &Row<'_>, first: usize) -> rusqlite::Result<Message> {
     Ok(Message {
-        message_id: row.get(0)?,
-        from: row.get(1)?,
-        to: row.get(2)?,
-        ts: Timestamp::from_stored(row.get(3)?, row.get(5)?),
-        text: row.get(4)?,
-        source: source_of(row, 6)?,
+        message_id: row.get(first)?,
+        from: row.get(first + 1)?,
+        to: row.get(first + 2)?,
+        ts: Timestamp::from_stored(row.get(first + 3)?, row.get(first + 5)?),
+        text: row.get(first + 4)?,
+        source: source_of(row, first + 6)?,
     })
 }
 
@@ -590,7 +595,7 @@ impl StatsScope {
 }
 
 /// SQLite counts are never negative.
-fn count(value: i64) -> u64 {
+pub(super) fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::message::{Timestamp, fold_case};
 
 /// The schema version this binary writes and expects.
-pub const CURRENT_VERSION: i64 = 7;
+pub const CURRENT_VERSION: i64 = 8;
 
 /// Adds a stored message's case-folded text to the search index under the message's rowid.
 pub const INDEX_TEXT: &str = "INSERT INTO message_search (rowid, text_folded) VALUES (?1, ?2)";
@@ -124,6 +124,37 @@ INSERT INTO arrival_hours (hour, message_count)
     SELECT substr(created_at, 1, 13), COUNT(*) FROM messages GROUP BY 1;
 ";
 
+/// Forwarding (`crate::forward`): each destination's cursor into the arrival order and its
+/// health, and one delivery per message and destination. Times are Unix milliseconds; 0 means
+/// "none" for a lease or a next attempt. Pending deliveries are found by the partial index, in
+/// the order they fall due; the others stay out of it.
+const V8_FORWARDING: &str = "
+CREATE TABLE forward_destinations (
+    id               INTEGER PRIMARY KEY,
+    url              TEXT NOT NULL UNIQUE,
+    cursor           INTEGER NOT NULL,
+    failing_since_ms INTEGER,
+    probe_until_ms   INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE deliveries (
+    id               INTEGER PRIMARY KEY,
+    destination_id   INTEGER NOT NULL REFERENCES forward_destinations (id),
+    message_id       TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    enqueued_ms      INTEGER NOT NULL,
+    next_attempt_ms  INTEGER NOT NULL,
+    lease_until_ms   INTEGER NOT NULL DEFAULT 0,
+    leased_by        TEXT,
+    last_attempt_ms  INTEGER,
+    last_status_code INTEGER,
+    last_error       TEXT
+);
+CREATE UNIQUE INDEX deliveries_of_message ON deliveries (message_id, destination_id);
+CREATE INDEX deliveries_due ON deliveries (destination_id, next_attempt_ms, id) WHERE status = 'pending';
+CREATE INDEX deliveries_by_status ON deliveries (status, id);
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error(
@@ -168,6 +199,9 @@ pub fn migrate(conn: &mut Connection) -> Result<(), MigrationError> {
     }
     if found < 7 {
         tx.execute_batch(V7_ARRIVAL_HOURS)?;
+    }
+    if found < 8 {
+        tx.execute_batch(V8_FORWARDING)?;
     }
     tx.pragma_update(None, "user_version", CURRENT_VERSION)?;
     tx.commit()?;

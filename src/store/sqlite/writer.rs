@@ -63,7 +63,13 @@ pub enum WriterJob {
     Probe(JobReply<()>),
     /// One retention batch, in a transaction of its own between two insert batches.
     Delete(DeleteRequest, JobReply<u64>),
+    /// Other work in the write connection (forwarding's state), in a transaction of its own.
+    Write(WriteWork),
 }
+
+/// Work given the write connection (or why there is none to give); it answers its caller
+/// itself and returns whether its write succeeded.
+pub type WriteWork = Box<dyn FnOnce(Result<&mut Connection, StoreError>) -> bool + Send>;
 
 /// Starts the writer thread; the handle sends it inserts and jobs.
 pub fn start(
@@ -269,6 +275,10 @@ impl Writer {
                     let _ = reply.send(self.delete(&request));
                 }
                 WriterJob::Probe(reply) => probes.push(reply),
+                WriterJob::Write(work) => {
+                    let succeeded = work(self.usable_connection());
+                    self.record_write(succeeded);
+                }
             }
         }
         if !probes.is_empty() {

@@ -1,0 +1,405 @@
+//! Forwarding's state on PostgreSQL, shared by the replicas.
+//!
+//! - Only one replica turns new messages into deliveries at a time: it holds the destination's
+//!   row `FOR UPDATE SKIP LOCKED`, and the others skip that step rather than wait. The arrival
+//!   order never shows a position before the ones below it are committed, so the cursor never
+//!   passes a message.
+//! - Due deliveries are leased `FOR UPDATE SKIP LOCKED`: two replicas never take the same one,
+//!   and a lease that ran out (its replica died) is due again.
+//! - Results are recorded only for the deliveries their replica still holds.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::{GenericClient, Pool, Transaction};
+use tokio_postgres::types::ToSql;
+
+use super::connection::{Failure, classify, read_failed, retrying};
+use super::queries::{MESSAGE_COLUMNS, count_of, message_from_row};
+use crate::store::StoreError;
+use crate::store::deliveries::{
+    AttemptRecord, ClaimRequest, Claimed, DeliveryQuery, DeliveryStatus, DeliveryView, Destination,
+    DestinationTotals, FailedDelivery, HealthChange, LeasedDelivery,
+};
+
+/// Why a delivery whose message retention deleted is given up.
+const MESSAGE_GONE: &str = "the message is no longer stored";
+
+/// The destinations with these URLs; a new one starts at the last committed position.
+pub async fn register(pool: &Pool, urls: &[String]) -> Result<Vec<Destination>, StoreError> {
+    retrying(|| async {
+        let client = pool.get().await?;
+        let mut destinations = Vec::with_capacity(urls.len());
+        for url in urls {
+            client
+                .execute(
+                    "INSERT INTO forward_destinations (url, cursor)
+                     SELECT $1, last FROM arrival_counter WHERE id = 1
+                     ON CONFLICT (url) DO NOTHING",
+                    &[url],
+                )
+                .await
+                .map_err(classify)?;
+            let id = client
+                .query_one("SELECT id FROM forward_destinations WHERE url = $1", &[url])
+                .await
+                .map_err(classify)?
+                .get(0);
+            destinations.push(Destination { id, url: url.clone() });
+        }
+        Ok(destinations)
+    })
+    .await
+}
+
+pub async fn claim(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+    retrying(|| claim_once(pool, request)).await
+}
+
+async fn claim_once(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Failure> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await.map_err(classify)?;
+    enqueue_new(&tx, request).await?;
+    let health = tx
+        .query_one(
+            "SELECT failing_since_ms FROM forward_destinations WHERE id = $1",
+            &[&request.destination],
+        )
+        .await
+        .map_err(classify)?;
+    let failing_since_ms: Option<i64> = health.get(0);
+    let mut limit = request.limit;
+    if let Some(every) = request.probe_every_ms {
+        let took_the_probe = tx
+            .execute(
+                "UPDATE forward_destinations SET probe_until_ms = $2 WHERE id = $1 AND probe_until_ms <= $3",
+                &[&request.destination, &(request.now_ms + every), &request.now_ms],
+            )
+            .await
+            .map_err(classify)?;
+        if took_the_probe == 0 {
+            tx.commit().await.map_err(classify)?;
+            return Ok(Claimed {
+                deliveries: Vec::new(),
+                failing_since_ms,
+            });
+        }
+        limit = 1;
+    }
+    let deliveries = lease_due(&tx, request, limit).await?;
+    tx.commit().await.map_err(classify)?;
+    Ok(Claimed {
+        deliveries,
+        failing_since_ms,
+    })
+}
+
+/// Turns the messages after the cursor into pending deliveries, unless another replica is
+/// doing so right now.
+async fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<(), Failure> {
+    let locked = tx
+        .query_opt(
+            "SELECT cursor FROM forward_destinations WHERE id = $1 FOR UPDATE SKIP LOCKED",
+            &[&request.destination],
+        )
+        .await
+        .map_err(classify)?;
+    let Some(row) = locked else {
+        return Ok(());
+    };
+    let cursor: i64 = row.get(0);
+    tx.execute(
+        "WITH new AS (
+             SELECT message_id, arrival FROM messages WHERE arrival > $2 ORDER BY arrival LIMIT $3
+         ), queued AS (
+             INSERT INTO deliveries (destination_id, message_id, status, enqueued_ms, next_attempt_ms)
+             SELECT $1, message_id, 'pending', $4, $4 FROM new
+             ON CONFLICT (message_id, destination_id) DO NOTHING
+         )
+         UPDATE forward_destinations SET cursor = (SELECT MAX(arrival) FROM new)
+         WHERE id = $1 AND EXISTS (SELECT 1 FROM new)",
+        &[
+            &request.destination,
+            &cursor,
+            &i64::from(request.enqueue_limit),
+            &request.now_ms,
+        ],
+    )
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+/// Leases up to `limit` due deliveries, the earliest due first, that no one else holds.
+async fn lease_due(tx: &Transaction<'_>, request: &ClaimRequest, limit: u32) -> Result<Vec<LeasedDelivery>, Failure> {
+    let leased = tx
+        .query(
+            "WITH due AS (
+                 SELECT id FROM deliveries
+                 WHERE destination_id = $1 AND status = 'pending' AND next_attempt_ms <= $2 AND lease_until_ms <= $2
+                 ORDER BY next_attempt_ms, id LIMIT $3
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE deliveries AS d SET lease_until_ms = $4, leased_by = $5 FROM due WHERE d.id = due.id
+             RETURNING d.id, d.attempts, d.enqueued_ms, d.message_id",
+            &[
+                &request.destination,
+                &request.now_ms,
+                &i64::from(limit),
+                &request.lease_until_ms,
+                &request.owner,
+            ],
+        )
+        .await
+        .map_err(classify)?;
+    if leased.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = leased.iter().map(|row| row.get(3)).collect();
+    let mut messages = HashMap::with_capacity(ids.len());
+    for row in tx
+        .query(
+            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = ANY($1)"),
+            &[&ids],
+        )
+        .await
+        .map_err(classify)?
+    {
+        let message = message_from_row(&row).map_err(Failure::Fatal)?;
+        messages.insert(message.message_id.clone(), message);
+    }
+    let mut deliveries = Vec::with_capacity(leased.len());
+    let mut gone = Vec::new();
+    for row in &leased {
+        let id: i64 = row.get(0);
+        let message_id: &str = row.get(3);
+        match messages.remove(message_id) {
+            Some(message) => deliveries.push(LeasedDelivery {
+                id,
+                message,
+                attempts: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+                enqueued_ms: row.get(2),
+            }),
+            None => gone.push(id),
+        }
+    }
+    if !gone.is_empty() {
+        tx.execute(
+            "UPDATE deliveries SET status = 'failed', last_error = $2, lease_until_ms = 0, leased_by = NULL
+             WHERE id = ANY($1)",
+            &[&gone, &MESSAGE_GONE],
+        )
+        .await
+        .map_err(classify)?;
+    }
+    Ok(deliveries)
+}
+
+pub async fn record(
+    pool: &Pool,
+    destination: i64,
+    owner: &str,
+    records: &[AttemptRecord],
+    health: HealthChange,
+) -> Result<(), StoreError> {
+    let ids: Vec<i64> = records.iter().map(|record| record.delivery).collect();
+    let statuses: Vec<&str> = records.iter().map(|record| record.next.status().as_str()).collect();
+    let attempted: Vec<i64> = records.iter().map(|record| record.attempted_ms).collect();
+    let codes: Vec<Option<i32>> = records
+        .iter()
+        .map(|record| record.status_code.map(i32::from))
+        .collect();
+    let errors: Vec<Option<&str>> = records.iter().map(|record| record.error.as_deref()).collect();
+    let next: Vec<i64> = records.iter().map(|record| record.next.next_attempt_ms()).collect();
+    retrying(|| async {
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await.map_err(classify)?;
+        tx.execute(
+            "UPDATE forward_destinations
+             SET failing_since_ms = CASE WHEN $2 THEN $3::BIGINT ELSE COALESCE(failing_since_ms, $3::BIGINT) END
+             WHERE id = $1",
+            &[&destination, &health.broke_the_run, &health.failing_since_ms],
+        )
+        .await
+        .map_err(classify)?;
+        tx.execute(
+            "UPDATE deliveries AS d
+             SET status = u.status, attempts = d.attempts + 1, last_attempt_ms = u.attempted,
+                 last_status_code = u.code, last_error = u.error, next_attempt_ms = u.next,
+                 lease_until_ms = 0, leased_by = NULL
+             FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::INTEGER[], $5::TEXT[], $6::BIGINT[])
+                  AS u (id, status, attempted, code, error, next)
+             WHERE d.id = u.id AND d.leased_by = $7",
+            &[&ids, &statuses, &attempted, &codes, &errors, &next, &owner],
+        )
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    })
+    .await
+}
+
+pub async fn requeue_message(
+    pool: &Pool,
+    message_id: &str,
+    destinations: &[i64],
+    now_ms: i64,
+) -> Result<Option<u64>, StoreError> {
+    retrying(|| async {
+        let client = pool.get().await?;
+        let stored = client
+            .query_opt("SELECT 1 FROM messages WHERE message_id = $1", &[&message_id])
+            .await
+            .map_err(classify)?;
+        if stored.is_none() {
+            return Ok(None);
+        }
+        let queued = client
+            .execute(
+                "INSERT INTO deliveries (destination_id, message_id, status, enqueued_ms, next_attempt_ms)
+                 SELECT destination, $2, 'pending', $3, $3 FROM unnest($1::BIGINT[]) AS destination
+                 ON CONFLICT (message_id, destination_id) DO UPDATE
+                 SET status = 'pending', enqueued_ms = excluded.enqueued_ms, next_attempt_ms = excluded.next_attempt_ms",
+                &[&destinations, &message_id, &now_ms],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(Some(queued))
+    })
+    .await
+}
+
+pub async fn requeue_deliveries(pool: &Pool, ids: &[i64], now_ms: i64) -> Result<u64, StoreError> {
+    retrying(|| async {
+        let client = pool.get().await?;
+        client
+            .execute(
+                "UPDATE deliveries SET status = 'pending', enqueued_ms = $2, next_attempt_ms = $2
+                 WHERE id = ANY($1) AND status = 'failed'",
+                &[&ids, &now_ms],
+            )
+            .await
+            .map_err(classify)
+    })
+    .await
+}
+
+/// The deliveries that match `query`, newest first; only the conditions asked for are in the
+/// statement, so each can use the index that fits it.
+pub async fn list(client: &impl GenericClient, query: &DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
+    let status = query.status.map(DeliveryStatus::as_str);
+    let limit = i64::from(query.limit);
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    if let Some(status) = &status {
+        conditions.push("d.status =");
+        values.push(status);
+    }
+    if let Some(destination) = &query.destination {
+        conditions.push("d.destination_id =");
+        values.push(destination);
+    }
+    if let Some(message_id) = &query.message_id {
+        conditions.push("d.message_id =");
+        values.push(message_id);
+    }
+    if let Some(before) = &query.before {
+        conditions.push("d.id <");
+        values.push(before);
+    }
+    values.push(&limit);
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        let numbered: Vec<String> = conditions
+            .iter()
+            .enumerate()
+            .map(|(index, condition)| format!("{condition} ${}", index + 1))
+            .collect();
+        format!("WHERE {}", numbered.join(" AND "))
+    };
+    let statement = format!(
+        "SELECT d.id, f.url, d.message_id, d.status, d.attempts, d.enqueued_ms, d.last_attempt_ms,
+                d.last_status_code, d.last_error, d.next_attempt_ms
+         FROM deliveries AS d JOIN forward_destinations AS f ON f.id = d.destination_id
+         {filter} ORDER BY d.id DESC LIMIT ${}",
+        values.len()
+    );
+    client
+        .query(&statement, &values)
+        .await
+        .map_err(read_failed)?
+        .iter()
+        .map(|row| {
+            let name: &str = row.get(3);
+            let status = DeliveryStatus::parse(name)
+                .ok_or_else(|| StoreError::SchemaMismatch(format!("unknown delivery status {name:?}")))?;
+            let next_attempt_ms: i64 = row.get(9);
+            Ok(DeliveryView {
+                id: row.get(0),
+                destination: row.get(1),
+                message_id: row.get(2),
+                status,
+                attempts: u32::try_from(row.get::<_, i32>(4)).unwrap_or(0),
+                enqueued_ms: row.get(5),
+                last_attempt_ms: row.get(6),
+                last_status_code: row
+                    .get::<_, Option<i32>>(7)
+                    .and_then(|code| u16::try_from(code).ok()),
+                last_error: row.get(8),
+                next_attempt_ms: (status == DeliveryStatus::Pending).then_some(next_attempt_ms),
+            })
+        })
+        .collect()
+}
+
+pub async fn failed_page(
+    client: &impl GenericClient,
+    destination: Option<i64>,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<FailedDelivery>, StoreError> {
+    client
+        .query(
+            &format!(
+                "SELECT {MESSAGE_COLUMNS}, d.id
+                 FROM deliveries AS d JOIN messages USING (message_id)
+                 WHERE d.status = 'failed' AND d.id > $1 AND ($2::BIGINT IS NULL OR d.destination_id = $2)
+                 ORDER BY d.id LIMIT $3"
+            ),
+            &[&after, &destination, &i64::from(limit)],
+        )
+        .await
+        .map_err(read_failed)?
+        .iter()
+        .map(|row| {
+            Ok(FailedDelivery {
+                id: row.get(7),
+                message: message_from_row(row)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn totals(client: &impl GenericClient) -> Result<Vec<DestinationTotals>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT destination_id,
+                    COUNT(*) FILTER (WHERE status = 'pending'),
+                    COUNT(*) FILTER (WHERE status = 'failed'),
+                    MIN(enqueued_ms) FILTER (WHERE status = 'pending')
+             FROM deliveries WHERE status IN ('pending', 'failed')
+             GROUP BY destination_id ORDER BY destination_id",
+            &[],
+        )
+        .await
+        .map_err(read_failed)?;
+    Ok(rows
+        .iter()
+        .map(|row| DestinationTotals {
+            destination: row.get(0),
+            pending: count_of(row.get(1)),
+            failed: count_of(row.get(2)),
+            oldest_pending_ms: row.get(3),
+        })
+        .collect())
+}
