@@ -103,7 +103,14 @@ impl AppState {
         let streams = StreamHub::start(Arc::clone(&store), args.streams.settings(), metrics.streams());
         let forwarder = match forward_settings {
             Some(settings) => Some(Arc::new(
-                Forwarder::start(Arc::clone(&store), settings, &metrics.forwarding(), logger, clock.clone()).await?,
+                Forwarder::start(
+                    Arc::clone(&store),
+                    settings,
+                    &metrics.forwarding(),
+                    logger,
+                    clock.clone(),
+                )
+                .await?,
             )),
             None => None,
         };

@@ -214,7 +214,7 @@ async fn migrate(storage: StorageArgs) -> Result<(), CliError> {
 async fn send(args: SendArgs) -> Result<(), CliError> {
     let body = read_body(args.file.as_ref())?;
     let url = send_url(&args.url, args.provider);
-    let request = reqwest::Client::new().post(&url);
+    let request = crate::outbound::client().post(&url);
     let request = match args.provider {
         SendAs::Webhook => {
             let secret = required(args.secret.as_deref(), "webhook", "WEBHOOK_SECRET (or --secret)")?;

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod forward;
 pub mod http;
 pub mod message;
+pub mod outbound;
 pub mod retention;
 pub mod server;
 pub mod signature;

@@ -73,8 +73,7 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(signer: Signer, timeout: Duration) -> Result<Sender, reqwest::Error> {
-        let client = Client::builder()
-            .tls_backend_preconfigured(tls_config())
+        let client = crate::outbound::client_builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(Policy::custom(same_origin_only))
@@ -124,7 +123,10 @@ pub fn forwarded_body(message: &Message) -> Vec<u8> {
 
 async fn refused(response: reqwest::Response, started: Instant) -> Attempted {
     let status = response.status();
-    let retry_after = if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+    let retry_after = if matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+    ) {
         response
             .headers()
             .get(RETRY_AFTER)
@@ -134,7 +136,9 @@ async fn refused(response: reqwest::Response, started: Instant) -> Attempted {
         None
     };
     let mut error = if status.is_redirection() {
-        format!("the destination answered {status}: redirects are followed only within its origin, and only 307 and 308")
+        format!(
+            "the destination answered {status}: redirects are followed only within its origin, and only 307 and 308"
+        )
     } else {
         format!("the destination answered {status}")
     };
@@ -156,7 +160,10 @@ async fn refused(response: reqwest::Response, started: Instant) -> Attempted {
 
 fn failed_to_send(error: &reqwest::Error, started: Instant) -> Attempted {
     let (result, error) = if error.is_timeout() {
-        (AttemptResult::Timeout, "no answer within FORWARD_TIMEOUT_MS".to_owned())
+        (
+            AttemptResult::Timeout,
+            "no answer within FORWARD_TIMEOUT_MS".to_owned(),
+        )
     } else {
         (AttemptResult::Unreachable, describe(error))
     };
@@ -214,20 +221,6 @@ fn same_origin_only(attempt: Attempt<'_>) -> reqwest::redirect::Action {
     }
 }
 
-/// TLS for https destinations: the system's trusted roots, with the crypto provider the rest of
-/// the service uses.
-fn tls_config() -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(certificate);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
-        .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
-}
-
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
@@ -242,7 +235,10 @@ mod tests {
             parse_retry_after("Mon, 07 Dec 2026 22:01:30 GMT", now),
             Some(Duration::from_secs(90))
         );
-        assert_eq!(parse_retry_after("Mon, 07 Dec 2026 21:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Mon, 07 Dec 2026 21:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }

@@ -131,15 +131,21 @@ impl Forwarder {
 
     /// Queues `message_id` again for every destination; `None` when it is not stored.
     pub async fn redeliver(&self, message_id: &str) -> Result<Option<u64>, StoreError> {
-        let ids: Vec<i64> = self.destinations.iter().map(|destination| destination.id).collect();
-        self.store
-            .requeue_message(message_id, &ids, self.now_ms())
-            .await
+        let ids: Vec<i64> = self
+            .destinations
+            .iter()
+            .map(|destination| destination.id)
+            .collect();
+        self.store.requeue_message(message_id, &ids, self.now_ms()).await
     }
 
     /// Queues again the failed deliveries (of `destination`, or of all) whose messages match
     /// `filter`; returns how many.
-    pub async fn retry_failed(&self, filter: &MessageFilter, destination: Option<i64>) -> Result<u64, StoreError> {
+    pub async fn retry_failed(
+        &self,
+        filter: &MessageFilter,
+        destination: Option<i64>,
+    ) -> Result<u64, StoreError> {
         replay::requeue_failed(self.store.as_ref(), filter, destination, self.now_ms()).await
     }
 

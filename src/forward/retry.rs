@@ -82,7 +82,9 @@ mod tests {
 
     #[test]
     fn the_ceiling_doubles_from_a_second_to_an_hour() {
-        let ceilings: Vec<u64> = (1..=14).map(|failures| policy().ceiling(failures).as_secs()).collect();
+        let ceilings: Vec<u64> = (1..=14)
+            .map(|failures| policy().ceiling(failures).as_secs())
+            .collect();
         assert_eq!(
             ceilings,
             [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600]
@@ -114,7 +116,10 @@ mod tests {
             NextStep::RetryAt(day_ms)
         );
         assert_eq!(policy().after_failure(31, 0, day_ms, None, 0.0), NextStep::Failed);
-        assert_eq!(policy().after_failure(1, 5, day_ms + 4, None, 0.0), NextStep::RetryAt(day_ms + 5));
+        assert_eq!(
+            policy().after_failure(1, 5, day_ms + 4, None, 0.0),
+            NextStep::RetryAt(day_ms + 5)
+        );
     }
 
     proptest! {

@@ -46,7 +46,10 @@ impl Signer {
 /// receivers can deduplicate, and made of header-safe characters whatever the `message_id`
 /// holds (`msg_` and the unpadded base64url SHA-256 of the `message_id`).
 pub fn webhook_id(message_id: &str) -> String {
-    format!("msg_{}", URL_SAFE_NO_PAD.encode(Sha256::digest(message_id.as_bytes())))
+    format!(
+        "msg_{}",
+        URL_SAFE_NO_PAD.encode(Sha256::digest(message_id.as_bytes()))
+    )
 }
 
 #[cfg(test)]

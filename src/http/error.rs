@@ -53,6 +53,8 @@ pub enum ApiError {
     QueryTimeout,
     #[error("too many streams")]
     TooManyStreams,
+    #[error("forwarding is not configured")]
+    ForwardingNotConfigured,
     #[error("internal server error")]
     Internal(String),
 }
@@ -68,6 +70,7 @@ impl ApiError {
             ApiError::NotFound | ApiError::MessageNotFound => StatusCode::NOT_FOUND,
             ApiError::VerificationFailed => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::ForwardingNotConfigured => StatusCode::CONFLICT,
             ApiError::SecretNotConfigured
             | ApiError::StorageUnavailable(_)
             | ApiError::QueryTimeout

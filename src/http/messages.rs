@@ -284,7 +284,7 @@ fn parse_order(text: &str, errors: &mut Vec<FieldError>) -> Option<Order> {
 }
 
 /// An integer in `min..=max`, or an error entry worded as FastAPI words it.
-fn bounded_integer(
+pub(super) fn bounded_integer(
     text: &str,
     name: &'static str,
     min: i128,

@@ -2,6 +2,7 @@
 
 mod auth;
 pub(crate) mod body;
+mod deliveries;
 mod error;
 mod export;
 mod health;
@@ -40,6 +41,9 @@ pub const ROUTES: &[&str] = &[
     message::PATH,
     stats::PATH,
     timeline::PATH,
+    deliveries::PATH,
+    deliveries::RETRY_FAILED_PATH,
+    deliveries::REDELIVER_PATH,
     health::LIVE_PATH,
     health::READY_PATH,
     metrics::PATH,
@@ -58,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(webhook::router(budget.clone()))
         .merge(providers(&state, &budget))
         .merge(reads_behind_the_token(&state))
+        .merge(writes_behind_the_token(&state))
         .merge(health::router())
         .merge(metrics::router())
         .merge(page::router())
@@ -94,10 +99,23 @@ fn reads_behind_the_token(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .merge(message::router())
         .merge(stats::router())
         .merge(timeline::router())
+        .merge(deliveries::read_router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(state),
             auth::require_api_token,
         ))
+}
+
+/// The endpoints that change what is stored besides ingest (re-queuing deliveries): they
+/// exist only when `API_TOKEN` is set, and require it.
+fn writes_behind_the_token(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    if state.credentials.api_token.is_none() {
+        return Router::new();
+    }
+    deliveries::write_router().route_layer(axum::middleware::from_fn_with_state(
+        Arc::clone(state),
+        auth::require_api_token,
+    ))
 }
 
 async fn not_found() -> Response {

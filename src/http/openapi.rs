@@ -22,7 +22,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::error::{ErrorDetail, ValidationErrors};
 use super::middleware::MAX_REQUEST_ID_LEN;
 use super::schemas::WebhookBody;
-use super::{export, health, message, messages, page, stats, stream, timeline, webhook};
+use super::{deliveries, export, health, message, messages, page, stats, stream, timeline, webhook};
 use crate::app::AppState;
 use crate::message::{FieldError, Message};
 use crate::sources::{twilio, whatsapp};
@@ -62,6 +62,9 @@ const NOT_AUTHENTICATED: &str = "NotAuthenticated";
         message::show,
         stats::stats,
         timeline::timeline,
+        deliveries::list,
+        deliveries::redeliver,
+        deliveries::retry_failed,
         health::live,
         health::ready,
         super::metrics::metrics,

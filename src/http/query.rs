@@ -82,6 +82,9 @@ pub struct RawParams {
     pub include: Option<String>,
     pub after: Option<String>,
     pub bucket: Option<String>,
+    pub status: Option<String>,
+    pub destination: Option<String>,
+    pub message_id: Option<String>,
 }
 
 impl RawParams {
@@ -101,6 +104,9 @@ impl RawParams {
                 "include" => &mut raw.include,
                 "after" => &mut raw.after,
                 "bucket" => &mut raw.bucket,
+                "status" => &mut raw.status,
+                "destination" => &mut raw.destination,
+                "message_id" => &mut raw.message_id,
                 _ => continue,
             };
             *slot = Some(value.into_owned());

@@ -41,7 +41,9 @@ impl DeliveryStatus {
     }
 
     pub fn parse(name: &str) -> Option<DeliveryStatus> {
-        DeliveryStatus::ALL.into_iter().find(|status| status.as_str() == name)
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == name)
     }
 }
 

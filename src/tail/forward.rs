@@ -23,7 +23,7 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(url: Url) -> Result<Forwarder, TailError> {
-        let client = reqwest::Client::builder()
+        let client = crate::outbound::client_builder()
             .timeout(DELIVERY_TIMEOUT)
             .build()
             .map_err(TailError::Client)?;

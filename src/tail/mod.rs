@@ -132,7 +132,7 @@ impl StreamRequest {
         if !filters.is_empty() {
             url.query_pairs_mut().extend_pairs(filters);
         }
-        let client = reqwest::Client::builder()
+        let client = crate::outbound::client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .build()

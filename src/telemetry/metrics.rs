@@ -197,9 +197,10 @@ impl ForwardMetrics {
             .collect();
         DestinationMetrics {
             attempts,
-            duration: self
-                .recorder
-                .register_histogram(&Key::from_parts(FORWARD_ATTEMPT_DURATION, vec![label()]), &METADATA),
+            duration: self.recorder.register_histogram(
+                &Key::from_parts(FORWARD_ATTEMPT_DURATION, vec![label()]),
+                &METADATA,
+            ),
             pending: gauge(FORWARD_PENDING),
             failed: gauge(FORWARD_FAILED),
             oldest_pending: gauge(FORWARD_OLDEST_PENDING),

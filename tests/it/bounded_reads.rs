@@ -133,7 +133,7 @@ async fn hammer(server: &Server) {
     let pid = server.pid();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let impatient = reqwest::Client::builder()
+    let impatient = webhook_inbox::outbound::client_builder()
         .timeout(Duration::from_millis(50))
         .build()
         .expect("client");
@@ -318,7 +318,7 @@ async fn postgres_a_read_whose_client_has_gone_is_cancelled_on_the_server() {
         unreachable!("a PostgreSQL app")
     };
     let waiting = "SELECT COUNT(*) FROM pg_locks WHERE relation = 'messages'::regclass AND NOT granted";
-    let impatient = reqwest::Client::builder()
+    let impatient = webhook_inbox::outbound::client_builder()
         .timeout(Duration::from_millis(300))
         .build()
         .expect("client");

@@ -216,7 +216,7 @@ async fn load(
             Arc::clone(&stop),
         );
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
+            let client = webhook_inbox::outbound::client_builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("client");

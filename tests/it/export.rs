@@ -715,7 +715,7 @@ async fn exporting_200_000_rows_keeps_the_service_memory_flat() {
         })
     };
     let streaming_started = Instant::now();
-    let client = reqwest::Client::builder()
+    let client = webhook_inbox::outbound::client_builder()
         .timeout(Duration::from_secs(300))
         .build()
         .expect("client");

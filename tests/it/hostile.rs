@@ -1285,7 +1285,7 @@ async fn hostile_requests_get_json_answers_no_5xx_no_hang_flat_memory_and_store_
     // The service closes a keep-alive connection after 1 s without a request (its header
     // timeout, shortened here); the client lets go of idle connections well before, so that it
     // never sends a request on one that the service is closing.
-    let client = reqwest::Client::builder()
+    let client = webhook_inbox::outbound::client_builder()
         .timeout(REQUEST_BOUND)
         .pool_idle_timeout(Duration::from_millis(250))
         .build()

@@ -130,7 +130,11 @@ async fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<(),
 }
 
 /// Leases up to `limit` due deliveries, the earliest due first, that no one else holds.
-async fn lease_due(tx: &Transaction<'_>, request: &ClaimRequest, limit: u32) -> Result<Vec<LeasedDelivery>, Failure> {
+async fn lease_due(
+    tx: &Transaction<'_>,
+    request: &ClaimRequest,
+    limit: u32,
+) -> Result<Vec<LeasedDelivery>, Failure> {
     let leased = tx
         .query(
             "WITH due AS (
@@ -202,14 +206,20 @@ pub async fn record(
     health: HealthChange,
 ) -> Result<(), StoreError> {
     let ids: Vec<i64> = records.iter().map(|record| record.delivery).collect();
-    let statuses: Vec<&str> = records.iter().map(|record| record.next.status().as_str()).collect();
+    let statuses: Vec<&str> = records
+        .iter()
+        .map(|record| record.next.status().as_str())
+        .collect();
     let attempted: Vec<i64> = records.iter().map(|record| record.attempted_ms).collect();
     let codes: Vec<Option<i32>> = records
         .iter()
         .map(|record| record.status_code.map(i32::from))
         .collect();
     let errors: Vec<Option<&str>> = records.iter().map(|record| record.error.as_deref()).collect();
-    let next: Vec<i64> = records.iter().map(|record| record.next.next_attempt_ms()).collect();
+    let next: Vec<i64> = records
+        .iter()
+        .map(|record| record.next.next_attempt_ms())
+        .collect();
     retrying(|| async {
         let mut client = pool.get().await?;
         let tx = client.transaction().await.map_err(classify)?;
@@ -285,7 +295,10 @@ pub async fn requeue_deliveries(pool: &Pool, ids: &[i64], now_ms: i64) -> Result
 
 /// The deliveries that match `query`, newest first; only the conditions asked for are in the
 /// statement, so each can use the index that fits it.
-pub async fn list(client: &impl GenericClient, query: &DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
+pub async fn list(
+    client: &impl GenericClient,
+    query: &DeliveryQuery,
+) -> Result<Vec<DeliveryView>, StoreError> {
     let status = query.status.map(DeliveryStatus::as_str);
     let limit = i64::from(query.limit);
     let mut conditions: Vec<&str> = Vec::new();

@@ -19,8 +19,10 @@ pub fn register(conn: &mut Connection, urls: &[String], cursor: u64) -> rusqlite
     let tx = conn.transaction()?;
     let mut destinations = Vec::with_capacity(urls.len());
     for url in urls {
-        tx.prepare_cached("INSERT INTO forward_destinations (url, cursor) VALUES (?1, ?2) ON CONFLICT (url) DO NOTHING")?
-            .execute(params![url, position(cursor)])?;
+        tx.prepare_cached(
+            "INSERT INTO forward_destinations (url, cursor) VALUES (?1, ?2) ON CONFLICT (url) DO NOTHING",
+        )?
+        .execute(params![url, position(cursor)])?;
         let id = tx
             .prepare_cached("SELECT id FROM forward_destinations WHERE url = ?1")?
             .query_row([url], |row| row.get(0))?;
@@ -45,7 +47,9 @@ struct DestinationRow {
 pub fn claim(conn: &mut Connection, request: &ClaimRequest) -> rusqlite::Result<Claimed> {
     let tx = conn.transaction()?;
     let destination = tx
-        .prepare_cached("SELECT cursor, failing_since_ms, probe_until_ms FROM forward_destinations WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT cursor, failing_since_ms, probe_until_ms FROM forward_destinations WHERE id = ?1",
+        )?
         .query_row([request.destination], |row| {
             Ok(DestinationRow {
                 cursor: row.get(0)?,
@@ -97,7 +101,11 @@ fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest, cursor: i64) -> rus
 
 /// Leases up to `limit` due deliveries, the earliest due first. A delivery whose message is gone
 /// (retention) fails instead.
-fn lease_due(tx: &Transaction<'_>, request: &ClaimRequest, limit: u32) -> rusqlite::Result<Vec<LeasedDelivery>> {
+fn lease_due(
+    tx: &Transaction<'_>,
+    request: &ClaimRequest,
+    limit: u32,
+) -> rusqlite::Result<Vec<LeasedDelivery>> {
     let mut due = tx.prepare_cached(&format!(
         "SELECT d.id, d.attempts, d.enqueued_ms, m.message_id IS NULL, {MESSAGE_COLUMNS}
          FROM deliveries AS d LEFT JOIN messages AS m ON m.message_id = d.message_id
@@ -121,11 +129,13 @@ fn lease_due(tx: &Transaction<'_>, request: &ClaimRequest, limit: u32) -> rusqli
         });
     }
     drop(rows);
-    let mut lease = tx.prepare_cached("UPDATE deliveries SET lease_until_ms = ?2, leased_by = ?3 WHERE id = ?1")?;
+    let mut lease =
+        tx.prepare_cached("UPDATE deliveries SET lease_until_ms = ?2, leased_by = ?3 WHERE id = ?1")?;
     for delivery in &leased {
         lease.execute(params![delivery.id, request.lease_until_ms, request.owner])?;
     }
-    let mut give_up = tx.prepare_cached("UPDATE deliveries SET status = 'failed', last_error = ?2 WHERE id = ?1")?;
+    let mut give_up =
+        tx.prepare_cached("UPDATE deliveries SET status = 'failed', last_error = ?2 WHERE id = ?1")?;
     for id in gone {
         give_up.execute(params![id, MESSAGE_GONE])?;
     }
@@ -164,7 +174,11 @@ pub fn record(
          SET failing_since_ms = CASE WHEN ?2 THEN ?3 ELSE COALESCE(failing_since_ms, ?3) END
          WHERE id = ?1",
     )?
-    .execute(params![destination, health.broke_the_run, health.failing_since_ms])?;
+    .execute(params![
+        destination,
+        health.broke_the_run,
+        health.failing_since_ms
+    ])?;
     tx.commit()
 }
 

@@ -185,9 +185,7 @@ impl DeliveryStore for SqliteStore {
     }
 
     async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError> {
-        self.readers
-            .run(move |conn| deliveries::list(conn, &query))
-            .await
+        self.readers.run(move |conn| deliveries::list(conn, &query)).await
     }
 
     async fn requeue_message(

@@ -11,7 +11,8 @@ use crate::store::{
 };
 
 /// The columns [`message_from_row`] reads, of `messages AS m`.
-pub(super) const MESSAGE_COLUMNS: &str = "m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key, m.source";
+pub(super) const MESSAGE_COLUMNS: &str =
+    "m.message_id, m.from_msisdn, m.to_msisdn, m.ts, m.text, m.ts_key, m.source";
 
 /// Shorter terms have no trigram to look up; they are found by scanning.
 const MIN_INDEXED_CHARS: usize = 3;

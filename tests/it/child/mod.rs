@@ -45,7 +45,7 @@ pub fn sign(body: &[u8]) -> String {
 }
 
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+    webhook_inbox::outbound::client_builder()
         .timeout(Duration::from_secs(15))
         .build()
         .expect("reqwest client")
@@ -265,7 +265,7 @@ pub struct Server {
 
 impl Server {
     pub async fn wait_until_ok(&mut self, path: &str) {
-        let client = reqwest::Client::builder()
+        let client = webhook_inbox::outbound::client_builder()
             .timeout(Duration::from_secs(2))
             .build()
             .expect("client");

@@ -390,6 +390,7 @@ impl TestApp {
             clock: options.clock.clone(),
             retention: options.retention.clone(),
             streams,
+            forwarder: None,
             shutdown: ShutdownFlag::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -400,7 +401,7 @@ impl TestApp {
         }));
         TestApp {
             base,
-            client: reqwest::Client::new(),
+            client: webhook_inbox::outbound::client(),
             options,
             state,
             database,
