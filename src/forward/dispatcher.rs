@@ -144,7 +144,8 @@ impl Dispatcher {
     ) -> Result<(Vec<LeasedDelivery>, Option<i64>), crate::store::StoreError> {
         let now_ms = self.now_ms();
         let lease = self.settings.timeout + LEASE_MARGIN;
-        let probe_every = self.settings.probe_interval.max(lease);
+        // No probe starts while another may still be running (an attempt ends by its timeout).
+        let probe_every = self.settings.probe_interval.max(self.settings.timeout);
         let claimed = self
             .store
             .claim_deliveries(ClaimRequest {

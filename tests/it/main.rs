@@ -19,6 +19,7 @@ mod dashboard;
 mod docs;
 mod export;
 mod faults;
+mod forward;
 mod hardening_properties;
 mod health_metrics_errors;
 mod hostile;

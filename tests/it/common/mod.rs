@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod receiver;
 pub mod skip;
 pub mod sse;
 
@@ -16,8 +17,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use webhook_inbox::app::{AppState, ShutdownFlag};
 use webhook_inbox::clock::Clock;
-use webhook_inbox::config::{Limits, StorageArgs, StoreUrl, defaults};
+use webhook_inbox::config::{ForwardSettings, Limits, StorageArgs, StoreUrl, defaults};
 use webhook_inbox::credentials::{ApiToken, Credentials};
+use webhook_inbox::forward::Forwarder;
 use webhook_inbox::retention::RetentionPolicy;
 use webhook_inbox::server::serve;
 use webhook_inbox::signature::{DEFAULT_TOLERANCE, SigningKey, Verifier};
@@ -298,6 +300,8 @@ pub struct Options {
     pub providers: Providers,
     /// `MAX_STREAMS`, `STREAM_HEARTBEAT_MS`, `STREAM_BUFFER`.
     pub streams: StreamSettings,
+    /// `FORWARD_*`; `None` forwards nothing.
+    pub forward: Option<ForwardSettings>,
 }
 
 impl Options {
@@ -314,6 +318,7 @@ impl Options {
             read_timeout: Duration::from_millis(defaults::READ_TIMEOUT_MS),
             providers: Providers::default(),
             streams: StreamSettings::default(),
+            forward: None,
         }
     }
 
@@ -380,6 +385,20 @@ impl TestApp {
         options: Options,
     ) -> TestApp {
         let streams = StreamHub::start(Arc::clone(&store), options.streams, metrics.streams());
+        let forwarder = match options.forward.clone() {
+            Some(settings) => Some(Arc::new(
+                Forwarder::start(
+                    Arc::clone(&store),
+                    settings,
+                    &metrics.forwarding(),
+                    Logger::disabled(),
+                    options.clock.clone(),
+                )
+                .await
+                .expect("forwarding starts"),
+            )),
+            None => None,
+        };
         let state = Arc::new(AppState {
             store,
             credentials: options.credentials(),
@@ -390,7 +409,7 @@ impl TestApp {
             clock: options.clock.clone(),
             retention: options.retention.clone(),
             streams,
-            forwarder: None,
+            forwarder,
             shutdown: ShutdownFlag::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

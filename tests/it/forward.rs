@@ -1,0 +1,616 @@
+//! Forwarding (SPEC B8) against a real local receiver: every stored message POSTed, signed per
+//! Standard Webhooks, retried after failures, outages, timeouts and `Retry-After`, failed after
+//! `FORWARD_MAX_AGE` and queued again on request; durable across a SIGKILL; shared by PostgreSQL
+//! replicas without two concurrent attempts at one message.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use reqwest::{StatusCode, Url};
+use serde_json::{Value, json};
+use webhook_inbox::config::ForwardSettings;
+use webhook_inbox::forward::webhook_id;
+use webhook_inbox::signature::Verifier;
+
+use crate::common::receiver::{Received, Receiver, Reply, behaviour};
+use crate::common::{Backend, Options, TestApp, json_of, message, metric, metrics_text};
+
+pub const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const TOKEN: &str = "forward-test-token";
+const A: &str = "+919876543210";
+const B: &str = "+14155550111";
+const TS: &str = "2025-01-15T10:00:00Z";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Quick retries, so a test sees several attempts in a second.
+pub fn fast_settings(url: &str) -> ForwardSettings {
+    ForwardSettings {
+        destinations: vec![Url::parse(url).expect("url")],
+        secret: FORWARD_SECRET.to_owned(),
+        timeout: Duration::from_secs(2),
+        max_age: Duration::from_secs(120),
+        concurrency: 8,
+        backoff_min: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(400),
+        pause_after: Duration::from_secs(120),
+        probe_interval: Duration::from_millis(200),
+    }
+}
+
+async fn spawn(backend: Backend, settings: ForwardSettings) -> TestApp {
+    let options = Options {
+        api_token: Some(TOKEN.to_owned()),
+        forward: Some(settings),
+        ..Options::new(backend)
+    };
+    TestApp::spawn_with(options).await
+}
+
+/// Runs each case against SQLite (file and memory) and PostgreSQL.
+macro_rules! on_every_backend {
+    ($($case:ident),+ $(,)?) => {
+        mod sqlite_file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::common::Backend::SqliteFile).await;
+                }
+            )+
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($crate::common::Backend::SqliteMemory).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    $crate::require_postgres!();
+                    super::$case($crate::common::Backend::Postgres).await;
+                }
+            )+
+        }
+    };
+}
+
+on_every_backend!(
+    every_stored_message_is_forwarded_once_signed_and_a_duplicate_forwards_nothing,
+    failed_attempts_are_retried_with_the_same_webhook_id_and_fresh_signatures,
+    an_attempt_past_the_timeout_is_retried,
+    retry_after_of_a_429_is_honoured,
+    a_destination_that_was_down_gets_every_message_after_it_returns,
+    deliveries_fail_after_the_max_age_and_retry_failed_queues_them_again_by_filter,
+    redeliver_sends_a_message_again_under_the_same_webhook_id,
+    a_failing_destination_is_paused_and_probed_one_attempt_at_a_time,
+);
+
+/// The `webhook-signature` of `request` checked by the service's own Standard Webhooks
+/// verifier (the Python library checks it independently in `the_svix_library_verifies_…`).
+fn assert_signed(request: &Received) {
+    let verifier = Verifier::new(FORWARD_SECRET, &[], Duration::from_secs(300)).expect("secret");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("webhook-id", request.webhook_id.parse().expect("id"));
+    headers.insert("webhook-timestamp", request.timestamp.parse().expect("timestamp"));
+    headers.insert("webhook-signature", request.signature.parse().expect("signature"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        verifier.verify(&headers, &request.body, now).is_ok(),
+        "a bad signature on {request:?}"
+    );
+}
+
+fn requests_per_message(received: &[Received]) -> BTreeMap<String, Vec<Received>> {
+    let mut per_message: BTreeMap<String, Vec<Received>> = BTreeMap::new();
+    for request in received {
+        per_message
+            .entry(request.message_id().to_owned())
+            .or_default()
+            .push(request.clone());
+    }
+    per_message
+}
+
+async fn get_with_token(app: &TestApp, path_and_query: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .get(app.url(path_and_query))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    json_of(response).await
+}
+
+async fn deliveries(app: &TestApp, query: &str) -> Vec<Value> {
+    let (status, page) = get_with_token(app, &format!("/deliveries?{query}")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    page["data"].as_array().expect("data").clone()
+}
+
+async fn post_with_token(app: &TestApp, path: &str) -> (StatusCode, Value) {
+    let response = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("POST");
+    json_of(response).await
+}
+
+async fn every_stored_message_is_forwarded_once_signed_and_a_duplicate_forwards_nothing(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let app = spawn(backend, fast_settings(&receiver.url())).await;
+    let ids: BTreeSet<String> = (0..20).map(|n| format!("m{n:02}")).collect();
+    for id in &ids {
+        app.store(&message(id, A, TS, Some("hello"))).await;
+    }
+    let duplicate = message("m00", A, TS, Some("hello"));
+    let response = app.post_signed(duplicate.to_string()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    receiver
+        .wait_for(PATIENCE, "20 deliveries", |received| received.len() >= 20)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 20, "each message once, the duplicate never");
+    assert_eq!(receiver.delivered_ids(), ids);
+    for request in &received {
+        let id = request.message_id();
+        assert_eq!(
+            request.json,
+            json!({"message_id": id, "from": A, "to": "+14155550100", "ts": TS, "text": "hello", "source": "webhook"})
+        );
+        assert_eq!(request.webhook_id, webhook_id(id));
+        assert_eq!(request.content_type, "application/json");
+        assert!(
+            request.user_agent.starts_with("webhook-inbox/"),
+            "{}",
+            request.user_agent
+        );
+        assert_signed(request);
+    }
+    let listed = deliveries(&app, "status=delivered&limit=200").await;
+    assert_eq!(listed.len(), 20);
+    let first = &listed[0];
+    assert_eq!(first["status"], "delivered");
+    assert_eq!(first["attempts"], 1);
+    assert_eq!(first["last_status_code"], 204);
+    assert_eq!(first["last_error"], Value::Null);
+    assert_eq!(first["next_attempt_at"], Value::Null);
+    assert_eq!(first["destination"], receiver.url());
+    assert_eq!(
+        first["webhook_id"],
+        webhook_id(first["message_id"].as_str().expect("id"))
+    );
+    let newest_first: Vec<i64> = listed
+        .iter()
+        .map(|item| item["id"].as_i64().expect("id"))
+        .collect();
+    assert!(
+        newest_first.windows(2).all(|pair| pair[0] > pair[1]),
+        "{newest_first:?}"
+    );
+    assert!(deliveries(&app, "status=pending").await.is_empty());
+    app.stop().await;
+}
+
+async fn failed_attempts_are_retried_with_the_same_webhook_id_and_fresh_signatures(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, attempt| {
+        if attempt <= 2 {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    }))
+    .await;
+    let app = spawn(backend, fast_settings(&receiver.url())).await;
+    for n in 0..5 {
+        app.store(&message(&format!("r{n}"), A, TS, None)).await;
+    }
+    receiver
+        .wait_for(PATIENCE, "5 deliveries", |received| {
+            received.iter().filter(|request| request.delivered()).count() >= 5
+        })
+        .await;
+    for n in 0..5 {
+        wait_for_status(&app, &format!("r{n}"), "delivered").await;
+    }
+    for (id, requests) in requests_per_message(&receiver.received()) {
+        assert_eq!(requests.len(), 3, "{id}: two failures, then delivered");
+        assert!(
+            requests
+                .iter()
+                .all(|request| request.webhook_id == webhook_id(&id))
+        );
+        assert!(requests.windows(2).all(|pair| pair[0].at <= pair[1].at));
+        for request in &requests {
+            assert_signed(request);
+        }
+    }
+    let listed = deliveries(&app, "").await;
+    assert_eq!(listed.len(), 5);
+    for item in &listed {
+        assert_eq!(item["status"], "delivered");
+        assert_eq!(item["attempts"], 3);
+    }
+    let text = metrics_text(&app).await;
+    let destination = receiver.url();
+    let count = |result| {
+        metric(
+            &text,
+            "forward_attempts_total",
+            &[("destination", &destination), ("result", result)],
+        )
+    };
+    assert_eq!(count("refused"), Some(10.0));
+    assert_eq!(count("delivered"), Some(5.0));
+    app.stop().await;
+}
+
+async fn an_attempt_past_the_timeout_is_retried(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, attempt| {
+        if attempt == 1 {
+            Reply::ok().after(Duration::from_millis(1_500))
+        } else {
+            Reply::ok()
+        }
+    }))
+    .await;
+    let settings = ForwardSettings {
+        timeout: Duration::from_millis(300),
+        ..fast_settings(&receiver.url())
+    };
+    let app = spawn(backend, settings).await;
+    app.store(&message("slow", A, TS, None)).await;
+    // The receiver notes a request once it answers; the first is cut off by the timeout.
+    let delivered = wait_for_status(&app, "slow", "delivered").await;
+    assert_eq!(delivered["attempts"], 2);
+    assert_eq!(receiver.delivered_ids(), BTreeSet::from(["slow".to_owned()]));
+    let text = metrics_text(&app).await;
+    let destination = receiver.url();
+    let timeouts = metric(
+        &text,
+        "forward_attempts_total",
+        &[("destination", &destination), ("result", "timeout")],
+    );
+    assert_eq!(timeouts, Some(1.0));
+    app.stop().await;
+}
+
+async fn wait_for_status(app: &TestApp, message_id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let listed = deliveries(app, &format!("message_id={message_id}")).await;
+        if let Some(found) = listed.iter().find(|item| item["status"] == status) {
+            return found.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{message_id} never became {status}: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn retry_after_of_a_429_is_honoured(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, attempt| {
+        if attempt == 1 {
+            Reply::status(429).retry_after("1")
+        } else {
+            Reply::ok()
+        }
+    }))
+    .await;
+    let settings = ForwardSettings {
+        backoff_max: Duration::from_secs(5),
+        ..fast_settings(&receiver.url())
+    };
+    let app = spawn(backend, settings).await;
+    app.store(&message("busy", A, TS, None)).await;
+    receiver
+        .wait_for(PATIENCE, "the retry", |received| received.len() >= 2)
+        .await;
+    let received = receiver.received();
+    let waited = received[1].at - received[0].at;
+    // Without the header the first retry waits exactly FORWARD_BACKOFF_MIN_MS (50 ms).
+    assert!(waited >= Duration::from_millis(950), "retried after {waited:?}");
+    let failed_attempt = wait_for_status(&app, "busy", "delivered").await;
+    assert_eq!(failed_attempt["attempts"], 2);
+    app.stop().await;
+}
+
+async fn a_destination_that_was_down_gets_every_message_after_it_returns(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let url = receiver.url();
+    let address = receiver.stop().await;
+    let app = spawn(backend, fast_settings(&url)).await;
+    let ids: BTreeSet<String> = (0..10).map(|n| format!("down{n}")).collect();
+    for id in &ids {
+        app.store(&message(id, B, TS, None)).await;
+    }
+    // Every message fails at least once while nothing listens.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let pending = deliveries(&app, "status=pending").await;
+        if pending.len() == 10 && pending.iter().all(|item| item["attempts"].as_u64() >= Some(1)) {
+            assert!(
+                pending.iter().all(|item| item["last_error"]
+                    .as_str()
+                    .is_some_and(|error| error.contains("connect"))),
+                "{pending:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed attempt seen: {pending:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receiver = Receiver::start_on(address, behaviour(|_, _| Reply::ok())).await;
+    receiver
+        .wait_for(PATIENCE, "every message after the outage", |received| {
+            received.iter().filter(|request| request.delivered()).count() >= 10
+        })
+        .await;
+    assert_eq!(receiver.delivered_ids(), ids);
+    for (id, requests) in requests_per_message(&receiver.received()) {
+        assert!(
+            requests
+                .iter()
+                .all(|request| request.webhook_id == webhook_id(&id))
+        );
+    }
+    app.stop().await;
+}
+
+async fn deliveries_fail_after_the_max_age_and_retry_failed_queues_them_again_by_filter(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::status(500))).await;
+    let settings = ForwardSettings {
+        max_age: Duration::from_secs(1),
+        ..fast_settings(&receiver.url())
+    };
+    let app = spawn(backend, settings).await;
+    for (id, from) in [("fa1", A), ("fa2", A), ("fb1", B), ("fb2", B)] {
+        app.store(&message(id, from, TS, Some("x"))).await;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let failed = loop {
+        let failed = deliveries(&app, "status=failed").await;
+        if failed.len() == 4 {
+            break failed;
+        }
+        assert!(Instant::now() < deadline, "not all failed: {failed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for item in &failed {
+        assert_eq!(item["last_status_code"], 500);
+        let error = item["last_error"].as_str().expect("an error");
+        assert!(error.contains("500"), "{error}");
+        assert_eq!(item["next_attempt_at"], Value::Null);
+        assert!(item["attempts"].as_u64() >= Some(2), "{item}");
+    }
+    receiver.set_behaviour(behaviour(|_, _| Reply::ok()));
+    let (status, body) =
+        post_with_token(&app, &format!("/deliveries/retry-failed?from=%2B{}", &A[1..])).await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"requeued": 2})));
+    receiver
+        .wait_for(PATIENCE, "A's two messages", |received| {
+            received.iter().filter(|request| request.delivered()).count() >= 2
+        })
+        .await;
+    assert_eq!(
+        receiver.delivered_ids(),
+        BTreeSet::from(["fa1".to_owned(), "fa2".to_owned()])
+    );
+    let still_failed: BTreeSet<String> = deliveries(&app, "status=failed")
+        .await
+        .iter()
+        .map(|item| item["message_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(still_failed, BTreeSet::from(["fb1".to_owned(), "fb2".to_owned()]));
+    let (status, body) = post_with_token(&app, "/deliveries/retry-failed").await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"requeued": 2})));
+    receiver
+        .wait_for(PATIENCE, "all four", |received| {
+            received.iter().filter(|request| request.delivered()).count() >= 4
+        })
+        .await;
+    let (status, body) = post_with_token(&app, "/deliveries/retry-failed").await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"requeued": 0})));
+    app.stop().await;
+}
+
+async fn redeliver_sends_a_message_again_under_the_same_webhook_id(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let app = spawn(backend, fast_settings(&receiver.url())).await;
+    app.store(&message("again", A, TS, None)).await;
+    receiver
+        .wait_for(PATIENCE, "the first delivery", |received| received.len() == 1)
+        .await;
+    wait_for_status(&app, "again", "delivered").await;
+    let (status, body) = post_with_token(&app, "/messages/again/redeliver").await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"requeued": 1})));
+    receiver
+        .wait_for(PATIENCE, "the second delivery", |received| received.len() == 2)
+        .await;
+    let received = receiver.received();
+    assert_eq!(received[0].webhook_id, received[1].webhook_id);
+    let (status, body) = post_with_token(&app, "/messages/nothing-here/redeliver").await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, json!({"detail": "message not found"}))
+    );
+    app.stop().await;
+}
+
+async fn a_failing_destination_is_paused_and_probed_one_attempt_at_a_time(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::status(503))).await;
+    let settings = ForwardSettings {
+        timeout: Duration::from_millis(200),
+        pause_after: Duration::from_millis(300),
+        probe_interval: Duration::from_millis(250),
+        ..fast_settings(&receiver.url())
+    };
+    let app = spawn(backend, settings).await;
+    for n in 0..20 {
+        app.store(&message(&format!("p{n:02}"), A, TS, None)).await;
+    }
+    let destination = receiver.url();
+    let paused = || async {
+        metric(
+            &metrics_text(&app).await,
+            "forward_paused",
+            &[("destination", &destination)],
+        )
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while paused().await != Some(1.0) {
+        assert!(Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = receiver.received().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let during = receiver.received().len() - before;
+    // One probe per 250 ms at most; unpaused, 20 messages retried every 50 to 400 ms would
+    // make dozens of attempts in a second.
+    assert!(during <= 5, "{during} attempts in a second of pause");
+    receiver.set_behaviour(behaviour(|_, _| Reply::ok()));
+    receiver
+        .wait_for(PATIENCE, "every message after the pause", |received| {
+            received.iter().filter(|request| request.delivered()).count() >= 20
+        })
+        .await;
+    let deadline = Instant::now() + PATIENCE;
+    while paused().await != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "still paused after deliveries succeeded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_writes_exist_only_with_api_token_and_require_it() {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let open = TestApp::spawn_with(Options {
+        forward: Some(fast_settings(&receiver.url())),
+        ..Options::new(Backend::SqliteMemory)
+    })
+    .await;
+    for path in ["/deliveries/retry-failed", "/messages/x/redeliver"] {
+        let response = open.client.post(open.url(path)).send().await.expect("POST");
+        assert_eq!(
+            json_of(response).await,
+            (StatusCode::NOT_FOUND, json!({"detail": "Not Found"}))
+        );
+    }
+    let (status, _) = open.get_json("/deliveries").await;
+    assert_eq!(status, StatusCode::OK);
+    open.stop().await;
+
+    let guarded = spawn(Backend::SqliteMemory, fast_settings(&receiver.url())).await;
+    for path in ["/deliveries/retry-failed", "/messages/x/redeliver"] {
+        let response = guarded.client.post(guarded.url(path)).send().await.expect("POST");
+        assert_eq!(
+            json_of(response).await,
+            (StatusCode::UNAUTHORIZED, json!({"detail": "not authenticated"}))
+        );
+        let response = guarded
+            .client
+            .post(guarded.url(path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let (status, _) = guarded.get_json("/deliveries").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a read wants the token too");
+    guarded.stop().await;
+
+    let unconfigured = TestApp::spawn_with(Options {
+        api_token: Some(TOKEN.to_owned()),
+        ..Options::new(Backend::SqliteMemory)
+    })
+    .await;
+    for path in ["/deliveries/retry-failed", "/messages/x/redeliver"] {
+        assert_eq!(
+            post_with_token(&unconfigured, path).await,
+            (
+                StatusCode::CONFLICT,
+                json!({"detail": "forwarding is not configured"})
+            )
+        );
+    }
+    unconfigured.stop().await;
+}
+
+#[tokio::test]
+async fn bad_delivery_queries_are_422_naming_each_parameter() {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let app = TestApp::spawn_with(Options {
+        forward: Some(fast_settings(&receiver.url())),
+        ..Options::new(Backend::SqliteMemory)
+    })
+    .await;
+    let (status, body) = app
+        .get_json("/deliveries?status=lost&limit=0&cursor=-3&destination=http://elsewhere.test/")
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let locations: Vec<&str> = body["detail"]
+        .as_array()
+        .expect("detail")
+        .iter()
+        .map(|error| error["loc"][1].as_str().expect("loc"))
+        .collect();
+    assert_eq!(locations, ["status", "destination", "limit", "cursor"]);
+    let (status, page) = app
+        .get_json(&format!(
+            "/deliveries?destination={}&status=&limit=200",
+            receiver.url()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page, json!({"data": [], "limit": 200, "next_cursor": null}));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_deliveries_follow_the_cursor_without_gaps() {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let app = spawn(Backend::SqliteFile, fast_settings(&receiver.url())).await;
+    for n in 0..7 {
+        app.store(&message(&format!("c{n}"), A, TS, None)).await;
+    }
+    receiver
+        .wait_for(PATIENCE, "7 deliveries", |received| received.len() >= 7)
+        .await;
+    let mut seen = Vec::new();
+    let mut query = "limit=3".to_owned();
+    loop {
+        let (status, page) = get_with_token(&app, &format!("/deliveries?{query}")).await;
+        assert_eq!(status, StatusCode::OK);
+        seen.extend(
+            page["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .map(|item| item["id"].as_i64().expect("id")),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7);
+    assert!(seen.windows(2).all(|pair| pair[0] > pair[1]), "{seen:?}");
+    app.stop().await;
+}
