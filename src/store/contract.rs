@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 
 use super::deliveries::DeliveryStore;
+pub use super::error::StoreError;
 use crate::message::{Message, NewMessage, Source, Timestamp};
 
 /// What storing a message did: the first write of an id wins, later ones change nothing.
@@ -224,22 +225,6 @@ pub struct SenderCount {
 
 /// How many senders `/stats` lists.
 pub const TOP_SENDERS: u32 = 10;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The database cannot take or answer requests right now (full disk, read-only file, gone).
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// The database answers but its schema is not the one this binary expects.
-    #[error("schema not applied: {0}")]
-    SchemaMismatch(String),
-    /// The store is shutting down and takes no more writes.
-    #[error("storage is shutting down")]
-    ShuttingDown,
-    /// A read did not finish within its deadline and was stopped.
-    #[error("the read did not finish within its deadline")]
-    Timeout,
-}
 
 /// Ok when the database's schema version is the one this binary writes.
 pub(super) fn expect_schema_version(found: i64, expected: i64) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use super::contract::StoreError;
+use super::error::StoreError;
 use crate::message::Message;
 
 /// A destination as the store knows it: its id and its URL.

@@ -1,6 +1,6 @@
 //! Storage behind one trait, so the HTTP layer never sees SQL and the backends answer alike.
 //!
-//! - `contract`: the [`Store`] trait and the types it speaks;
+//! - `contract`: the [`Store`] trait and the types it speaks; `error`: its [`StoreError`];
 //! - `batch`: what both writers share: the command channel, gathering a batch, answering it;
 //! - `export`: the export's keyset pager over any store;
 //! - `deliveries`: what forwarding keeps (its half of the trait, [`DeliveryStore`]);
@@ -10,6 +10,7 @@
 mod batch;
 mod contract;
 pub mod deliveries;
+mod error;
 mod export;
 pub mod postgres;
 pub mod sqlite;

@@ -3,12 +3,17 @@
 // with the `send` subcommand and passes everything here through the environment:
 //   INBOX_URL      a service without API_TOKEN, holding the messages of seedMessages() in browser.rs
 //   TOKEN_URL      a service with API_TOKEN=API_TOKEN, holding one message
+//   FORWARDING_URL a service with API_TOKEN=API_TOKEN, empty, forwarding every message to
+//                  RECEIVER_PORT's /app and /flaky, signed with FORWARD_SECRET, failing a delivery
+//                  after FORWARD_MAX_AGE=2s (this script runs the receiver)
 //   WEBHOOK_INBOX  the binary (to send one more message while the page is open)
 //   WEBHOOK_SECRET the services' secret
 //   WHATSAPP_APP_SECRET the open service's WhatsApp app secret (to send it a WhatsApp message)
 //   ARTIFACTS      where the screenshots go
 //   CHROMIUM       the browser executable
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import http from 'node:http';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import assert from 'node:assert/strict';
@@ -22,6 +27,9 @@ const env = (name) => {
 
 const INBOX_URL = env('INBOX_URL');
 const TOKEN_URL = env('TOKEN_URL');
+const FORWARDING_URL = env('FORWARDING_URL');
+const RECEIVER_PORT = Number(env('RECEIVER_PORT'));
+const FORWARD_SECRET = env('FORWARD_SECRET');
 const API_TOKEN = env('API_TOKEN');
 const BIN = env('WEBHOOK_INBOX');
 const SECRET = env('WEBHOOK_SECRET');
@@ -33,6 +41,8 @@ const A = '+919876543210';
 const B = '+14155550111';
 const C = '+447700900123';
 const XSS_TEXT = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">';
+// What the failing destination answers: the service shows the start of it as the last error.
+const FLAKY_ANSWER = 'down <img src="x" onerror="window.__xss = 3">';
 const WAIT_MS = 15_000;
 
 let checks = 0;
@@ -259,6 +269,8 @@ async function theOpenInbox(browser) {
   await page.locator('#detail').waitFor({ state: 'visible', timeout: WAIT_MS });
   check('a webhook message: no provider payload', [await text(page, '#detail-source'), await text(page, '#detail-raw')],
     ['Webhook', "null (sent to POST /webhook in this service's own format)"]);
+  check('without forwarding: a quiet line, no table', [await text(page, '#deliveries-note'), await page.locator('#deliveries-table').isVisible()],
+    ['Not forwarded: no deliveries for this message.', false]);
   await page.click('#detail-close');
   await page.locator('#detail').waitFor({ state: 'hidden', timeout: WAIT_MS });
 
@@ -357,6 +369,124 @@ async function withAToken(browser) {
   await context.close();
 }
 
+// The destinations of the forwarding service: /app answers 200; /flaky answers 500 (with markup
+// in its body) while `failing`. Every request is recorded with whether its Standard Webhooks
+// signature verifies, checked here with Node's own HMAC.
+function startReceiver() {
+  const receiver = { failing: true, received: [] };
+  const key = Buffer.from(FORWARD_SECRET.slice('whsec_'.length), 'base64');
+  const server = http.createServer((request, response) => {
+    const chunks = [];
+    request.on('data', (chunk) => chunks.push(chunk));
+    request.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      const id = request.headers['webhook-id'] ?? '';
+      const timestamp = request.headers['webhook-timestamp'] ?? '';
+      const expected = crypto.createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64');
+      const signed = (request.headers['webhook-signature'] ?? '').split(' ').includes(`v1,${expected}`);
+      let messageId = null;
+      try {
+        messageId = JSON.parse(body).message_id;
+      } catch {
+        // Recorded without one; the checks below then fail.
+      }
+      const fail = request.url === '/flaky' && receiver.failing;
+      receiver.received.push({ path: request.url, id, messageId, signed, status: fail ? 500 : 200 });
+      response.writeHead(fail ? 500 : 200, { 'content-type': 'text/plain' });
+      response.end(fail ? FLAKY_ANSWER : 'ok');
+    });
+  });
+  receiver.close = () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(RECEIVER_PORT, '127.0.0.1', () => resolve(receiver));
+  });
+}
+
+async function waitUntil(description, condition) {
+  const deadline = Date.now() + WAIT_MS;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `waited ${WAIT_MS} ms: ${description}`);
+    await new Promise((resolve) => { setTimeout(resolve, 50); });
+  }
+}
+
+// A row of the open detail's deliveries, by its destination's path, as the page shows it.
+async function deliveryOf(page, destinationPath) {
+  const row = page.locator('#deliveries-rows tr', { hasText: `:${RECEIVER_PORT}${destinationPath}` });
+  const cellText = (kind) => row.locator(`td.${kind}`).innerText();
+  return {
+    status: await cellText('status'),
+    attempts: await cellText('attempts'),
+    answer: await row.locator('td.answer .answer-text').innerText(),
+    next: await cellText('next'),
+    retry: await row.locator('button.retry').count(),
+  };
+}
+
+async function withForwarding(browser) {
+  const receiver = await startReceiver();
+  try {
+    const body = JSON.stringify({ message_id: 'fwd-1', from: A, to: '+14155550100', ts: '2025-01-15T11:00:00Z', text: 'Forward me' });
+    execFileSync(BIN, ['send', '--url', `${FORWARDING_URL}/webhook`], { input: body, env: { WEBHOOK_SECRET: SECRET, PATH: process.env.PATH } });
+    const at = (destinationPath) => receiver.received.filter((request) => request.path === destinationPath);
+    await waitUntil('fwd-1 reaches /app and /flaky', () => at('/app').length > 0 && at('/flaky').length > 0);
+
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const problems = [];
+    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    await navigate(page, `${FORWARDING_URL}/`);
+    await page.fill('#token-input', API_TOKEN);
+    await andWaitForLoad(page, () => page.press('#token-input', 'Enter'));
+    check('forwarding: the message is listed', await ids(page), ['fwd-1']);
+
+    await page.getByRole('button', { name: "fwd-1: show this message's detail" }).click();
+    await page.locator('#detail').waitFor({ state: 'visible', timeout: WAIT_MS });
+    // The page reads the deliveries again while one is pending: /flaky fails after 2 s.
+    await page.locator('#deliveries-rows tr[data-status="failed"]').waitFor({ timeout: WAIT_MS });
+    check('forwarding: one row per destination, named by its URL', (await page.locator('#deliveries-rows td.destination').allInnerTexts()).sort(),
+      [`http://127.0.0.1:${RECEIVER_PORT}/app`, `http://127.0.0.1:${RECEIVER_PORT}/flaky`]);
+    check('forwarding: the healthy destination got it', await deliveryOf(page, '/app'),
+      { status: 'Delivered', attempts: '1', answer: '200', next: '—', retry: 0 });
+    const flaky = await deliveryOf(page, '/flaky');
+    check('forwarding: the failing destination, failed after retries, with a Retry',
+      [flaky.status, Number(flaky.attempts) >= 2, flaky.next, flaky.retry], ['Failed', true, '—', 1]);
+    check('forwarding: its last error, the receiver\'s answer as text',
+      flaky.answer, `the destination answered 500 Internal Server Error: ${FLAKY_ANSWER}`);
+    check('forwarding: no element made from the answer', [await page.locator('#detail img').count(), await page.evaluate(() => window.__xss)],
+      [0, undefined]);
+    check('forwarding: the summary', await text(page, '#deliveries-note'), '2 destinations: 1 delivered, 1 failed.');
+    check('forwarding: every attempt was signed', receiver.received.every((request) => request.signed), true);
+    check('forwarding: one webhook-id for every attempt at fwd-1',
+      [...new Set(receiver.received.map((request) => `${request.messageId} ${request.id}`))].length, 1);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'inbox-deliveries.png') });
+
+    // The destination recovers; Retry sends the message again and the row follows.
+    receiver.failing = false;
+    const flakyBefore = at('/flaky').length;
+    await page.getByRole('button', { name: 'Retry: send fwd-1 again to every destination' }).click();
+    await page.locator('#deliveries-outcome').waitFor({ state: 'visible', timeout: WAIT_MS });
+    check('retry: queued', /^Queued again for 2 destinations at \d\d:\d\d:\d\d UTC\.$/.test(await text(page, '#deliveries-outcome')), true);
+    check('retry: the focus on what happened', await page.evaluate(() => document.activeElement.id), 'deliveries-outcome');
+    await page.waitForFunction(() => document.querySelectorAll('#deliveries-rows tr[data-status="delivered"]').length === 2,
+      null, { timeout: WAIT_MS });
+    const again = at('/flaky').slice(flakyBefore);
+    check('retry: the receiver got fwd-1 again, signed, with the same webhook-id',
+      [again.at(-1).messageId, again.at(-1).status, again.at(-1).signed, again.at(-1).id], ['fwd-1', 200, true, at('/flaky')[0].id]);
+    const recovered = await deliveryOf(page, '/flaky');
+    check('retry: the row shows the delivery', [recovered.status, recovered.answer, recovered.next, recovered.retry],
+      ['Delivered', '200', '—', 0]);
+    check('retry: the summary', await text(page, '#deliveries-note'), '2 destinations: 2 delivered.');
+    await page.keyboard.press('Escape');
+    await page.locator('#detail').waitFor({ state: 'hidden', timeout: WAIT_MS });
+    check('forwarding: no script errors', problems, []);
+    await context.close();
+  } finally {
+    await receiver.close();
+  }
+}
+
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const browser = await chromium.launch({ executablePath: CHROMIUM });
@@ -364,6 +494,7 @@ async function main() {
     await theOpenInbox(browser);
     await onAPhone(browser);
     await withAToken(browser);
+    await withForwarding(browser);
   } finally {
     await browser.close();
   }

@@ -2,6 +2,10 @@
 //! files, filled with its own `send` subcommand, and the page driven in headless Chromium by
 //! `tests/browser/inbox.test.mjs` (playwright-core). Screenshots go to `target/artifacts/`.
 //!
+//! A third service forwards (`FORWARD_URL`) to a receiver that the script itself runs on a port
+//! chosen here: one destination that always answers 200, one that answers 500 until the script
+//! lets it recover, with retries fast enough that a delivery fails within a few seconds.
+//!
 //! Needs Chromium (`apt-get install chromium`), Node.js with npm, and the script's one npm
 //! package, which the test installs itself from the lock file (`npm ci`) when it is missing.
 //! Without Chromium or Node.js the test skips aloud (a failure under `TEST_NO_SKIP`).
@@ -18,6 +22,15 @@ const A: &str = "+919876543210";
 const B: &str = "+14155550111";
 const C: &str = "+447700900123";
 const TO: &str = "+14155550100";
+/// A Standard Webhooks secret for the forwarding service (the script checks each signature).
+const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const SCREENSHOTS: [&str; 5] = [
+    "inbox.png",
+    "inbox-phone.png",
+    "inbox-token.png",
+    "inbox-live.png",
+    "inbox-deliveries.png",
+];
 const XSS_TEXT: &str = r#"<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">"#;
 
 /// `CHROMIUM` when set, else Debian's `/usr/bin/chromium`: `Err` with the path when it is not there.
@@ -157,13 +170,28 @@ async fn the_inbox_page_works_in_headless_chromium() {
     for message in seed_messages() {
         send(&open.url("/webhook"), &message);
     }
+    // Nothing listens on the receiver's port until the script starts its receiver, and nothing is
+    // sent to this service before that.
+    let receiver_port = crate::child::free_port();
+    let forwarding = Launch::new(dir.path().join("forwarding.db"))
+        .env("API_TOKEN", TOKEN)
+        .env(
+            "FORWARD_URL",
+            &format!("http://127.0.0.1:{receiver_port}/app,http://127.0.0.1:{receiver_port}/flaky"),
+        )
+        .env("FORWARD_SECRET", FORWARD_SECRET)
+        .env("FORWARD_BACKOFF_MIN_MS", "50")
+        .env("FORWARD_BACKOFF_MAX_MS", "200")
+        .env("FORWARD_MAX_AGE", "2s")
+        .start()
+        .await;
     send(
         &protected.url("/webhook"),
         &json!({"message_id": "secret-1", "from": A, "to": TO, "ts": "2025-01-15T09:00:00Z", "text": "For token holders"}),
     );
 
     let artifacts = artifacts_dir();
-    for screenshot in ["inbox.png", "inbox-phone.png", "inbox-token.png"] {
+    for screenshot in SCREENSHOTS {
         let _ = std::fs::remove_file(artifacts.join(screenshot));
     }
     let outcome = Command::new("node")
@@ -172,6 +200,9 @@ async fn the_inbox_page_works_in_headless_chromium() {
         .env("INBOX_URL", &open.base)
         .env("TOKEN_URL", &protected.base)
         .env("API_TOKEN", TOKEN)
+        .env("FORWARDING_URL", &forwarding.base)
+        .env("RECEIVER_PORT", receiver_port.to_string())
+        .env("FORWARD_SECRET", FORWARD_SECRET)
         .env("WEBHOOK_INBOX", crate::child::BIN)
         .env("WEBHOOK_SECRET", SECRET)
         .env("WHATSAPP_APP_SECRET", crate::providers::APP_SECRET)
@@ -184,11 +215,12 @@ async fn the_inbox_page_works_in_headless_chromium() {
     println!("{stdout}");
     assert!(
         outcome.status.success(),
-        "the browser script failed ({}):\n{stdout}\n{stderr}",
-        outcome.status
+        "the browser script failed ({}):\n{stdout}\n{stderr}\nthe forwarding service's log:\n{}",
+        outcome.status,
+        forwarding.stdout.snapshot()
     );
     assert!(stdout.contains("checks passed"), "{stdout}");
-    for screenshot in ["inbox.png", "inbox-phone.png", "inbox-token.png"] {
+    for screenshot in SCREENSHOTS {
         let size = std::fs::metadata(artifacts.join(screenshot)).map_or(0, |meta| meta.len());
         assert!(size > 10_000, "{screenshot}: {size} bytes");
     }

@@ -78,10 +78,11 @@ async fn replicas_starting_together_apply_each_migration_once() {
         start.await.expect("task").expect("every replica opens the store");
     }
     // One row per migration (1: the tables, 2: the retention index, 3: the totals, 4: the
-    // sources, 5: the arrival order, 6: the timeline and the announcements), each applied once.
+    // sources, 5: the arrival order, 6: the timeline and the announcements, 7: forwarding),
+    // each applied once.
     assert_eq!(
         schema.query_i64("SELECT COUNT(*) FROM schema_migrations").await,
-        6
+        7
     );
     assert_eq!(
         schema
@@ -209,9 +210,21 @@ async fn concurrent_posts_across_three_replicas_store_each_id_once() {
     );
 }
 
+/// Takes the schema back to version 6, as a database written by the binary before forwarding.
+pub async fn back_to_version_6(schema: &PgSchema) {
+    schema
+        .execute(
+            "DROP TABLE deliveries;
+             DROP TABLE forward_destinations;
+             DELETE FROM schema_migrations WHERE version = 7",
+        )
+        .await;
+}
+
 /// Takes the schema back to version 5, as a database written by the binary before the timeline
 /// and the announcements of commits existed: the insert trigger counts per source only.
 pub async fn back_to_version_5(schema: &PgSchema) {
+    back_to_version_6(schema).await;
     schema
         .execute(
             "DROP TABLE arrival_hours;
@@ -289,7 +302,7 @@ async fn rows_written_before_sources_existed_are_webhook_messages_counted_per_so
         schema
             .query_i64("SELECT MAX(version)::bigint FROM schema_migrations")
             .await,
-        6
+        i64::from(webhook_inbox::store::postgres::SCHEMA_VERSION)
     );
     let (_, stats) = apps[0].get_json("/stats").await;
     assert_eq!(

@@ -41,6 +41,8 @@ use crate::store::{
 use connection::{PoolSettings, Pools, ReadConnection, connect_pools, pool_error, read_failed};
 use writer::NoJobs;
 
+pub use schema::CURRENT_VERSION as SCHEMA_VERSION;
+
 pub struct PostgresOptions {
     pub url: String,
     /// Connections of the read pool; the writes have a few of their own besides.
