@@ -968,3 +968,86 @@ fn bad_forwarding_settings_stop_the_start_with_one_line() {
         &["FORWARD_BACKOFF_MIN_MS"],
     );
 }
+
+/// A destination starts at the end of the arrival order: what was stored before forwarding was
+/// configured is not sent (a redeliver sends it), what comes after is.
+async fn only_what_arrives_after_forwarding_is_configured_is_forwarded(
+    app_before: TestApp,
+    restart: impl AsyncFnOnce(crate::common::TestDatabase) -> TestApp,
+) {
+    for n in 0..5 {
+        app_before.store(&message(&format!("old{n}"), A, TS, None)).await;
+    }
+    let database = app_before.stop().await;
+    let app = restart(database).await;
+    for n in 0..3 {
+        app.store(&message(&format!("new{n}"), A, TS, None)).await;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while deliveries(&app, "status=delivered").await.len() < 3 {
+        assert!(Instant::now() < deadline, "the new messages were not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let delivered: BTreeSet<String> = deliveries(&app, "")
+        .await
+        .iter()
+        .map(|item| item["message_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        delivered,
+        BTreeSet::from(["new0".to_owned(), "new1".to_owned(), "new2".to_owned()])
+    );
+    let (status, body) = post_with_token(&app, "/messages/old0/redeliver").await;
+    assert_eq!((status, body), (StatusCode::ACCEPTED, json!({"requeued": 1})));
+    wait_for_status(&app, "old0", "delivered").await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_forwarding_configured_later_starts_at_the_end() {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let before = TestApp::spawn(Backend::SqliteFile).await;
+    let url = receiver.url();
+    only_what_arrives_after_forwarding_is_configured_is_forwarded(before, async |database| {
+        let options = Options {
+            api_token: Some(TOKEN.to_owned()),
+            forward: Some(fast_settings(&url)),
+            ..Options::new(Backend::SqliteFile)
+        };
+        TestApp::spawn_on(database, options).await
+    })
+    .await;
+    assert_eq!(receiver.delivered_ids().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_database_from_before_forwarding_is_migrated_and_starts_at_the_end() {
+    crate::require_postgres!();
+    let schema = crate::common::PgSchema::create().await;
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let before = replica(&schema, None).await;
+    let url = receiver.url();
+    let schema_ref = &schema;
+    only_what_arrives_after_forwarding_is_configured_is_forwarded(before, async |_| {
+        crate::postgres::back_to_version_6(schema_ref).await;
+        TestApp::spawn_at(
+            crate::common::TestDatabase::SqliteMemory,
+            webhook_inbox::config::StoreUrl::Postgres(schema_ref.url()),
+            Options {
+                api_token: Some(TOKEN.to_owned()),
+                forward: Some(fast_settings(&url)),
+                ..Options::new(Backend::Postgres)
+            },
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        schema
+            .query_i64("SELECT MAX(version)::bigint FROM schema_migrations")
+            .await,
+        7
+    );
+    assert_eq!(receiver.delivered_ids().len(), 4);
+}

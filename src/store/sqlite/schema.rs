@@ -285,6 +285,7 @@ mod tests {
             super::V5_SOURCES,
             super::V6_ARRIVAL,
             super::V7_ARRIVAL_HOURS,
+            super::V8_FORWARDING,
         ];
         for step in later
             .iter()
@@ -369,6 +370,30 @@ mod tests {
             hours,
             vec![("2025-01-15T10".to_owned(), 1), ("2025-01-15T11".to_owned(), 2)]
         );
+    }
+
+    #[test]
+    fn a_version_7_database_keeps_its_rows_and_gains_the_forwarding_tables() {
+        let mut conn = database_at(7);
+        conn.execute_batch(
+            "INSERT INTO messages (message_id, from_msisdn, to_msisdn, ts, created_at, ts_key, arrival)
+             VALUES ('a', '+1', '+2', '2025-01-15T10:00:00Z', '2025-01-15T10:00:00.000000Z', 'k1', 1);",
+        )
+        .expect("a version 7 row");
+        migrate(&mut conn).expect("migrate from 7");
+        let tables: Vec<(String, i64)> = pairs(
+            &conn,
+            "SELECT name, 0 FROM sqlite_master WHERE type = 'table' AND name IN ('deliveries', 'forward_destinations') ORDER BY name",
+        );
+        assert_eq!(
+            tables,
+            vec![
+                ("deliveries".to_owned(), 0),
+                ("forward_destinations".to_owned(), 0)
+            ]
+        );
+        let messages: Vec<(String, i64)> = pairs(&conn, "SELECT message_id, arrival FROM messages");
+        assert_eq!(messages, vec![("a".to_owned(), 1)]);
     }
 
     #[test]
