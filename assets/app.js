@@ -1,5 +1,6 @@
 // The webhook-inbox page: reads /stats and /messages with fetch and shows them, and one message's
-// detail from /messages/{id} when its id is pressed. No framework.
+// detail from /messages/{id} when its id is pressed, with its deliveries from /deliveries (and,
+// with a token, a retry of the failed ones by POST /messages/{id}/redeliver). No framework.
 // Stored text is only ever inserted with textContent, never parsed as HTML.
 'use strict';
 
@@ -12,6 +13,12 @@ const FIELD_NAMES = {
 };
 
 const SOURCE_NAMES = { webhook: 'Webhook', whatsapp: 'WhatsApp', twilio: 'Twilio' };
+const DELIVERY_STATUS_NAMES = { pending: 'Pending', delivered: 'Delivered', failed: 'Failed' };
+// A message has one delivery per destination: one page holds them all.
+const DELIVERIES_LIMIT = 200;
+// While a delivery is pending, its list is read again once the next attempt is due, within these.
+const DELIVERY_POLL_MIN_MS = 1000;
+const DELIVERY_POLL_MAX_MS = 15000;
 
 const byId = (id) => document.getElementById(id);
 const numberFormat = new Intl.NumberFormat('en-US');
@@ -33,6 +40,9 @@ const state = {
   // The stream being followed: its filters, and how to stop it.
   live: null,
   timelineBucket: 'hour',
+  // The message whose detail is open (null when none), for its deliveries: each opening and
+  // closing takes a new number, and answers for an older one are dropped.
+  detail: { messageId: null, generation: 0, timer: null },
 };
 
 // sessionStorage can be switched off; the token then lives only as long as the page.
@@ -76,7 +86,14 @@ class ApiProblem extends Error {
 // ---------------------------------------------------------------------------------------------
 
 async function getJson(path, params) {
-  const url = params ? `${path}?${params}` : path;
+  return callApi('GET', params ? `${path}?${params}` : path);
+}
+
+async function postJson(path) {
+  return callApi('POST', path);
+}
+
+async function callApi(method, url) {
   const headers = { Accept: 'application/json' };
   const token = tokenStore.get();
   if (token) {
@@ -84,7 +101,7 @@ async function getJson(path, params) {
   }
   let response;
   try {
-    response = await fetch(url, { headers, cache: 'no-store' });
+    response = await fetch(url, { method, headers, cache: 'no-store' });
   } catch {
     throw new ApiProblem(0, 'Could not reach the service. Is it running? Try Refresh.');
   }
@@ -93,6 +110,11 @@ async function getJson(path, params) {
     throw problemFrom(response, body, Boolean(token));
   }
   return body;
+}
+
+// A promise's outcome as Promise.allSettled gives it: { status, value } or { status, reason }.
+function settled(promise) {
+  return promise.then((value) => ({ status: 'fulfilled', value }), (reason) => ({ status: 'rejected', reason }));
 }
 
 function problemFrom(response, body, tokenSent) {
@@ -236,7 +258,9 @@ function detailButton(messageId) {
 }
 
 // Reads one message and shows it in the detail dialog; the focus goes back to `opener` on close.
+// Its deliveries are read at the same time and shown below its fields.
 async function showDetail(messageId, opener) {
+  const deliveries = settled(fetchDeliveries(messageId));
   let message;
   try {
     message = await getJson(`/messages/${encodeURIComponent(messageId)}`);
@@ -255,9 +279,23 @@ async function showDetail(messageId, opener) {
   const raw = message.raw === null ? 'null (sent to POST /webhook in this service\'s own format)'
     : JSON.stringify(message.raw, null, 2);
   byId('detail-raw').textContent = raw;
+  stopDeliveries();
+  state.detail.messageId = message.message_id;
+  byId('deliveries-table').hidden = true;
+  byId('deliveries-rows').replaceChildren();
+  byId('deliveries-note').textContent = 'Reading the deliveries…';
+  showRetryOutcome('');
   const dialog = byId('detail');
-  dialog.onclose = () => opener.focus();
+  dialog.onclose = () => {
+    stopDeliveries();
+    opener.focus();
+  };
   dialog.showModal();
+  const { generation } = state.detail;
+  const outcome = await deliveries;
+  if (generation === state.detail.generation) {
+    showDeliveries(outcome);
+  }
 }
 
 function cell(label, kind, content) {
@@ -358,6 +396,167 @@ function askForToken(tokenWasRefused) {
 function showInbox() {
   byId('token-section').hidden = true;
   byId('inbox').hidden = false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A message's deliveries to the forwarding destinations (FORWARD_URL), in its detail
+// ---------------------------------------------------------------------------------------------
+
+async function fetchDeliveries(messageId) {
+  const params = new URLSearchParams({ message_id: messageId, limit: String(DELIVERIES_LIMIT) });
+  const answer = await getJson('/deliveries', params);
+  return answer.data;
+}
+
+// Reads the open message's deliveries again and shows them, unless another message was opened
+// (or the dialog closed) meanwhile.
+async function refreshDeliveries() {
+  const { messageId, generation } = state.detail;
+  if (messageId === null) {
+    return;
+  }
+  const outcome = await settled(fetchDeliveries(messageId));
+  if (generation === state.detail.generation) {
+    showDeliveries(outcome);
+  }
+}
+
+function stopDeliveries() {
+  clearTimeout(state.detail.timer);
+  state.detail.timer = null;
+  state.detail.messageId = null;
+  state.detail.generation += 1;
+}
+
+function showDeliveries(outcome) {
+  clearTimeout(state.detail.timer);
+  const note = byId('deliveries-note');
+  if (outcome.status === 'rejected') {
+    byId('deliveries-table').hidden = true;
+    byId('deliveries-rows').replaceChildren();
+    note.textContent = `The deliveries could not be read: ${outcome.reason.message}`;
+    return;
+  }
+  const deliveries = outcome.value;
+  byId('deliveries-table').hidden = deliveries.length === 0;
+  byId('deliveries-rows').replaceChildren(...deliveries.map(deliveryRow));
+  note.textContent = deliveriesSummary(deliveries);
+  // A pending delivery changes when its next attempt is made: read the list again then.
+  const due = deliveries.filter((delivery) => delivery.status === 'pending')
+    .map((delivery) => Date.parse(delivery.next_attempt_at) || Date.now());
+  if (due.length > 0) {
+    const wait = Math.min(...due) - Date.now() + 250;
+    state.detail.timer = setTimeout(refreshDeliveries,
+      Math.min(DELIVERY_POLL_MAX_MS, Math.max(DELIVERY_POLL_MIN_MS, wait)));
+  }
+}
+
+// One line over the table, or in its place: none (forwarding is off, or has not reached this
+// message yet), or how many stand where.
+function deliveriesSummary(deliveries) {
+  if (deliveries.length === 0) {
+    return 'Not forwarded: no deliveries for this message.';
+  }
+  const parts = Object.keys(DELIVERY_STATUS_NAMES)
+    .map((status) => [status, deliveries.filter((delivery) => delivery.status === status).length])
+    .filter(([, n]) => n > 0)
+    .map(([status, n]) => `${count(n)} ${status}`);
+  const destinations = `${count(deliveries.length)} ${deliveries.length === 1 ? 'destination' : 'destinations'}`;
+  const failed = deliveries.some((delivery) => delivery.status === 'failed');
+  const retry = failed && !tokenStore.get() ? ' Retrying needs the API token (the service’s API_TOKEN).' : '';
+  return `${destinations}: ${parts.join(', ')}.${retry}`;
+}
+
+function deliveryRow(delivery) {
+  const row = document.createElement('tr');
+  row.dataset.status = delivery.status;
+  const destination = document.createElement('span');
+  destination.className = 'mono';
+  destination.textContent = delivery.destination;
+  row.append(
+    cell('Destination', 'destination', destination),
+    cell('Status', 'status', deliveryBadge(delivery.status)),
+    cell('Attempts', 'attempts', count(delivery.attempts)),
+    cell('Last answer', 'answer', lastAnswer(delivery)),
+    cell('Next attempt', 'next', delivery.next_attempt_at === null ? '—' : timeOf(delivery.next_attempt_at)),
+    cell('Action', 'action', delivery.status === 'failed' && tokenStore.get() ? retryButton(delivery.message_id) : ''),
+  );
+  return row;
+}
+
+function deliveryBadge(status) {
+  const badge = document.createElement('span');
+  badge.className = `badge delivery-${DELIVERY_STATUS_NAMES[status] ? status : 'other'}`;
+  badge.textContent = DELIVERY_STATUS_NAMES[status] ?? String(status);
+  return badge;
+}
+
+function timeOf(instant) {
+  const time = document.createElement('time');
+  time.dateTime = instant;
+  time.textContent = instant;
+  return time;
+}
+
+// The last answer's status code, or why there was none; and when that attempt was made.
+function lastAnswer(delivery) {
+  if (delivery.last_attempt_at === null) {
+    return 'No attempt yet';
+  }
+  const answer = document.createElement('span');
+  answer.className = 'answer-text';
+  if (delivery.last_error !== null) {
+    answer.textContent = String(delivery.last_error);
+  } else {
+    answer.textContent = delivery.last_status_code === null ? 'No answer' : String(delivery.last_status_code);
+  }
+  const when = document.createElement('small');
+  when.className = 'answer-time';
+  when.append('at ', timeOf(delivery.last_attempt_at));
+  const box = document.createElement('span');
+  box.append(answer, when);
+  return box;
+}
+
+// The service re-queues a message for every destination at once (the same webhook-id, so a
+// receiver can drop what it already has); each failed row offers it.
+function retryButton(messageId) {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.className = 'retry';
+  button.textContent = 'Retry';
+  button.setAttribute('aria-label', `Retry: send ${messageId} again to every destination`);
+  button.addEventListener('click', () => retry(messageId));
+  return button;
+}
+
+async function retry(messageId) {
+  const { generation } = state.detail;
+  for (const button of document.querySelectorAll('#deliveries-rows button.retry')) {
+    button.disabled = true;
+  }
+  let outcome;
+  try {
+    const answer = await postJson(`/messages/${encodeURIComponent(messageId)}/redeliver`);
+    const n = Number(answer.requeued) || 0;
+    outcome = `Queued again for ${count(n)} ${n === 1 ? 'destination' : 'destinations'} at ${new Date().toISOString().slice(11, 19)} UTC.`;
+  } catch (problem) {
+    const why = problem.status === 401 ? 'the token was not accepted (401).' : problem.message;
+    outcome = `The retry did not happen: ${why}`;
+  }
+  if (generation !== state.detail.generation) {
+    return;
+  }
+  showRetryOutcome(outcome);
+  // The buttons may be gone after the refresh: the focus stays on what happened.
+  byId('deliveries-outcome').focus();
+  await refreshDeliveries();
+}
+
+function showRetryOutcome(text) {
+  const box = byId('deliveries-outcome');
+  box.textContent = text;
+  box.hidden = text === '';
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -424,6 +424,19 @@ async function deliveryOf(page, destinationPath) {
   };
 }
 
+// How the open detail lays out its deliveries: rows or cards, and whether anything sticks out.
+function deliveriesLayout(page) {
+  return page.evaluate(() => {
+    const dialog = document.getElementById('detail');
+    const right = dialog.getBoundingClientRect().right;
+    return {
+      display: getComputedStyle(document.querySelector('#deliveries-rows tr')).display,
+      wider: dialog.scrollWidth - dialog.clientWidth,
+      outside: [...document.querySelectorAll('#deliveries-rows td')].filter((cell) => cell.getBoundingClientRect().right > right).length,
+    };
+  });
+}
+
 async function withForwarding(browser) {
   const receiver = await startReceiver();
   try {
@@ -460,7 +473,12 @@ async function withForwarding(browser) {
     check('forwarding: every attempt was signed', receiver.received.every((request) => request.signed), true);
     check('forwarding: one webhook-id for every attempt at fwd-1',
       [...new Set(receiver.received.map((request) => `${request.messageId} ${request.id}`))].length, 1);
+    check('forwarding: the table fits the dialog', await deliveriesLayout(page), { display: 'table-row', wider: 0, outside: 0 });
     await page.screenshot({ path: path.join(ARTIFACTS, 'inbox-deliveries.png') });
+    await page.setViewportSize({ width: 375, height: 812 });
+    check('phone: the deliveries are cards within the dialog, Retry too', await deliveriesLayout(page), { display: 'block', wider: 0, outside: 0 });
+    await page.screenshot({ path: path.join(ARTIFACTS, 'inbox-deliveries-phone.png') });
+    await page.setViewportSize({ width: 1280, height: 900 });
 
     // The destination recovers; Retry sends the message again and the row follows.
     receiver.failing = false;
