@@ -86,6 +86,7 @@ on_every_backend!(
     deliveries_fail_after_the_max_age_and_retry_failed_queues_them_again_by_filter,
     redeliver_sends_a_message_again_under_the_same_webhook_id,
     a_failing_destination_is_paused_and_probed_one_attempt_at_a_time,
+    retention_takes_finished_deliveries_with_their_messages_and_fails_a_pending_one,
 );
 
 /// The `webhook-signature` of `request` checked by the service's own Standard Webhooks
@@ -1050,4 +1051,54 @@ async fn a_postgresql_database_from_before_forwarding_is_migrated_and_starts_at_
         7
     );
     assert_eq!(receiver.delivered_ids().len(), 4);
+}
+
+async fn retention_takes_finished_deliveries_with_their_messages_and_fails_a_pending_one(backend: Backend) {
+    use webhook_inbox::clock::Clock;
+    use webhook_inbox::retention::RetentionPolicy;
+
+    let start = time::macros::datetime!(2025-01-01 00:00:00 UTC);
+    let receiver = Receiver::start(behaviour(|json, _| {
+        if json["message_id"] == "stuck" {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    }))
+    .await;
+    let options = Options {
+        api_token: Some(TOKEN.to_owned()),
+        forward: Some(fast_settings(&receiver.url())),
+        // Stopped: the failed attempt's retry is not due until the clock moves.
+        clock: Clock::manual(start),
+        ..Options::new(backend)
+    };
+    let app = TestApp::spawn_with(options).await;
+    for id in ["gone1", "gone2", "stuck"] {
+        app.store(&message(id, A, TS, None)).await;
+    }
+    wait_for_status(&app, "gone1", "delivered").await;
+    wait_for_status(&app, "gone2", "delivered").await;
+    let deadline = Instant::now() + PATIENCE;
+    while deliveries(&app, "message_id=stuck").await[0]["attempts"] != 1 {
+        assert!(Instant::now() < deadline, "no attempt at the stuck message");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.options.clock.set(start + time::Duration::days(31));
+    let report = app
+        .state
+        .retainer()
+        .run_once(&RetentionPolicy::days(30))
+        .await
+        .expect("retention pass");
+    assert_eq!(report.deleted, 3);
+    let failed = wait_for_status(&app, "stuck", "failed").await;
+    assert_eq!(failed["last_error"], "the message is no longer stored");
+    let left: Vec<String> = deliveries(&app, "")
+        .await
+        .iter()
+        .map(|item| item["message_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(left, ["stuck"], "the delivered ones went with their messages");
+    app.stop().await;
 }

@@ -24,7 +24,11 @@ WITH doomed AS (
 ), deleted AS (
     DELETE FROM messages AS m USING doomed
     WHERE m.message_id = doomed.message_id
-    RETURNING m.from_msisdn
+    RETURNING m.from_msisdn, m.message_id
+), finished_deliveries AS (
+    -- A pending delivery stays, to be failed with a reason at its next attempt.
+    DELETE FROM deliveries AS d USING deleted
+    WHERE d.message_id = deleted.message_id AND d.status <> 'pending'
 )
 SELECT from_msisdn, COUNT(*)::BIGINT FROM deleted GROUP BY from_msisdn ORDER BY from_msisdn
 "#;

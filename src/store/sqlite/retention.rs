@@ -30,7 +30,11 @@ DELETE FROM messages WHERE rowid IN (
     WHERE created_at < ?1
     LIMIT ?2
 )
-RETURNING rowid, from_msisdn, text IS NOT NULL, source";
+RETURNING rowid, from_msisdn, text IS NOT NULL, source, message_id";
+
+/// A deleted message's finished deliveries go with it. A pending one stays, to be failed with a
+/// reason at its next attempt ("the message is no longer stored") rather than vanish.
+const FORGET_DELIVERIES: &str = "DELETE FROM deliveries WHERE message_id = ?1 AND status <> 'pending'";
 
 const UNINDEX_TEXT: &str = "DELETE FROM message_search WHERE rowid = ?1";
 
@@ -40,6 +44,7 @@ struct Deleted {
     from: String,
     has_text: bool,
     source: String,
+    message_id: String,
 }
 
 /// Deletes up to `request.limit` messages stored before `request.cutoff`; returns how many.
@@ -54,6 +59,7 @@ pub fn delete_batch(conn: &mut Connection, request: &DeleteRequest) -> rusqlite:
                 from: row.get(1)?,
                 has_text: row.get(2)?,
                 source: row.get(3)?,
+                message_id: row.get(4)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -62,6 +68,7 @@ pub fn delete_batch(conn: &mut Connection, request: &DeleteRequest) -> rusqlite:
     }
     unindex(&tx, &deleted)?;
     uncount(&tx, &deleted)?;
+    forget_deliveries(&tx, &deleted)?;
     tx.commit()?;
     Ok(deleted.len() as u64)
 }
@@ -72,6 +79,14 @@ fn unindex(tx: &Transaction<'_>, deleted: &[Deleted]) -> rusqlite::Result<()> {
     let mut unindex = tx.prepare_cached(UNINDEX_TEXT)?;
     for row in deleted.iter().filter(|row| row.has_text) {
         unindex.execute([row.rowid])?;
+    }
+    Ok(())
+}
+
+fn forget_deliveries(tx: &Transaction<'_>, deleted: &[Deleted]) -> rusqlite::Result<()> {
+    let mut forget = tx.prepare_cached(FORGET_DELIVERIES)?;
+    for row in deleted {
+        forget.execute([&row.message_id])?;
     }
     Ok(())
 }
