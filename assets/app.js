@@ -1,6 +1,6 @@
 // The webhook-inbox page: reads /stats and /messages with fetch and shows them, and one message's
 // detail from /messages/{id} when its id is pressed, with its deliveries from /deliveries (and,
-// with a token, a retry of the failed ones by POST /messages/{id}/redeliver). No framework.
+// with a token, a retry of a failed one by POST /deliveries/retry-failed?message_id=&destination=). No framework.
 // Stored text is only ever inserted with textContent, never parsed as HTML.
 'use strict';
 
@@ -479,7 +479,7 @@ function deliveryRow(delivery) {
     cell('Attempts', 'attempts', count(delivery.attempts)),
     cell('Last answer', 'answer', lastAnswer(delivery)),
     cell('Next attempt', 'next', delivery.next_attempt_at === null ? '—' : timeOf(delivery.next_attempt_at)),
-    cell('Action', 'action', delivery.status === 'failed' && tokenStore.get() ? retryButton(delivery.message_id) : ''),
+    cell('Action', 'action', delivery.status === 'failed' && tokenStore.get() ? retryButton(delivery.message_id, delivery.destination) : ''),
   );
   return row;
 }
@@ -518,28 +518,31 @@ function lastAnswer(delivery) {
   return box;
 }
 
-// The service re-queues a message for every destination at once (the same webhook-id, so a
-// receiver can drop what it already has); each failed row offers it.
-function retryButton(messageId) {
+// A failed row is queued again on its own: its message, to its destination (the same webhook-id,
+// so a receiver can drop what it already has). Healthy destinations are not sent it again.
+function retryButton(messageId, destination) {
   const button = document.createElement('button');
   button.type = 'button';
   button.className = 'retry';
   button.textContent = 'Retry';
-  button.setAttribute('aria-label', `Retry: send ${messageId} again to every destination`);
-  button.addEventListener('click', () => retry(messageId));
+  button.setAttribute('aria-label', `Retry: send ${messageId} again to ${destination}`);
+  button.addEventListener('click', () => retry(messageId, destination));
   return button;
 }
 
-async function retry(messageId) {
+async function retry(messageId, destination) {
   const { generation } = state.detail;
   for (const button of document.querySelectorAll('#deliveries-rows button.retry')) {
     button.disabled = true;
   }
   let outcome;
   try {
-    const answer = await postJson(`/messages/${encodeURIComponent(messageId)}/redeliver`);
+    const query = new URLSearchParams({ message_id: messageId, destination });
+    const answer = await postJson(`/deliveries/retry-failed?${query}`);
     const n = Number(answer.requeued) || 0;
-    outcome = `Queued again for ${count(n)} ${n === 1 ? 'destination' : 'destinations'} at ${new Date().toISOString().slice(11, 19)} UTC.`;
+    outcome = n === 0
+      ? 'Nothing to retry: the delivery is no longer failed.'
+      : `Queued again for ${destination} at ${new Date().toISOString().slice(11, 19)} UTC.`;
   } catch (problem) {
     const why = problem.status === 401 ? 'the token was not accepted (401).' : problem.message;
     outcome = `The retry did not happen: ${why}`;

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::config::{ForwardConfigError, ForwardSettings};
-use crate::store::deliveries::Destination;
+use crate::store::deliveries::{DeliveryQuery, DeliveryStatus, Destination};
 use crate::store::{MessageFilter, Store, StoreError};
 use crate::telemetry::{DestinationMetrics, ForwardMetrics, Logger};
 use dispatcher::{Dispatcher, unix_ms};
@@ -147,6 +147,27 @@ impl Forwarder {
         destination: Option<i64>,
     ) -> Result<u64, StoreError> {
         replay::requeue_failed(self.store.as_ref(), filter, destination, self.now_ms()).await
+    }
+
+    /// Queues again the failed deliveries of one message (to `destination`, or to every one).
+    pub async fn retry_failed_of_message(
+        &self,
+        message_id: &str,
+        destination: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        let failed = self
+            .store
+            .list_deliveries(DeliveryQuery {
+                status: Some(DeliveryStatus::Failed),
+                destination,
+                message_id: Some(message_id.to_owned()),
+                before: None,
+                // A message has one delivery per destination.
+                limit: u32::try_from(self.destinations.len()).unwrap_or(u32::MAX).max(1),
+            })
+            .await?;
+        let ids = failed.iter().map(|delivery| delivery.id).collect();
+        self.store.requeue_deliveries(ids, self.now_ms()).await
     }
 
     /// Stops claiming, gives the attempts in flight a few seconds to finish, and records what

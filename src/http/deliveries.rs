@@ -319,13 +319,18 @@ impl IntoParams for RetryParams {
     fn into_params(parameter_in: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
         let mut parameters = FilterParams::into_params(parameter_in);
         parameters.push(destination_parameter());
+        parameters.push(query_parameter(
+            "message_id",
+            "Only this message's failed deliveries (the filters above then do not apply).",
+            ObjectBuilder::new().schema_type(Type::String).build(),
+        ));
         parameters
     }
 }
 
-/// Queues every failed delivery again (of one destination, and of the messages the `/messages`
-/// filters admit, when given), due now with a fresh `FORWARD_MAX_AGE`. The failed deliveries are
-/// walked a page at a time, however many there are.
+/// Queues every failed delivery again (of one destination, of one message, or of the messages
+/// the `/messages` filters admit, when given), due now with a fresh `FORWARD_MAX_AGE`. The
+/// failed deliveries are walked a page at a time, however many there are.
 #[utoipa::path(
     post,
     path = RETRY_FAILED_PATH,
@@ -354,7 +359,14 @@ pub(super) async fn retry_failed(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let requeued = forwarder.retry_failed(&filter, destination.flatten()).await?;
+    let requeued = match raw.message_id.take() {
+        Some(message_id) => {
+            forwarder
+                .retry_failed_of_message(&message_id, destination.flatten())
+                .await?
+        }
+        None => forwarder.retry_failed(&filter, destination.flatten()).await?,
+    };
     Ok((StatusCode::ACCEPTED, Json(Requeued { requeued })))
 }
 

@@ -483,9 +483,11 @@ async function withForwarding(browser) {
     // The destination recovers; Retry sends the message again and the row follows.
     receiver.failing = false;
     const flakyBefore = at('/flaky').length;
-    await page.getByRole('button', { name: 'Retry: send fwd-1 again to every destination' }).click();
+    const appBefore = at('/app').length;
+    const flakyUrl = `http://127.0.0.1:${RECEIVER_PORT}/flaky`;
+    await page.getByRole('button', { name: `Retry: send fwd-1 again to ${flakyUrl}` }).click();
     await page.locator('#deliveries-outcome').waitFor({ state: 'visible', timeout: WAIT_MS });
-    check('retry: queued', /^Queued again for 2 destinations at \d\d:\d\d:\d\d UTC\.$/.test(await text(page, '#deliveries-outcome')), true);
+    check('retry: queued', /^Queued again for http:\/\/127\.0\.0\.1:\d+\/flaky at \d\d:\d\d:\d\d UTC\.$/.test(await text(page, '#deliveries-outcome')), true);
     check('retry: the focus on what happened', await page.evaluate(() => document.activeElement.id), 'deliveries-outcome');
     await page.waitForFunction(() => document.querySelectorAll('#deliveries-rows tr[data-status="delivered"]').length === 2,
       null, { timeout: WAIT_MS });
@@ -496,6 +498,7 @@ async function withForwarding(browser) {
     check('retry: the row shows the delivery', [recovered.status, recovered.answer, recovered.next, recovered.retry],
       ['Delivered', '200', '—', 0]);
     check('retry: the summary', await text(page, '#deliveries-note'), '2 destinations: 2 delivered.');
+    check('retry: the healthy destination was not sent it again', at('/app').length, appBefore);
     await page.keyboard.press('Escape');
     await page.locator('#detail').waitFor({ state: 'hidden', timeout: WAIT_MS });
     check('forwarding: no script errors', problems, []);
