@@ -2,7 +2,8 @@
 //!
 //! - `ingest` POSTs correctly signed messages, some re-sending earlier ids;
 //! - `read` runs one read scenario (`/messages` with each filter, a deep offset, cursors, `/stats`);
-//! - `seed` fills an empty database through the service's own insert code.
+//! - `seed` fills an empty database through the service's own insert code;
+//! - `forward` receives what the service forwards and reports deliveries per second and lag.
 //!
 //! Each HTTP run reports requests per second, latency percentiles and the answers by status.
 
@@ -10,6 +11,7 @@ mod args;
 mod client;
 pub mod data;
 mod error;
+pub mod forward;
 pub mod ingest;
 pub mod read;
 pub mod report;
@@ -42,6 +44,9 @@ pub enum BenchCommand {
     Read(ReadArgs),
     /// Fill an empty database quickly, through the service's own insert code.
     Seed(SeedArgs),
+    /// Receive what the service forwards (FORWARD_URL pointing at --listen): deliveries per
+    /// second draining a backlog, and lag at a steady ingest rate.
+    Forward(forward::ForwardArgs),
 }
 
 /// Runs a `bench` subcommand and prints its report on stdout (seed progress goes to stderr).
@@ -50,6 +55,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         BenchCommand::Ingest(args) => ingest::run(&args).await?.render(args.run.format),
         BenchCommand::Read(args) => read::run(&args).await?.render(args.run.format),
         BenchCommand::Seed(args) => serde_json::json!({ "seed": seed::run(&args).await? }).to_string(),
+        BenchCommand::Forward(args) => serde_json::json!({ "forward": forward::run(&args).await? }).to_string(),
     };
     // Not println!, which panics when stdout is a closed pipe (`… | head -1`).
     writeln!(std::io::stdout().lock(), "{output}").map_err(BenchError::Output)
