@@ -33,7 +33,7 @@ pub mod defaults {
     pub const STREAM_BUFFER: u32 = 1_024;
     pub const FORWARD_TIMEOUT_MS: u64 = 10_000;
     pub const FORWARD_MAX_AGE: &str = "24h";
-    pub const FORWARD_CONCURRENCY: u32 = 16;
+    pub const FORWARD_CONCURRENCY: u32 = 32;
     pub const FORWARD_BACKOFF_MIN_MS: u64 = 1_000;
     pub const FORWARD_BACKOFF_MAX_MS: u64 = 3_600_000;
     pub const FORWARD_PAUSE_AFTER_MS: u64 = 300_000;

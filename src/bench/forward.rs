@@ -145,9 +145,7 @@ pub async fn run(args: &ForwardArgs) -> Result<ForwardReport, BenchError> {
             address: args.listen.to_string(),
             source,
         })?;
-    let app = Router::new()
-        .fallback(receive)
-        .with_state(Arc::clone(&arrivals));
+    let app = Router::new().fallback(receive).with_state(Arc::clone(&arrivals));
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -227,7 +225,11 @@ async fn wait_for_deliveries(arrivals: &Arrivals, count: u64, since: Instant) ->
 
 #[allow(clippy::cast_precision_loss)]
 fn per_second(count: u64, seconds: f64) -> f64 {
-    if seconds > 0.0 { count as f64 / seconds } else { 0.0 }
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
 }
 
 /// Sends `--rate` messages a second and measures each one's lag to its delivery.
@@ -299,7 +301,11 @@ fn percentile(values: &[f64], quantile: f64) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
     let rank = ((quantile * values.len() as f64).ceil() as usize).clamp(1, values.len());
     values[rank - 1]
 }

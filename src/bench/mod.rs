@@ -55,7 +55,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         BenchCommand::Ingest(args) => ingest::run(&args).await?.render(args.run.format),
         BenchCommand::Read(args) => read::run(&args).await?.render(args.run.format),
         BenchCommand::Seed(args) => serde_json::json!({ "seed": seed::run(&args).await? }).to_string(),
-        BenchCommand::Forward(args) => serde_json::json!({ "forward": forward::run(&args).await? }).to_string(),
+        BenchCommand::Forward(args) => {
+            serde_json::json!({ "forward": forward::run(&args).await? }).to_string()
+        }
     };
     // Not println!, which panics when stdout is a closed pipe (`… | head -1`).
     writeln!(std::io::stdout().lock(), "{output}").map_err(BenchError::Output)

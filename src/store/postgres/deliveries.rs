@@ -8,13 +8,11 @@
 //!   and a lease that ran out (its replica died) is due again.
 //! - Results are recorded only for the deliveries their replica still holds.
 
-use std::collections::HashMap;
-
-use deadpool_postgres::{GenericClient, Pool, Transaction};
+use deadpool_postgres::{GenericClient, Pool};
 use tokio_postgres::types::ToSql;
 
 use super::connection::{Failure, classify, read_failed, retrying};
-use super::queries::{MESSAGE_COLUMNS, count_of, message_from_row};
+use super::queries::{MESSAGE_COLUMNS, count_of, message_from_row, message_from_row_at};
 use crate::store::StoreError;
 use crate::store::deliveries::{
     AttemptRecord, ClaimRequest, Claimed, DeliveryQuery, DeliveryStatus, DeliveryView, Destination,
@@ -55,21 +53,14 @@ pub async fn claim(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Store
     retrying(|| claim_once(pool, request)).await
 }
 
+/// Three statements, each atomic on its own: queue the new messages (and read the health), take
+/// the probe slot when paused, lease the due deliveries with their messages.
 async fn claim_once(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Failure> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await.map_err(classify)?;
-    enqueue_new(&tx, request).await?;
-    let health = tx
-        .query_one(
-            "SELECT failing_since_ms FROM forward_destinations WHERE id = $1",
-            &[&request.destination],
-        )
-        .await
-        .map_err(classify)?;
-    let failing_since_ms: Option<i64> = health.get(0);
+    let client = pool.get().await?;
+    let failing_since_ms = enqueue_new(&client, request).await?;
     let mut limit = request.limit;
     if let Some(every) = request.probe_every_ms {
-        let took_the_probe = tx
+        let took_the_probe = client
             .execute(
                 "UPDATE forward_destinations SET probe_until_ms = $2 WHERE id = $1 AND probe_until_ms <= $3",
                 &[&request.destination, &(request.now_ms + every), &request.now_ms],
@@ -77,7 +68,6 @@ async fn claim_once(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Fail
             .await
             .map_err(classify)?;
         if took_the_probe == 0 {
-            tx.commit().await.map_err(classify)?;
             return Ok(Claimed {
                 deliveries: Vec::new(),
                 failing_since_ms,
@@ -85,66 +75,71 @@ async fn claim_once(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Fail
         }
         limit = 1;
     }
-    let deliveries = lease_due(&tx, request, limit).await?;
-    tx.commit().await.map_err(classify)?;
+    let deliveries = lease_due(&client, request, limit).await?;
     Ok(Claimed {
         deliveries,
         failing_since_ms,
     })
 }
 
-/// Turns the messages after the cursor into pending deliveries, unless another replica is
-/// doing so right now.
-async fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<(), Failure> {
-    let locked = tx
-        .query_opt(
-            "SELECT cursor FROM forward_destinations WHERE id = $1 FOR UPDATE SKIP LOCKED",
-            &[&request.destination],
+/// Turns the messages after the cursor into pending deliveries, unless another replica holds
+/// the destination's row right now (it is doing the same); returns the destination's health.
+const ENQUEUE_NEW: &str = "
+WITH destination AS (
+    SELECT id, cursor FROM forward_destinations WHERE id = $1 FOR UPDATE SKIP LOCKED
+), new AS (
+    -- A scalar subquery, so the range is read from the arrival index (none when skipped).
+    SELECT message_id, arrival FROM messages
+    WHERE arrival > (SELECT cursor FROM destination) ORDER BY arrival LIMIT $2
+), queued AS (
+    INSERT INTO deliveries (destination_id, message_id, status, enqueued_ms, next_attempt_ms)
+    SELECT $1, message_id, 'pending', $3, $3 FROM new
+    ON CONFLICT (message_id, destination_id) DO NOTHING
+), moved AS (
+    UPDATE forward_destinations AS f SET cursor = (SELECT MAX(arrival) FROM new)
+    FROM destination WHERE f.id = destination.id AND EXISTS (SELECT 1 FROM new)
+)
+SELECT failing_since_ms FROM forward_destinations WHERE id = $1";
+
+async fn enqueue_new(client: &impl GenericClient, request: &ClaimRequest) -> Result<Option<i64>, Failure> {
+    let health = client
+        .query_one(
+            ENQUEUE_NEW,
+            &[
+                &request.destination,
+                &i64::from(request.enqueue_limit),
+                &request.now_ms,
+            ],
         )
         .await
         .map_err(classify)?;
-    let Some(row) = locked else {
-        return Ok(());
-    };
-    let cursor: i64 = row.get(0);
-    tx.execute(
-        "WITH new AS (
-             SELECT message_id, arrival FROM messages WHERE arrival > $2 ORDER BY arrival LIMIT $3
-         ), queued AS (
-             INSERT INTO deliveries (destination_id, message_id, status, enqueued_ms, next_attempt_ms)
-             SELECT $1, message_id, 'pending', $4, $4 FROM new
-             ON CONFLICT (message_id, destination_id) DO NOTHING
-         )
-         UPDATE forward_destinations SET cursor = (SELECT MAX(arrival) FROM new)
-         WHERE id = $1 AND EXISTS (SELECT 1 FROM new)",
-        &[
-            &request.destination,
-            &cursor,
-            &i64::from(request.enqueue_limit),
-            &request.now_ms,
-        ],
-    )
-    .await
-    .map_err(classify)?;
-    Ok(())
+    Ok(health.get(0))
 }
 
-/// Leases up to `limit` due deliveries, the earliest due first, that no one else holds.
+/// Leases up to `limit` due deliveries, the earliest due first, that no one else holds, and
+/// reads their messages (none when retention deleted it).
+const LEASE_DUE: &str = "
+WITH due AS (
+    SELECT id FROM deliveries
+    WHERE destination_id = $1 AND status = 'pending' AND next_attempt_ms <= $2 AND lease_until_ms <= $2
+    ORDER BY next_attempt_ms, id LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE deliveries AS d SET lease_until_ms = $4, leased_by = $5 FROM due WHERE d.id = due.id
+    RETURNING d.id, d.attempts, d.enqueued_ms, d.message_id
+)
+SELECT leased.id, leased.attempts, leased.enqueued_ms, messages.message_id IS NULL, {MESSAGE_COLUMNS}
+FROM leased LEFT JOIN messages USING (message_id)";
+
 async fn lease_due(
-    tx: &Transaction<'_>,
+    client: &impl GenericClient,
     request: &ClaimRequest,
     limit: u32,
 ) -> Result<Vec<LeasedDelivery>, Failure> {
-    let leased = tx
+    let statement = LEASE_DUE.replace("{MESSAGE_COLUMNS}", MESSAGE_COLUMNS);
+    let rows = client
         .query(
-            "WITH due AS (
-                 SELECT id FROM deliveries
-                 WHERE destination_id = $1 AND status = 'pending' AND next_attempt_ms <= $2 AND lease_until_ms <= $2
-                 ORDER BY next_attempt_ms, id LIMIT $3
-                 FOR UPDATE SKIP LOCKED
-             )
-             UPDATE deliveries AS d SET lease_until_ms = $4, leased_by = $5 FROM due WHERE d.id = due.id
-             RETURNING d.id, d.attempts, d.enqueued_ms, d.message_id",
+            &statement,
             &[
                 &request.destination,
                 &request.now_ms,
@@ -155,45 +150,30 @@ async fn lease_due(
         )
         .await
         .map_err(classify)?;
-    if leased.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<&str> = leased.iter().map(|row| row.get(3)).collect();
-    let mut messages = HashMap::with_capacity(ids.len());
-    for row in tx
-        .query(
-            &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE message_id = ANY($1)"),
-            &[&ids],
-        )
-        .await
-        .map_err(classify)?
-    {
-        let message = message_from_row(&row).map_err(Failure::Fatal)?;
-        messages.insert(message.message_id.clone(), message);
-    }
-    let mut deliveries = Vec::with_capacity(leased.len());
+    let mut deliveries = Vec::with_capacity(rows.len());
     let mut gone = Vec::new();
-    for row in &leased {
+    for row in &rows {
         let id: i64 = row.get(0);
-        let message_id: &str = row.get(3);
-        match messages.remove(message_id) {
-            Some(message) => deliveries.push(LeasedDelivery {
-                id,
-                message,
-                attempts: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
-                enqueued_ms: row.get(2),
-            }),
-            None => gone.push(id),
+        if row.get(3) {
+            gone.push(id);
+            continue;
         }
+        deliveries.push(LeasedDelivery {
+            id,
+            attempts: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
+            enqueued_ms: row.get(2),
+            message: message_from_row_at(row, 4).map_err(Failure::Fatal)?,
+        });
     }
     if !gone.is_empty() {
-        tx.execute(
-            "UPDATE deliveries SET status = 'failed', last_error = $2, lease_until_ms = 0, leased_by = NULL
-             WHERE id = ANY($1)",
-            &[&gone, &MESSAGE_GONE],
-        )
-        .await
-        .map_err(classify)?;
+        client
+            .execute(
+                "UPDATE deliveries SET status = 'failed', last_error = $2, lease_until_ms = 0, leased_by = NULL
+                 WHERE id = ANY($1)",
+                &[&gone, &MESSAGE_GONE],
+            )
+            .await
+            .map_err(classify)?;
     }
     Ok(deliveries)
 }
@@ -221,32 +201,45 @@ pub async fn record(
         .map(|record| record.next.next_attempt_ms())
         .collect();
     retrying(|| async {
-        let mut client = pool.get().await?;
-        let tx = client.transaction().await.map_err(classify)?;
-        tx.execute(
-            "UPDATE forward_destinations
-             SET failing_since_ms = CASE WHEN $2 THEN $3::BIGINT ELSE COALESCE(failing_since_ms, $3::BIGINT) END
-             WHERE id = $1",
-            &[&destination, &health.broke_the_run, &health.failing_since_ms],
-        )
-        .await
-        .map_err(classify)?;
-        tx.execute(
-            "UPDATE deliveries AS d
-             SET status = u.status, attempts = d.attempts + 1, last_attempt_ms = u.attempted,
-                 last_status_code = u.code, last_error = u.error, next_attempt_ms = u.next,
-                 lease_until_ms = 0, leased_by = NULL
-             FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::INTEGER[], $5::TEXT[], $6::BIGINT[])
-                  AS u (id, status, attempted, code, error, next)
-             WHERE d.id = u.id AND d.leased_by = $7",
-            &[&ids, &statuses, &attempted, &codes, &errors, &next, &owner],
-        )
-        .await
-        .map_err(classify)?;
-        tx.commit().await.map_err(classify)
+        let client = pool.get().await?;
+        client
+            .execute(
+                RECORD,
+                &[
+                    &ids,
+                    &statuses,
+                    &attempted,
+                    &codes,
+                    &errors,
+                    &next,
+                    &owner,
+                    &destination,
+                    &health.broke_the_run,
+                    &health.failing_since_ms,
+                ],
+            )
+            .await
+            .map_err(classify)?;
+        Ok(())
     })
     .await
 }
+
+/// The attempts' outcomes (for the deliveries the owner still holds) and the destination's
+/// health, in one statement.
+const RECORD: &str = "
+WITH outcome AS (
+    UPDATE deliveries AS d
+    SET status = u.status, attempts = d.attempts + 1, last_attempt_ms = u.attempted,
+        last_status_code = u.code, last_error = u.error, next_attempt_ms = u.next,
+        lease_until_ms = 0, leased_by = NULL
+    FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::INTEGER[], $5::TEXT[], $6::BIGINT[])
+         AS u (id, status, attempted, code, error, next)
+    WHERE d.id = u.id AND d.leased_by = $7
+)
+UPDATE forward_destinations
+SET failing_since_ms = CASE WHEN $9 THEN $10::BIGINT ELSE COALESCE(failing_since_ms, $10::BIGINT) END
+WHERE id = $8";
 
 pub async fn requeue_message(
     pool: &Pool,

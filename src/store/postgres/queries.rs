@@ -218,13 +218,18 @@ pub async fn count_matches(client: &impl GenericClient, filter: &MessageFilter) 
 /// A row of [`MESSAGE_COLUMNS`]; a source this binary does not know (written by a newer one)
 /// fails the read.
 pub(super) fn message_from_row(row: &Row) -> Result<Message, StoreError> {
-    let source: &str = row.get(6);
+    message_from_row_at(row, 0)
+}
+
+/// A row whose [`MESSAGE_COLUMNS`] start at column `first`.
+pub(super) fn message_from_row_at(row: &Row, first: usize) -> Result<Message, StoreError> {
+    let source: &str = row.get(first + 6);
     Ok(Message {
-        message_id: row.get(0),
-        from: row.get(1),
-        to: row.get(2),
-        ts: Timestamp::from_stored(row.get(3), row.get(5)),
-        text: row.get(4),
+        message_id: row.get(first),
+        from: row.get(first + 1),
+        to: row.get(first + 2),
+        ts: Timestamp::from_stored(row.get(first + 3), row.get(first + 5)),
+        text: row.get(first + 4),
         source: Source::parse(source)
             .ok_or_else(|| StoreError::SchemaMismatch(format!("unknown source {source:?}")))?,
     })
