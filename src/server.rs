@@ -74,6 +74,10 @@ pub async fn serve(
     state.shutdown.begin();
     // Streams never finish by themselves: end them, so the drain below is not held up.
     state.streams.close();
+    // Forwarding stops claiming; its attempts in flight finish during the drain.
+    if let Some(forwarder) = &state.forwarder {
+        forwarder.begin_close();
+    }
     if let Some(retention) = &retention {
         // No new batch from now on; the one in progress (if any) ends during the drain.
         retention.request_stop();
@@ -84,8 +88,8 @@ pub async fn serve(
     if let Some(retention) = retention {
         retention.stop().await;
     }
-    // Attempts in flight finish and are recorded; what is not recorded is attempted again
-    // after a restart.
+    // What the attempts did is recorded (they had the drain's time to finish); what is not
+    // recorded is attempted again after a restart.
     if let Some(forwarder) = &state.forwarder {
         forwarder.close().await;
     }

@@ -157,6 +157,7 @@ impl Dispatcher {
                 enqueue_limit: ENQUEUE_PER_CLAIM,
                 up_to: u64::MAX,
                 probe_every_ms: paused.then(|| millis(probe_every)),
+                expire_queued_before_ms: paused.then(|| now_ms - millis(self.settings.max_age)),
             })
             .await?;
         Ok((claimed.deliveries, claimed.failing_since_ms))
@@ -182,7 +183,11 @@ impl Dispatcher {
     /// Stores what the finished attempts did, counts and logs each, and follows the health.
     async fn record(&self, finished: Vec<Finished>, failing_since_ms: &mut Option<i64>) {
         let records: Vec<AttemptRecord> = finished.iter().map(|done| self.outcome(done)).collect();
-        let health = HealthChange::of(&records);
+        let mut health = HealthChange::of(&records);
+        if health.broke_the_run && self.is_paused(*failing_since_ms) {
+            // The destination answers again: what waited out the pause is due now.
+            health.wake_pending_at = Some(self.now_ms());
+        }
         for (done, record) in finished.iter().zip(&records) {
             self.metrics
                 .attempted(done.attempted.result.as_str(), done.attempted.took);

@@ -170,10 +170,15 @@ impl Forwarder {
         self.store.requeue_deliveries(ids, self.now_ms()).await
     }
 
-    /// Stops claiming, gives the attempts in flight a few seconds to finish, and records what
-    /// finished (see the dispatcher's `CLOSE_GRACE`).
-    pub async fn close(&self) {
+    /// Stops claiming: the attempts in flight have the dispatcher's `CLOSE_GRACE` to finish from
+    /// now, while the rest of the shutdown goes on.
+    pub fn begin_close(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Waits until every dispatcher has recorded what finished (see `begin_close`).
+    pub async fn close(&self) {
+        self.begin_close();
         let tasks = self.tasks.lock().ok().and_then(|mut tasks| tasks.take());
         if let Some(mut tasks) = tasks {
             while tasks.join_next().await.is_some() {}

@@ -65,7 +65,16 @@ pub struct ClaimRequest {
     /// A paused destination: hand out one delivery only if no one has probed it since this
     /// many milliseconds (then the probe slot is this owner's for as long).
     pub probe_every_ms: Option<i64>,
+    /// Fail (without an attempt) the pending deliveries queued before this instant: their
+    /// `FORWARD_MAX_AGE` passed while the destination was paused and probed one at a time.
+    pub expire_queued_before_ms: Option<i64>,
 }
+
+/// Why a delivery whose max age passed during a pause was failed without another attempt.
+pub const EXPIRED_WHILE_PAUSED: &str = "FORWARD_MAX_AGE passed while the destination was paused";
+
+/// How many expired deliveries one claim fails at most.
+pub const EXPIRE_PER_CLAIM: u32 = 1_000;
 
 /// What a claim handed out, and the destination's health as the store last recorded it.
 #[derive(Debug, Clone, Default)]
@@ -80,7 +89,7 @@ pub struct Claimed {
 pub struct LeasedDelivery {
     pub id: i64,
     pub message: Message,
-    /// Attempts made before this one.
+    /// Attempts made before this one since it was queued (or queued again).
     pub attempts: u32,
     /// When the delivery was queued (or re-queued): `FORWARD_MAX_AGE` counts from here.
     pub enqueued_ms: i64,
@@ -126,11 +135,14 @@ impl NextStep {
 
 /// How a batch of attempts changes the destination's health: it failed without a break from
 /// `failing_since_ms` on (`None`: the last attempt succeeded), and `broke_the_run` when one of
-/// them succeeded, so an earlier failing run is over.
+/// them succeeded, so an earlier failing run is over. `wake_pending_at` makes every pending
+/// delivery due at that instant: a paused destination answered again, and what waited for it
+/// should not wait out its backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthChange {
     pub failing_since_ms: Option<i64>,
     pub broke_the_run: bool,
+    pub wake_pending_at: Option<i64>,
 }
 
 impl HealthChange {
@@ -139,12 +151,14 @@ impl HealthChange {
         let mut change = HealthChange {
             failing_since_ms: None,
             broke_the_run: false,
+            wake_pending_at: None,
         };
         for record in records {
             if record.next == NextStep::Delivered {
                 change = HealthChange {
                     failing_since_ms: None,
                     broke_the_run: true,
+                    wake_pending_at: None,
                 };
             } else if change.failing_since_ms.is_none() {
                 change.failing_since_ms = Some(record.attempted_ms);
@@ -225,7 +239,8 @@ pub trait DeliveryStore: Send + Sync {
     async fn list_deliveries(&self, query: DeliveryQuery) -> Result<Vec<DeliveryView>, StoreError>;
 
     /// Queues `message_id` again for each of `destinations`, due at `now_ms`, with a fresh
-    /// `FORWARD_MAX_AGE`. `None` when no such message is stored.
+    /// `FORWARD_MAX_AGE` and its attempts counted from 0 (so the backoff starts over). `None`
+    /// when no such message is stored.
     async fn requeue_message(
         &self,
         message_id: &str,
@@ -242,8 +257,8 @@ pub trait DeliveryStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<FailedDelivery>, StoreError>;
 
-    /// Makes these deliveries pending again, due at `now_ms`, with a fresh `FORWARD_MAX_AGE`;
-    /// returns how many were failed and now are not.
+    /// Makes these deliveries pending again, due at `now_ms`, with a fresh `FORWARD_MAX_AGE` and
+    /// their attempts counted from 0; returns how many were failed and now are not.
     async fn requeue_deliveries(&self, ids: Vec<i64>, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Pending and failed counts per destination that has any.
@@ -277,21 +292,24 @@ mod tests {
             HealthChange::of(&records),
             HealthChange {
                 failing_since_ms: Some(3),
-                broke_the_run: true
+                broke_the_run: true,
+                wake_pending_at: None,
             }
         );
         assert_eq!(
             HealthChange::of(&records[..2]),
             HealthChange {
                 failing_since_ms: None,
-                broke_the_run: true
+                broke_the_run: true,
+                wake_pending_at: None,
             }
         );
         assert_eq!(
             HealthChange::of(&[record(5, failed)]),
             HealthChange {
                 failing_since_ms: Some(5),
-                broke_the_run: false
+                broke_the_run: false,
+                wake_pending_at: None,
             }
         );
     }

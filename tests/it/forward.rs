@@ -87,6 +87,8 @@ on_every_backend!(
     redeliver_sends_a_message_again_under_the_same_webhook_id,
     a_failing_destination_is_paused_and_probed_one_attempt_at_a_time,
     retention_takes_finished_deliveries_with_their_messages_and_fails_a_pending_one,
+    deliveries_whose_max_age_passes_during_a_pause_fail_without_an_attempt,
+    when_a_paused_destination_answers_what_waited_is_due_at_once,
 );
 
 /// The `webhook-signature` of `request` checked by the service's own Standard Webhooks
@@ -759,6 +761,7 @@ async fn a_lease_left_by_a_dead_replica_is_taken_over_once_it_runs_out() {
             enqueue_limit: 100,
             up_to: u64::MAX,
             probe_every_ms: None,
+            expire_queued_before_ms: None,
         })
         .await
         .expect("claim");
@@ -1073,9 +1076,15 @@ async fn retention_takes_finished_deliveries_with_their_messages_and_fails_a_pen
         }
     }))
     .await;
+    let settings = ForwardSettings {
+        // Neither the max age nor a pause comes into it: the clock jumps 31 days.
+        max_age: Duration::from_secs(40 * 86_400),
+        pause_after: Duration::from_secs(40 * 86_400),
+        ..fast_settings(&receiver.url())
+    };
     let options = Options {
         api_token: Some(TOKEN.to_owned()),
-        forward: Some(fast_settings(&receiver.url())),
+        forward: Some(settings),
         // Stopped: the failed attempt's retry is not due until the clock moves.
         clock: Clock::manual(start),
         ..Options::new(backend)
@@ -1107,5 +1116,88 @@ async fn retention_takes_finished_deliveries_with_their_messages_and_fails_a_pen
         .map(|item| item["message_id"].as_str().expect("id").to_owned())
         .collect();
     assert_eq!(left, ["stuck"], "the delivered ones went with their messages");
+    app.stop().await;
+}
+
+async fn wait_until_paused(app: &TestApp, destination: &str, paused: bool) {
+    let want = if paused { 1.0 } else { 0.0 };
+    let deadline = Instant::now() + PATIENCE;
+    while metric(
+        &metrics_text(app).await,
+        "forward_paused",
+        &[("destination", destination)],
+    ) != Some(want)
+    {
+        assert!(Instant::now() < deadline, "forward_paused never became {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn deliveries_whose_max_age_passes_during_a_pause_fail_without_an_attempt(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::status(503))).await;
+    let settings = ForwardSettings {
+        timeout: Duration::from_millis(200),
+        max_age: Duration::from_millis(1_500),
+        pause_after: Duration::from_millis(200),
+        probe_interval: Duration::from_secs(30),
+        ..fast_settings(&receiver.url())
+    };
+    let app = spawn(backend, settings).await;
+    for n in 0..10 {
+        app.store(&message(&format!("x{n}"), A, TS, None)).await;
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let failed = loop {
+        let failed = deliveries(&app, "status=failed").await;
+        if failed.len() == 10 {
+            break failed;
+        }
+        assert!(Instant::now() < deadline, "{} of 10 failed", failed.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let expired = failed
+        .iter()
+        .filter(|item| item["last_error"] == "FORWARD_MAX_AGE passed while the destination was paused")
+        .count();
+    assert!(expired > 0, "none expired during the pause: {failed:?}");
+    app.stop().await;
+}
+
+async fn when_a_paused_destination_answers_what_waited_is_due_at_once(backend: Backend) {
+    let receiver = Receiver::start(behaviour(|_, _| Reply::status(503))).await;
+    let settings = ForwardSettings {
+        // A failed message waits 10 s: only the wake-up brings it back sooner.
+        backoff_min: Duration::from_secs(10),
+        backoff_max: Duration::from_secs(60),
+        pause_after: Duration::from_millis(100),
+        probe_interval: Duration::from_millis(100),
+        ..fast_settings(&receiver.url())
+    };
+    let app = spawn(backend, settings).await;
+    let destination = receiver.url();
+    for n in 0..10 {
+        app.store(&message(&format!("w{n}"), A, TS, None)).await;
+    }
+    receiver
+        .wait_for(PATIENCE, "a failed attempt at each", |received| {
+            received.len() >= 10
+        })
+        .await;
+    // A failure after the pause threshold, so the destination is paused.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.store(&message("w-trigger", A, TS, None)).await;
+    wait_until_paused(&app, &destination, true).await;
+    receiver.set_behaviour(behaviour(|_, _| Reply::ok()));
+    let recovered = Instant::now();
+    app.store(&message("w-new", A, TS, None)).await;
+    receiver
+        .wait_for(
+            Duration::from_secs(8),
+            "all twelve, well before their 10 s backoff",
+            |received| received.iter().filter(|request| request.delivered()).count() >= 12,
+        )
+        .await;
+    assert!(recovered.elapsed() < Duration::from_secs(8));
+    wait_until_paused(&app, &destination, false).await;
     app.stop().await;
 }

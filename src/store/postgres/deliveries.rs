@@ -16,7 +16,7 @@ use super::queries::{MESSAGE_COLUMNS, count_of, message_from_row, message_from_r
 use crate::store::StoreError;
 use crate::store::deliveries::{
     AttemptRecord, ClaimRequest, Claimed, DeliveryQuery, DeliveryStatus, DeliveryView, Destination,
-    DestinationTotals, FailedDelivery, HealthChange, LeasedDelivery,
+    DestinationTotals, EXPIRE_PER_CLAIM, EXPIRED_WHILE_PAUSED, FailedDelivery, HealthChange, LeasedDelivery,
 };
 
 /// Why a delivery whose message retention deleted is given up.
@@ -58,6 +58,26 @@ pub async fn claim(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Store
 async fn claim_once(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Failure> {
     let client = pool.get().await?;
     let failing_since_ms = enqueue_new(&client, request).await?;
+    if let Some(cutoff) = request.expire_queued_before_ms {
+        client
+            .execute(
+                "UPDATE deliveries SET status = 'failed', last_error = $4, next_attempt_ms = 0 WHERE id IN (
+                     SELECT id FROM deliveries
+                     WHERE destination_id = $1 AND status = 'pending' AND next_attempt_ms <= $2
+                       AND lease_until_ms <= $2 AND enqueued_ms < $3
+                     LIMIT $5
+                     FOR UPDATE SKIP LOCKED)",
+                &[
+                    &request.destination,
+                    &request.now_ms,
+                    &cutoff,
+                    &EXPIRED_WHILE_PAUSED,
+                    &i64::from(EXPIRE_PER_CLAIM),
+                ],
+            )
+            .await
+            .map_err(classify)?;
+    }
     let mut limit = request.limit;
     if let Some(every) = request.probe_every_ms {
         let took_the_probe = client
@@ -216,6 +236,7 @@ pub async fn record(
                     &destination,
                     &health.broke_the_run,
                     &health.failing_since_ms,
+                    &health.wake_pending_at,
                 ],
             )
             .await
@@ -236,6 +257,9 @@ WITH outcome AS (
     FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::INTEGER[], $5::TEXT[], $6::BIGINT[])
          AS u (id, status, attempted, code, error, next)
     WHERE d.id = u.id AND d.leased_by = $7
+), woken AS (
+    UPDATE deliveries SET next_attempt_ms = $11
+    WHERE $11::BIGINT IS NOT NULL AND destination_id = $8 AND status = 'pending' AND next_attempt_ms > $11
 )
 UPDATE forward_destinations
 SET failing_since_ms = CASE WHEN $9 THEN $10::BIGINT ELSE COALESCE(failing_since_ms, $10::BIGINT) END
@@ -261,7 +285,7 @@ pub async fn requeue_message(
                 "INSERT INTO deliveries (destination_id, message_id, status, enqueued_ms, next_attempt_ms)
                  SELECT destination, $2, 'pending', $3, $3 FROM unnest($1::BIGINT[]) AS destination
                  ON CONFLICT (message_id, destination_id) DO UPDATE
-                 SET status = 'pending', enqueued_ms = excluded.enqueued_ms, next_attempt_ms = excluded.next_attempt_ms",
+                 SET status = 'pending', attempts = 0, enqueued_ms = excluded.enqueued_ms, next_attempt_ms = excluded.next_attempt_ms",
                 &[&destinations, &message_id, &now_ms],
             )
             .await
@@ -276,7 +300,7 @@ pub async fn requeue_deliveries(pool: &Pool, ids: &[i64], now_ms: i64) -> Result
         let client = pool.get().await?;
         client
             .execute(
-                "UPDATE deliveries SET status = 'pending', enqueued_ms = $2, next_attempt_ms = $2
+                "UPDATE deliveries SET status = 'pending', attempts = 0, enqueued_ms = $2, next_attempt_ms = $2
                  WHERE id = ANY($1) AND status = 'failed'",
                 &[&ids, &now_ms],
             )

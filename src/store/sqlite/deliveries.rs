@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params, params_f
 use super::queries::{MESSAGE_COLUMNS, count, message_from_row_at};
 use crate::store::deliveries::{
     AttemptRecord, ClaimRequest, Claimed, DeliveryQuery, DeliveryStatus, DeliveryView, Destination,
-    DestinationTotals, FailedDelivery, HealthChange, LeasedDelivery,
+    DestinationTotals, EXPIRE_PER_CLAIM, EXPIRED_WHILE_PAUSED, FailedDelivery, HealthChange, LeasedDelivery,
 };
 
 /// Why a delivery whose message retention deleted is given up.
@@ -58,6 +58,9 @@ pub fn claim(conn: &mut Connection, request: &ClaimRequest) -> rusqlite::Result<
             })
         })?;
     enqueue_new(&tx, request, destination.cursor)?;
+    if let Some(cutoff) = request.expire_queued_before_ms {
+        expire(&tx, request, cutoff)?;
+    }
     let mut limit = request.limit;
     if let Some(every) = request.probe_every_ms {
         if destination.probe_until_ms > request.now_ms {
@@ -77,6 +80,25 @@ pub fn claim(conn: &mut Connection, request: &ClaimRequest) -> rusqlite::Result<
         deliveries,
         failing_since_ms: destination.failing_since_ms,
     })
+}
+
+/// Fails the pending deliveries queued before `cutoff` that no one holds.
+fn expire(tx: &Transaction<'_>, request: &ClaimRequest, cutoff: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE deliveries SET status = 'failed', last_error = ?4, next_attempt_ms = 0 WHERE id IN (
+             SELECT id FROM deliveries
+             WHERE destination_id = ?1 AND status = 'pending' AND next_attempt_ms <= ?2
+               AND lease_until_ms <= ?2 AND enqueued_ms < ?3
+             LIMIT ?5)",
+    )?
+    .execute(params![
+        request.destination,
+        request.now_ms,
+        cutoff,
+        EXPIRED_WHILE_PAUSED,
+        EXPIRE_PER_CLAIM
+    ])?;
+    Ok(())
 }
 
 /// Turns the messages after the cursor (up to the durable end) into pending deliveries.
@@ -179,6 +201,13 @@ pub fn record(
         health.broke_the_run,
         health.failing_since_ms
     ])?;
+    if let Some(now_ms) = health.wake_pending_at {
+        tx.prepare_cached(
+            "UPDATE deliveries SET next_attempt_ms = ?2
+             WHERE destination_id = ?1 AND status = 'pending' AND next_attempt_ms > ?2",
+        )?
+        .execute(params![destination, now_ms])?;
+    }
     tx.commit()
 }
 
@@ -202,7 +231,7 @@ pub fn requeue_message(
             "INSERT INTO deliveries (destination_id, message_id, status, enqueued_ms, next_attempt_ms)
              VALUES (?1, ?2, 'pending', ?3, ?3)
              ON CONFLICT (message_id, destination_id) DO UPDATE
-             SET status = 'pending', enqueued_ms = excluded.enqueued_ms, next_attempt_ms = excluded.next_attempt_ms",
+             SET status = 'pending', attempts = 0, enqueued_ms = excluded.enqueued_ms, next_attempt_ms = excluded.next_attempt_ms",
         )?;
         for destination in destinations {
             queue.execute(params![destination, message_id, now_ms])?;
@@ -218,7 +247,7 @@ pub fn requeue_deliveries(conn: &mut Connection, ids: &[i64], now_ms: i64) -> ru
     let mut requeued = 0;
     {
         let mut requeue = tx.prepare_cached(
-            "UPDATE deliveries SET status = 'pending', enqueued_ms = ?2, next_attempt_ms = ?2 WHERE id = ?1 AND status = 'failed'",
+            "UPDATE deliveries SET status = 'pending', attempts = 0, enqueued_ms = ?2, next_attempt_ms = ?2 WHERE id = ?1 AND status = 'failed'",
         )?;
         for id in ids {
             requeued += requeue.execute(params![id, now_ms])? as u64;
