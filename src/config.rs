@@ -172,12 +172,31 @@ fn parse_destinations(value: &str) -> Result<Destinations, String> {
         if urls.contains(&url) {
             return Err(format!("{part:?} is listed twice"));
         }
+        if urls
+            .iter()
+            .any(|listed| destination_label(listed) == destination_label(&url))
+        {
+            return Err(format!(
+                "{part:?} differs from another destination only in its credentials, query or fragment, which metrics, logs and the API leave out"
+            ));
+        }
         urls.push(url);
     }
     if urls.is_empty() {
         return Err("no URL given".to_owned());
     }
     Ok(Destinations(urls))
+}
+
+/// How metrics, logs and the API name a destination: its URL without credentials, query or
+/// fragment, which may hold secrets.
+pub fn destination_label(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
 }
 
 const MAX_FORWARD_AGE: Duration = Duration::from_secs(30 * 86_400);
@@ -662,6 +681,38 @@ fn parse_log_level(value: &str) -> Result<LogLevel, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_destination_label_keeps_no_credentials_and_no_query() {
+        let url =
+            reqwest::Url::parse("https://user:pass@example.test:8443/hooks/in?token=secret#x").expect("url");
+        assert_eq!(destination_label(&url), "https://example.test:8443/hooks/in");
+        let plain = reqwest::Url::parse("http://127.0.0.1:9000/").expect("url");
+        assert_eq!(destination_label(&plain), "http://127.0.0.1:9000/");
+    }
+
+    #[test]
+    fn forward_urls_are_http_each_once_and_told_apart_by_their_labels() {
+        let parsed = parse_destinations(" http://a.test/x , https://b.test/ ").expect("two URLs");
+        assert_eq!(parsed.0.len(), 2);
+        assert!(parse_destinations("").is_err());
+        assert!(parse_destinations("ftp://a.test/").is_err());
+        assert!(parse_destinations("a.test/x").is_err());
+        assert!(parse_destinations("http://a.test/x,http://a.test/x").is_err());
+        let same_label = parse_destinations("http://a.test/x?token=1,http://a.test/x?token=2");
+        assert!(same_label.is_err_and(|why| why.contains("credentials, query or fragment")));
+    }
+
+    #[test]
+    fn the_max_age_takes_a_unit_and_stays_within_30_days() {
+        assert_eq!(parse_max_age("86400"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_max_age("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(parse_max_age("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_max_age("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        for bad in ["0", "31d", "1w", "h", "-5s", "", "99999999999999999999d"] {
+            assert!(parse_max_age(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sqlite_urls_follow_the_slash_convention() {

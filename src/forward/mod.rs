@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::config::{ForwardConfigError, ForwardSettings};
+use crate::config::{ForwardConfigError, ForwardSettings, destination_label};
 use crate::store::deliveries::{DeliveryQuery, DeliveryStatus, Destination};
 use crate::store::{MessageFilter, Store, StoreError};
 use crate::telemetry::{DestinationMetrics, ForwardMetrics, Logger};
@@ -84,7 +84,7 @@ impl Forwarder {
         let mut destinations = Vec::with_capacity(registered.len());
         let mut gauges = Vec::with_capacity(registered.len());
         for (Destination { id, .. }, url) in registered.into_iter().zip(&settings.destinations) {
-            let label = label_of(url);
+            let label = destination_label(url);
             let results = AttemptResult::ALL.map(AttemptResult::as_str);
             let destination_metrics = metrics.destination(&label, &results);
             gauges.push((id, destination_metrics.clone()));
@@ -139,35 +139,56 @@ impl Forwarder {
         self.store.requeue_message(message_id, &ids, self.now_ms()).await
     }
 
-    /// Queues again the failed deliveries (of `destination`, or of all) whose messages match
-    /// `filter`; returns how many.
+    /// Queues again the failed deliveries (to `destination`, or to each configured one) whose
+    /// messages match `filter`; returns how many. A destination no longer in `FORWARD_URL` keeps
+    /// its failed deliveries: nothing would attempt them.
     pub async fn retry_failed(
         &self,
         filter: &MessageFilter,
         destination: Option<i64>,
     ) -> Result<u64, StoreError> {
-        replay::requeue_failed(self.store.as_ref(), filter, destination, self.now_ms()).await
+        let mut requeued = 0;
+        for id in self.chosen(destination) {
+            requeued += replay::requeue_failed(self.store.as_ref(), filter, id, self.now_ms()).await?;
+        }
+        Ok(requeued)
     }
 
-    /// Queues again the failed deliveries of one message (to `destination`, or to every one).
+    /// Queues again the failed deliveries of one message (to `destination`, or to each
+    /// configured one).
     pub async fn retry_failed_of_message(
         &self,
         message_id: &str,
         destination: Option<i64>,
     ) -> Result<u64, StoreError> {
-        let failed = self
-            .store
-            .list_deliveries(DeliveryQuery {
-                status: Some(DeliveryStatus::Failed),
-                destination,
-                message_id: Some(message_id.to_owned()),
-                before: None,
-                // A message has one delivery per destination.
-                limit: u32::try_from(self.destinations.len()).unwrap_or(u32::MAX).max(1),
-            })
-            .await?;
-        let ids = failed.iter().map(|delivery| delivery.id).collect();
+        let mut ids = Vec::new();
+        for id in self.chosen(destination) {
+            let failed = self
+                .store
+                .list_deliveries(DeliveryQuery {
+                    status: Some(DeliveryStatus::Failed),
+                    destination: Some(id),
+                    message_id: Some(message_id.to_owned()),
+                    before: None,
+                    // A message has one delivery per destination.
+                    limit: 1,
+                })
+                .await?;
+            ids.extend(failed.iter().map(|delivery| delivery.id));
+        }
         self.store.requeue_deliveries(ids, self.now_ms()).await
+    }
+
+    /// `destination`, or every configured one.
+    fn chosen(&self, destination: Option<i64>) -> Vec<i64> {
+        match destination {
+            Some(id) => vec![id],
+            None => self
+                .destinations
+                .iter()
+                .map(|destination| destination.id)
+                .collect(),
+        }
     }
 
     /// Stops claiming: the attempts in flight have the dispatcher's `CLOSE_GRACE` to finish from
@@ -188,16 +209,6 @@ impl Forwarder {
     fn now_ms(&self) -> i64 {
         unix_ms(self.clock.now())
     }
-}
-
-/// `url` without credentials, query or fragment, which may hold secrets.
-pub fn label_of(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
 }
 
 /// Reads the pending and failed counts every [`GAUGE_REFRESH`] (never per scrape).
@@ -237,14 +248,6 @@ async fn refresh_gauges(
 mod tests {
     use super::dispatcher::millis;
     use super::*;
-
-    #[test]
-    fn a_label_keeps_no_credentials_and_no_query() {
-        let url = Url::parse("https://user:pass@example.test:8443/hooks/in?token=secret#x").expect("url");
-        assert_eq!(label_of(&url), "https://example.test:8443/hooks/in");
-        let plain = Url::parse("http://127.0.0.1:9000/").expect("url");
-        assert_eq!(label_of(&plain), "http://127.0.0.1:9000/");
-    }
 
     #[test]
     fn millis_saturate() {

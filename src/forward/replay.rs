@@ -7,19 +7,19 @@ use crate::stream::StreamFilter;
 /// Failed deliveries read and re-queued per step.
 const REPLAY_PAGE: u32 = 500;
 
-/// Makes the failed deliveries (of `destination`, or of all) whose messages `filter` admits
-/// pending again, due at `now_ms`; returns how many.
+/// Makes the failed deliveries to `destination` whose messages `filter` admits pending again,
+/// due at `now_ms`; returns how many.
 pub async fn requeue_failed(
     store: &dyn Store,
     filter: &MessageFilter,
-    destination: Option<i64>,
+    destination: i64,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
     let admits = StreamFilter::new(filter);
     let mut after = 0;
     let mut requeued = 0;
     loop {
-        let page = store.failed_page(destination, after, REPLAY_PAGE).await?;
+        let page = store.failed_page(Some(destination), after, REPLAY_PAGE).await?;
         let Some(last) = page.last() else {
             return Ok(requeued);
         };

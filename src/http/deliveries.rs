@@ -23,7 +23,8 @@ use super::messages::bounded_integer;
 use super::query::{FilterParams, RawParams, query_parameter};
 use crate::app::AppState;
 use crate::clock::format_rfc3339;
-use crate::forward::{Forwarder, label_of, webhook_id};
+use crate::config::destination_label;
+use crate::forward::{Forwarder, webhook_id};
 use crate::message::FieldError;
 use crate::store::deliveries::{DeliveryQuery, DeliveryStatus, DeliveryView};
 
@@ -88,7 +89,8 @@ impl From<DeliveryView> for DeliveryItem {
     fn from(view: DeliveryView) -> Self {
         DeliveryItem {
             id: view.id,
-            destination: Url::parse(&view.destination).map_or(view.destination, |url| label_of(&url)),
+            destination: Url::parse(&view.destination)
+                .map_or(view.destination, |url| destination_label(&url)),
             webhook_id: webhook_id(&view.message_id),
             message_id: view.message_id,
             status: view.status.as_str(),
@@ -127,7 +129,7 @@ impl IntoParams for ListParams {
             destination_parameter(),
             query_parameter(
                 "message_id",
-                "Only the deliveries of this message.",
+                "Only the deliveries of this message. Empty: any.",
                 text().build(),
             ),
             query_parameter(
@@ -143,7 +145,7 @@ impl IntoParams for ListParams {
             query_parameter(
                 "cursor",
                 "A `next_cursor` this service gave out: the page after it.",
-                text().pattern(Some("^[0-9]{1,18}$")).build(),
+                text().pattern(Some("^[0-9]{1,19}$")).build(),
             ),
         ]
     }
@@ -232,7 +234,7 @@ fn parse_list(mut raw: RawParams, forwarder: Option<&Forwarder>) -> Result<Deliv
     Ok(DeliveryQuery {
         status,
         destination: destination.flatten(),
-        message_id: raw.message_id.take(),
+        message_id: raw.message_id.take().filter(|id| !id.is_empty()),
         before: before.and_then(|before| i64::try_from(before).ok()),
         limit: limit
             .and_then(|limit| u32::try_from(limit).ok())
@@ -321,7 +323,7 @@ impl IntoParams for RetryParams {
         parameters.push(destination_parameter());
         parameters.push(query_parameter(
             "message_id",
-            "Only this message's failed deliveries (the filters above then do not apply).",
+            "Only this message's failed deliveries (the filters above then do not apply). Empty: any.",
             ObjectBuilder::new().schema_type(Type::String).build(),
         ));
         parameters
@@ -359,7 +361,7 @@ pub(super) async fn retry_failed(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let requeued = match raw.message_id.take() {
+    let requeued = match raw.message_id.take().filter(|id| !id.is_empty()) {
         Some(message_id) => {
             forwarder
                 .retry_failed_of_message(&message_id, destination.flatten())

@@ -178,7 +178,16 @@ fn the_dashboard_has_the_panels_the_operations_guide_lists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_queries_is_exported() {
-    let app = TestApp::spawn(Backend::SqliteMemory).await;
+    use crate::common::receiver::{Receiver, Reply, behaviour};
+
+    // Forwarding on, so that its series exist, and one delivery made, so that its latency
+    // histogram has a sample to show.
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let app = TestApp::spawn_with(crate::common::Options {
+        forward: Some(crate::forward::fast_settings(&receiver.url())),
+        ..crate::common::Options::new(Backend::SqliteMemory)
+    })
+    .await;
     app.store(&message(
         "m1",
         "+919876543210",
@@ -186,6 +195,20 @@ async fn every_metric_the_dashboard_queries_is_exported() {
         Some("hi"),
     ))
     .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let destination = receiver.url();
+    while crate::common::metric(
+        &metrics_text(&app).await,
+        "forward_attempts_total",
+        &[("destination", &destination), ("result", "delivered")],
+    ) != Some(1.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the message was not forwarded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let exported = exported_names(&metrics_text(&app).await);
 
     let queries = queries(&dashboard());
