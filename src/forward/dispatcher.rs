@@ -252,7 +252,7 @@ impl Dispatcher {
             webhook_id: &webhook_id(&done.delivery.message.message_id),
             attempt: done.delivery.attempts + 1,
             result: attempted.result.as_str(),
-            status: attempted.status_code,
+            status_code: attempted.status_code,
             latency_ms: attempted.took.as_secs_f64() * 1_000.0,
             delivery_status: record.next.status().as_str(),
             next_attempt_at,

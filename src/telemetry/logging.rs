@@ -82,7 +82,8 @@ pub struct AttemptLine<'a> {
     /// 1 for the first attempt at this delivery.
     pub attempt: u32,
     pub result: &'static str,
-    pub status: Option<u16>,
+    /// The destination's answer; not `status`, which the access log gives the service's own.
+    pub status_code: Option<u16>,
     pub latency_ms: f64,
     /// What the delivery is now: `delivered`, `pending` (a retry is due) or `failed`.
     pub delivery_status: &'static str,

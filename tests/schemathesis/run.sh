@@ -20,6 +20,10 @@ export WHATSAPP_APP_SECRET=schemathesis-whatsapp-app-secret
 export WHATSAPP_VERIFY_TOKEN=meatyhamhock
 export TWILIO_AUTH_TOKEN=schemathesis-twilio-auth-token
 export PUBLIC_URL=http://127.0.0.1:$port
+# Forwarding to a port where nothing listens: the deliveries API has deliveries to show and
+# the re-queue writes have something to do.
+export FORWARD_URL=http://127.0.0.1:9/hooks
+export FORWARD_SECRET=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
 token=schemathesis-token
 work=$(mktemp -d)
 
@@ -49,7 +53,7 @@ NO_COLOR=1 PYTHONPATH="tests/schemathesis${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHES
 # The server's own view of what was asked. Signed, valid messages must have been stored: without
 # them the hook did not sign and the 200 answer of POST /webhook went unchecked.
 echo "-- answers by path and status (from the server's access log)"
-jq -r '"\(.path | if startswith("/webhook") or startswith("/messages") or startswith("/stats") or startswith("/health") or startswith("/metrics") or startswith("/openapi") or startswith("/assets") or . == "/" then . else "(other)" end) \(.status)"' \
+jq -r 'select(.path != null) | "\(.path | if startswith("/webhook") or startswith("/messages") or startswith("/stats") or startswith("/deliveries") or startswith("/health") or startswith("/metrics") or startswith("/openapi") or startswith("/assets") or . == "/" then . else "(other)" end) \(.status)"' \
   "$work/server.log" 2>/dev/null | sort | uniq -c | sort -k2,2 -k3,3n
 stats=$(curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/stats")
 echo "-- messages stored by signed requests, per source: $(echo "$stats" | jq -c .messages_per_source)"
@@ -61,7 +65,7 @@ for source in webhook whatsapp twilio; do
 done
 
 # The server's own view: an answer of 500 or above is a failure even if schemathesis missed it.
-server_errors=$(jq -c 'select(.status != null and .status >= 500)' "$work/server.log" | head -5)
+server_errors=$(jq -c 'select(.path != null and .status != null and .status >= 500)' "$work/server.log" | head -5)
 if [ -n "$server_errors" ]; then
   echo "the server answered 5xx:" >&2
   echo "$server_errors" >&2
