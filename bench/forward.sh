@@ -4,7 +4,10 @@
 #
 # usage: bench/forward.sh [BACKLOG] [RATE] [SECONDS]   (defaults 20000, 1000, 20)
 # env:   BACKEND=sqlite|postgres                     (default sqlite)
-#        FORWARD_CONCURRENCY                         (default: the service's, 16)
+#        FORWARD_CONCURRENCY                         (default: the service's, 32)
+#        HOLD=true|false                             (default true: the backlog waits, then
+#                                                     drains; false: forwarding runs beside the
+#                                                     ingest)
 #        TEST_DATABASE_URL                           (default postgres://postgres@127.0.0.1:5432/test;
 #                                                     a fresh schema is made in it and dropped after)
 #        BINARY                                      (default: this tree's release build, built first)
@@ -51,4 +54,4 @@ env WEBHOOK_SECRET=testsecret DATABASE_URL="$url" HOST=127.0.0.1 PORT=18090 \
 server=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:18090/health/ready >/dev/null && break; sleep 0.1; done
 "$binary" bench forward --url http://127.0.0.1:18090 --secret testsecret --listen "$receiver" \
-  --backlog "$backlog" --rate "$rate" --duration "${seconds}s"
+  --backlog "$backlog" --rate "$rate" --duration "${seconds}s" --hold "${HOLD:-true}"

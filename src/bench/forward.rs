@@ -3,7 +3,8 @@
 //!
 //! 1. Drain: the receiver holds every request while `--backlog` messages are ingested (so the
 //!    service has them all waiting), then answers them all; deliveries per second are counted
-//!    from the release to the last first delivery.
+//!    from the release to the last first delivery. With `--hold false` it answers at once, and
+//!    the count runs from the start of the ingest: forwarding and ingest share the cores.
 //! 2. Lag: messages are sent at `--rate` per second for `--duration`; each one's lag is the
 //!    time from the service's answer to the POST (as the client received it) until its first
 //!    delivery, 0 when the delivery came first. The time from sending the POST is reported too:
@@ -51,6 +52,11 @@ pub struct ForwardArgs {
     /// How long the lag phase sends: `20s`, `1m`.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub duration: Duration,
+
+    /// Hold the answers while the backlog is ingested (`false`: answer at once, so forwarding
+    /// runs beside the ingest and competes with it for the cores).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub hold: bool,
 }
 
 /// What a run measured.
@@ -134,7 +140,7 @@ async fn receive(State(arrivals): State<Arc<Arrivals>>, body: Bytes) -> StatusCo
 const SETTLE: Duration = Duration::from_secs(60);
 
 pub async fn run(args: &ForwardArgs) -> Result<ForwardReport, BenchError> {
-    let (release, released) = watch::channel(false);
+    let (release, released) = watch::channel(!args.hold);
     let arrivals = Arc::new(Arrivals {
         first: Mutex::default(),
         release: released,
@@ -179,8 +185,10 @@ async fn drain(
         text_bytes: 64,
         run_id: Some(format!("fwd{}", std::process::id())),
     };
+    let started = Instant::now();
     let ingested = ingest::run(&ingest_args).await?;
-    let released_at = Instant::now();
+    // Held, the drain starts now; not held, it started with the ingest.
+    let released_at = if args.hold { Instant::now() } else { started };
     let _ = release.send(true);
     let last = wait_for_deliveries(arrivals, args.backlog, released_at).await;
     let drain_seconds = last.duration_since(released_at).as_secs_f64();
