@@ -41,6 +41,36 @@ const CLOSE_GRACE: Duration = Duration::from_secs(3);
 /// After the store failed, wait this long before asking again.
 const STORE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// Whether a claim should look for new messages: only when a commit came since the last look,
+/// when the last look stopped at its limit, or when a poll interval passed (an announcement from
+/// another replica may be lost; the look is cheap, but not free at thousands a second).
+#[derive(Debug, Default)]
+pub struct NewMessages {
+    /// The arrival signal's value at the last look.
+    seen_signal: Option<u64>,
+    more_waiting: bool,
+    looked_at: Option<std::time::Instant>,
+}
+
+impl NewMessages {
+    fn limit(&self, signal: u64) -> u32 {
+        let stale = self.looked_at.is_none_or(|at| at.elapsed() >= MAX_POLL);
+        if stale || self.more_waiting || self.seen_signal != Some(signal) {
+            ENQUEUE_PER_CLAIM
+        } else {
+            0
+        }
+    }
+
+    fn looked(&mut self, signal: u64, limit: u32, queued: u32) {
+        if limit > 0 {
+            self.seen_signal = Some(signal);
+            self.more_waiting = queued >= limit;
+            self.looked_at = Some(std::time::Instant::now());
+        }
+    }
+}
+
 /// Everything a dispatcher needs, shared by its attempts.
 pub struct Dispatcher {
     pub store: Arc<dyn Store>,
@@ -72,6 +102,7 @@ impl Dispatcher {
         let mut in_flight: JoinSet<Finished> = JoinSet::new();
         let mut finished: Vec<Finished> = Vec::new();
         let mut failing_since_ms: Option<i64> = None;
+        let mut new_messages = NewMessages::default();
         let poll = self.settings.backoff_min.min(MAX_POLL);
         loop {
             if *stop.borrow() {
@@ -88,7 +119,8 @@ impl Dispatcher {
                 let paused = self.is_paused(failing_since_ms);
                 self.metrics.set_paused(paused);
                 if !paused || in_flight.is_empty() {
-                    match self.claim(room, paused).await {
+                    let signal = *arrivals.borrow_and_update();
+                    match self.claim(room, paused, &mut new_messages, signal).await {
                         Ok((deliveries, health)) => {
                             failing_since_ms = health;
                             for delivery in deliveries {
@@ -136,12 +168,16 @@ impl Dispatcher {
         failing_since_ms.is_some_and(|since| self.now_ms() - since >= pause_after)
     }
 
-    /// Leases up to `room` due deliveries (one probe when paused); also returns the health.
+    /// Leases up to `room` due deliveries (one probe when paused), queuing new messages first
+    /// when there may be any (`signal`: the arrival signal's value now); also returns the health.
     async fn claim(
         &self,
         room: usize,
         paused: bool,
+        new_messages: &mut NewMessages,
+        signal: u64,
     ) -> Result<(Vec<LeasedDelivery>, Option<i64>), crate::store::StoreError> {
+        let enqueue_limit = new_messages.limit(signal);
         let now_ms = self.now_ms();
         let lease = self.settings.timeout + LEASE_MARGIN;
         // No probe starts while another may still be running (an attempt ends by its timeout).
@@ -154,12 +190,13 @@ impl Dispatcher {
                 now_ms,
                 lease_until_ms: now_ms + millis(lease),
                 limit: u32::try_from(room).unwrap_or(u32::MAX),
-                enqueue_limit: ENQUEUE_PER_CLAIM,
+                enqueue_limit,
                 up_to: u64::MAX,
                 probe_every_ms: paused.then(|| millis(probe_every)),
                 expire_queued_before_ms: paused.then(|| now_ms - millis(self.settings.max_age)),
             })
             .await?;
+        new_messages.looked(signal, enqueue_limit, claimed.queued);
         Ok((claimed.deliveries, claimed.failing_since_ms))
     }
 

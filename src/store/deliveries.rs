@@ -58,7 +58,8 @@ pub struct ClaimRequest {
     pub lease_until_ms: i64,
     /// The most deliveries to hand out.
     pub limit: u32,
-    /// The most new messages (after the cursor) to turn into deliveries in this claim.
+    /// The most new messages (after the cursor) to turn into deliveries in this claim; 0 skips
+    /// that step (nothing was committed since the last claim read everything new).
     pub enqueue_limit: u32,
     /// The last position of the arrival order that may be forwarded (the durable end).
     pub up_to: u64,
@@ -80,6 +81,9 @@ pub const EXPIRE_PER_CLAIM: u32 = 1_000;
 #[derive(Debug, Clone, Default)]
 pub struct Claimed {
     pub deliveries: Vec<LeasedDelivery>,
+    /// How many new messages were turned into deliveries: the claim's `enqueue_limit` when more
+    /// may be waiting.
+    pub queued: u32,
     /// Since when every attempt at the destination has failed; `None` when the last succeeded.
     pub failing_since_ms: Option<i64>,
 }

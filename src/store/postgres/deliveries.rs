@@ -53,11 +53,11 @@ pub async fn claim(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Store
     retrying(|| claim_once(pool, request)).await
 }
 
-/// Three statements, each atomic on its own: queue the new messages (and read the health), take
-/// the probe slot when paused, lease the due deliveries with their messages.
+/// Up to three statements, each atomic on its own: queue the new messages, take the probe slot
+/// when paused, lease the due deliveries with their messages (and read the health).
 async fn claim_once(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Failure> {
     let client = pool.get().await?;
-    let failing_since_ms = enqueue_new(&client, request).await?;
+    let queued = enqueue_new(&client, request).await?;
     if let Some(cutoff) = request.expire_queued_before_ms {
         client
             .execute(
@@ -88,22 +88,21 @@ async fn claim_once(pool: &Pool, request: &ClaimRequest) -> Result<Claimed, Fail
             .await
             .map_err(classify)?;
         if took_the_probe == 0 {
-            return Ok(Claimed {
-                deliveries: Vec::new(),
-                failing_since_ms,
-            });
+            limit = 0;
+        } else {
+            limit = 1;
         }
-        limit = 1;
     }
-    let deliveries = lease_due(&client, request, limit).await?;
+    let (deliveries, failing_since_ms) = lease_due(&client, request, limit).await?;
     Ok(Claimed {
         deliveries,
+        queued,
         failing_since_ms,
     })
 }
 
 /// Turns the messages after the cursor into pending deliveries, unless another replica holds
-/// the destination's row right now (it is doing the same); returns the destination's health.
+/// the destination's row right now (it is doing the same); returns how many it read.
 const ENQUEUE_NEW: &str = "
 WITH destination AS (
     SELECT id, cursor FROM forward_destinations WHERE id = $1 FOR UPDATE SKIP LOCKED
@@ -119,10 +118,13 @@ WITH destination AS (
     UPDATE forward_destinations AS f SET cursor = (SELECT MAX(arrival) FROM new)
     FROM destination WHERE f.id = destination.id AND EXISTS (SELECT 1 FROM new)
 )
-SELECT failing_since_ms FROM forward_destinations WHERE id = $1";
+SELECT COUNT(*) FROM new";
 
-async fn enqueue_new(client: &impl GenericClient, request: &ClaimRequest) -> Result<Option<i64>, Failure> {
-    let health = client
+async fn enqueue_new(client: &impl GenericClient, request: &ClaimRequest) -> Result<u32, Failure> {
+    if request.enqueue_limit == 0 {
+        return Ok(0);
+    }
+    let read = client
         .query_one(
             ENQUEUE_NEW,
             &[
@@ -133,11 +135,12 @@ async fn enqueue_new(client: &impl GenericClient, request: &ClaimRequest) -> Res
         )
         .await
         .map_err(classify)?;
-    Ok(health.get(0))
+    Ok(u32::try_from(read.get::<_, i64>(0)).unwrap_or(u32::MAX))
 }
 
-/// Leases up to `limit` due deliveries, the earliest due first, that no one else holds, and
-/// reads their messages (none when retention deleted it).
+/// Leases up to `limit` due deliveries, the earliest due first, that no one else holds, with
+/// their messages (none when retention deleted it). Always one row at least: the destination's
+/// health comes with it.
 const LEASE_DUE: &str = "
 WITH due AS (
     SELECT id FROM deliveries
@@ -146,16 +149,17 @@ WITH due AS (
     FOR UPDATE SKIP LOCKED
 ), leased AS (
     UPDATE deliveries AS d SET lease_until_ms = $4, leased_by = $5 FROM due WHERE d.id = due.id
-    RETURNING d.id, d.attempts, d.enqueued_ms, d.message_id
+    RETURNING d.id AS delivery_id, d.attempts, d.enqueued_ms, d.message_id
 )
-SELECT leased.id, leased.attempts, leased.enqueued_ms, messages.message_id IS NULL, {MESSAGE_COLUMNS}
-FROM leased LEFT JOIN messages USING (message_id)";
+SELECT health.failing_since_ms, delivery_id, attempts, enqueued_ms, messages.message_id IS NULL, {MESSAGE_COLUMNS}
+FROM (SELECT failing_since_ms FROM forward_destinations WHERE id = $1) AS health
+LEFT JOIN (leased LEFT JOIN messages USING (message_id)) ON true";
 
 async fn lease_due(
     client: &impl GenericClient,
     request: &ClaimRequest,
     limit: u32,
-) -> Result<Vec<LeasedDelivery>, Failure> {
+) -> Result<(Vec<LeasedDelivery>, Option<i64>), Failure> {
     let statement = LEASE_DUE.replace("{MESSAGE_COLUMNS}", MESSAGE_COLUMNS);
     let rows = client
         .query(
@@ -170,19 +174,22 @@ async fn lease_due(
         )
         .await
         .map_err(classify)?;
+    let failing_since_ms = rows.first().and_then(|row| row.get(0));
     let mut deliveries = Vec::with_capacity(rows.len());
     let mut gone = Vec::new();
     for row in &rows {
-        let id: i64 = row.get(0);
-        if row.get(3) {
+        let Some(id) = row.get::<_, Option<i64>>(1) else {
+            continue;
+        };
+        if row.get(4) {
             gone.push(id);
             continue;
         }
         deliveries.push(LeasedDelivery {
             id,
-            attempts: u32::try_from(row.get::<_, i32>(1)).unwrap_or(0),
-            enqueued_ms: row.get(2),
-            message: message_from_row_at(row, 4).map_err(Failure::Fatal)?,
+            attempts: u32::try_from(row.get::<_, i32>(2)).unwrap_or(0),
+            enqueued_ms: row.get(3),
+            message: message_from_row_at(row, 5).map_err(Failure::Fatal)?,
         });
     }
     if !gone.is_empty() {
@@ -195,7 +202,7 @@ async fn lease_due(
             .await
             .map_err(classify)?;
     }
-    Ok(deliveries)
+    Ok((deliveries, failing_since_ms))
 }
 
 pub async fn record(

@@ -57,7 +57,7 @@ pub fn claim(conn: &mut Connection, request: &ClaimRequest) -> rusqlite::Result<
                 probe_until_ms: row.get(2)?,
             })
         })?;
-    enqueue_new(&tx, request, destination.cursor)?;
+    let queued = enqueue_new(&tx, request, destination.cursor)?;
     if let Some(cutoff) = request.expire_queued_before_ms {
         expire(&tx, request, cutoff)?;
     }
@@ -67,6 +67,7 @@ pub fn claim(conn: &mut Connection, request: &ClaimRequest) -> rusqlite::Result<
             tx.commit()?;
             return Ok(Claimed {
                 deliveries: Vec::new(),
+                queued,
                 failing_since_ms: destination.failing_since_ms,
             });
         }
@@ -78,6 +79,7 @@ pub fn claim(conn: &mut Connection, request: &ClaimRequest) -> rusqlite::Result<
     tx.commit()?;
     Ok(Claimed {
         deliveries,
+        queued,
         failing_since_ms: destination.failing_since_ms,
     })
 }
@@ -101,15 +103,21 @@ fn expire(tx: &Transaction<'_>, request: &ClaimRequest, cutoff: i64) -> rusqlite
     Ok(())
 }
 
-/// Turns the messages after the cursor (up to the durable end) into pending deliveries.
-fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest, cursor: i64) -> rusqlite::Result<()> {
-    let last: Option<i64> = tx
+/// Turns the messages after the cursor (up to the durable end) into pending deliveries; returns
+/// how many it read.
+fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest, cursor: i64) -> rusqlite::Result<u32> {
+    if request.enqueue_limit == 0 {
+        return Ok(0);
+    }
+    let (last, read): (Option<i64>, u32) = tx
         .prepare_cached(
-            "SELECT MAX(arrival) FROM (SELECT arrival FROM messages WHERE arrival > ?1 AND arrival <= ?2 ORDER BY arrival LIMIT ?3)",
+            "SELECT MAX(arrival), COUNT(*) FROM (SELECT arrival FROM messages WHERE arrival > ?1 AND arrival <= ?2 ORDER BY arrival LIMIT ?3)",
         )?
-        .query_row(params![cursor, position(request.up_to), request.enqueue_limit], |row| row.get(0))?;
+        .query_row(params![cursor, position(request.up_to), request.enqueue_limit], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
     let Some(last) = last else {
-        return Ok(());
+        return Ok(0);
     };
     tx.prepare_cached(
         "INSERT OR IGNORE INTO deliveries (destination_id, message_id, status, enqueued_ms, next_attempt_ms)
@@ -118,7 +126,7 @@ fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest, cursor: i64) -> rus
     .execute(params![request.destination, request.now_ms, cursor, last])?;
     tx.prepare_cached("UPDATE forward_destinations SET cursor = ?2 WHERE id = ?1")?
         .execute(params![request.destination, last])?;
-    Ok(())
+    Ok(read)
 }
 
 /// Leases up to `limit` due deliveries, the earliest due first. A delivery whose message is gone
