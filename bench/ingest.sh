@@ -10,6 +10,7 @@
 #                                              database, one wrk per server, 64/N connections each)
 #        TEST_DATABASE_URL                    (default postgres://postgres@127.0.0.1:5432/test;
 #                                              a fresh schema is made in it and dropped after)
+#        FORWARD_URL, FORWARD_SECRET          (passed to the servers: ingest while forwarding)
 #        BINARY                               (default: this tree's release build, built first;
 #                                              set it to compare another build, e.g. an older one)
 # Needs wrk (Debian: apt-get install wrk), python3, curl, and psql for postgres.
@@ -63,7 +64,8 @@ esac
 for n in $(seq 0 $((replicas - 1))); do
   port=$((18090 + n))
   env WEBHOOK_SECRET=testsecret DATABASE_URL="$url" SQLITE_SYNCHRONOUS="${SQLITE_SYNCHRONOUS:-full}" \
-    ${provider_env[@]+"${provider_env[@]}"} HOST=127.0.0.1 PORT=$port "$binary" >"server-$n.log" 2>&1 &
+    ${provider_env[@]+"${provider_env[@]}"} ${FORWARD_URL:+FORWARD_URL=$FORWARD_URL FORWARD_SECRET=$FORWARD_SECRET} \
+    HOST=127.0.0.1 PORT=$port "$binary" >"server-$n.log" 2>&1 &
   servers+=($!)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
 done
