@@ -89,6 +89,7 @@ on_every_backend!(
     retention_takes_finished_deliveries_with_their_messages_and_fails_a_pending_one,
     deliveries_whose_max_age_passes_during_a_pause_fail_without_an_attempt,
     when_a_paused_destination_answers_what_waited_is_due_at_once,
+    only_307_and_308_within_the_origin_are_followed,
 );
 
 /// The `webhook-signature` of `request` checked by the service's own Standard Webhooks
@@ -398,6 +399,34 @@ async fn deliveries_fail_after_the_max_age_and_retry_failed_queues_them_again_by
         assert_eq!(item["next_attempt_at"], Value::Null);
         assert!(item["attempts"].as_u64() >= Some(2), "{item}");
     }
+    // The gauges are read from the store every few seconds.
+    let destination = receiver.url();
+    let deadline = Instant::now() + PATIENCE;
+    while metric(
+        &metrics_text(&app).await,
+        "forward_failed",
+        &[("destination", &destination)],
+    ) != Some(4.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "forward_failed never showed the 4 failed deliveries"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = metrics_text(&app).await;
+    assert_eq!(
+        metric(&text, "forward_pending", &[("destination", &destination)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "forward_oldest_pending_age_seconds",
+            &[("destination", &destination)]
+        ),
+        Some(0.0)
+    );
     receiver.set_behaviour(behaviour(|_, _| Reply::ok()));
     let (status, body) =
         post_with_token(&app, &format!("/deliveries/retry-failed?from=%2B{}", &A[1..])).await;
@@ -820,7 +849,15 @@ async fn after_a_sigkill_with_deliveries_pending_every_message_is_delivered_afte
         })
         .await;
     send_signal(server.pid(), "KILL");
-    server.wait_exit(Duration::from_secs(10));
+    let (_, before_the_kill) = server.wait_exit(Duration::from_secs(10));
+    let refused = crate::child::json_lines(&before_the_kill)
+        .into_iter()
+        .find(|line| line["event"] == "forward_attempt")
+        .expect("an attempt line before the kill");
+    assert_eq!(refused["level"], "WARN");
+    assert_eq!(refused["status_code"], 503);
+    assert_eq!(refused["delivery_status"], "pending");
+    assert!(refused["next_attempt_at"].is_string());
     receiver.set_behaviour(behaviour(|_, _| Reply::ok()));
     let restarted = launch().start().await;
     receiver
@@ -833,7 +870,26 @@ async fn after_a_sigkill_with_deliveries_pending_every_message_is_delivered_afte
         assert_eq!(request.webhook_id, webhook_id(request.message_id()));
         assert_signed(request);
     }
-    drop(restarted);
+    // One JSON line per attempt, without the body or the secret.
+    let (_, stdout) = restarted.terminate();
+    let attempts: Vec<Value> = crate::child::json_lines(&stdout)
+        .into_iter()
+        .filter(|line| line["event"] == "forward_attempt")
+        .collect();
+    assert!(attempts.len() >= 30, "{} attempt lines", attempts.len());
+    let delivered = attempts
+        .iter()
+        .find(|line| line["result"] == "delivered")
+        .expect("a delivered line");
+    assert_eq!(delivered["level"], "INFO");
+    assert_eq!(delivered["status_code"], 204);
+    assert_eq!(delivered["delivery_status"], "delivered");
+    assert_eq!(delivered["destination"], receiver.url());
+    let id = delivered["message_id"].as_str().expect("message_id");
+    assert_eq!(delivered["webhook_id"], webhook_id(id));
+    assert!(delivered["latency_ms"].as_f64().is_some());
+    assert!(!stdout.contains(FORWARD_SECRET) && !stdout.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
+    assert!(!stdout.contains("\"text\""), "a message body reached the log");
 }
 
 /// What the official `svix` library (PyPI) says of each forwarded request: `Err` when the
@@ -1109,7 +1165,9 @@ async fn retention_takes_finished_deliveries_with_their_messages_and_fails_a_pen
         .expect("retention pass");
     assert_eq!(report.deleted, 3);
     // A retry may have been made (and another planned) between the clock's jump and the pass.
-    app.options.clock.set(start + time::Duration::days(31) + time::Duration::hours(1));
+    app.options
+        .clock
+        .set(start + time::Duration::days(31) + time::Duration::hours(1));
     let failed = wait_for_status(&app, "stuck", "failed").await;
     assert_eq!(failed["last_error"], "the message is no longer stored");
     let left: Vec<String> = deliveries(&app, "")
@@ -1201,5 +1259,64 @@ async fn when_a_paused_destination_answers_what_waited_is_due_at_once(backend: B
         .await;
     assert!(recovered.elapsed() < Duration::from_secs(8));
     wait_until_paused(&app, &destination, false).await;
+    app.stop().await;
+}
+
+async fn only_307_and_308_within_the_origin_are_followed(backend: Backend) {
+    let elsewhere = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let elsewhere_url = elsewhere.url();
+    let receiver = Receiver::start(behaviour(move |json, attempt| {
+        let id = json["message_id"].as_str().unwrap_or_default();
+        match (id, attempt) {
+            ("same-307", 1) => Reply::redirect(307, "/moved"),
+            ("same-308", 1) => Reply::redirect(308, "/moved"),
+            ("same-302", 1) => Reply::redirect(302, "/moved"),
+            ("other-307", 1) => Reply::redirect(307, &elsewhere_url),
+            _ => Reply::ok(),
+        }
+    }))
+    .await;
+    let app = spawn(backend, fast_settings(&receiver.url())).await;
+    for id in ["same-307", "same-308", "same-302", "other-307"] {
+        app.store(&message(id, A, TS, Some("hello"))).await;
+    }
+    for id in ["same-307", "same-308", "same-302", "other-307"] {
+        wait_for_status(&app, id, "delivered").await;
+    }
+    let mut attempts = BTreeMap::new();
+    for item in deliveries(&app, "").await {
+        attempts.insert(
+            item["message_id"].as_str().expect("id").to_owned(),
+            item["attempts"].as_u64(),
+        );
+    }
+    // Followed: one attempt, its body POSTed again to the new path.
+    assert_eq!(attempts["same-307"], Some(1));
+    assert_eq!(attempts["same-308"], Some(1));
+    // Not followed: the attempt failed on the redirect and the retry was delivered.
+    assert_eq!(attempts["same-302"], Some(2));
+    assert_eq!(attempts["other-307"], Some(2));
+    assert!(
+        elsewhere.received().is_empty(),
+        "a redirect to another origin was followed"
+    );
+    let moved: Vec<(String, String, String)> = receiver
+        .received()
+        .iter()
+        .filter(|request| request.path == "/moved")
+        .map(|request| {
+            (
+                request.method.clone(),
+                request.message_id().to_owned(),
+                request.json["text"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    assert!(
+        moved
+            .iter()
+            .all(|(method, _, text)| method == "POST" && text == "\"hello\"")
+    );
     app.stop().await;
 }

@@ -23,6 +23,7 @@ pub struct Reply {
     pub status: u16,
     pub delay: Duration,
     pub retry_after: Option<String>,
+    pub location: Option<String>,
 }
 
 impl Reply {
@@ -31,6 +32,7 @@ impl Reply {
             status,
             delay: Duration::ZERO,
             retry_after: None,
+            location: None,
         }
     }
 
@@ -46,6 +48,14 @@ impl Reply {
     pub fn retry_after(mut self, value: &str) -> Reply {
         self.retry_after = Some(value.to_owned());
         self
+    }
+
+    /// A redirect to `location`.
+    pub fn redirect(status: u16, location: &str) -> Reply {
+        Reply {
+            location: Some(location.to_owned()),
+            ..Reply::status(status)
+        }
     }
 }
 
@@ -69,6 +79,8 @@ pub struct Received {
     pub json: Value,
     pub at: Instant,
     pub answered: u16,
+    pub path: String,
+    pub method: String,
 }
 
 impl Received {
@@ -180,7 +192,13 @@ impl Receiver {
     }
 }
 
-async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let header = |name: &str| {
         headers
             .get(name)
@@ -218,9 +236,16 @@ async fn receive(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
         json,
         at: Instant::now(),
         answered: reply.status,
+        path: uri.path().to_owned(),
+        method: method.to_string(),
     });
     let status = StatusCode::from_u16(reply.status).expect("a status code");
     let mut response = (status, "receiver says so").into_response();
+    if let Some(location) = reply.location {
+        response
+            .headers_mut()
+            .insert("location", location.parse().expect("header value"));
+    }
     if let Some(retry_after) = reply.retry_after {
         response
             .headers_mut()
