@@ -895,9 +895,6 @@ async fn after_a_sigkill_with_deliveries_pending_every_message_is_delivered_afte
 /// What the official `svix` library (PyPI) says of each forwarded request: `Err` when the
 /// library is not installed.
 fn svix_verifies(requests: &[Received], tamper: bool) -> Result<Vec<bool>, String> {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
     const SCRIPT: &str = r#"
 import json, sys
 try:
@@ -926,20 +923,8 @@ print(json.dumps(answers))
         })
         .collect();
     let input = json!({"secret": FORWARD_SECRET, "requests": requests}).to_string();
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(SCRIPT)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
+    let output = crate::signatures::run_python(SCRIPT, &input)
         .map_err(|error| format!("python3 cannot run: {error}"))?;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("python3");
     match output.status.code() {
         Some(0) => Ok(serde_json::from_slice(&output.stdout).expect("JSON from python3")),
         Some(3) => Err("the svix Python library is not installed (pip install svix)".to_owned()),

@@ -77,7 +77,7 @@ fn assert_refused(answer: (StatusCode, Value), what: &str) {
 }
 
 /// Runs a Python `script` with `input` on its standard input; its output once it has exited.
-fn run_python(script: &str, input: &str) -> std::io::Result<std::process::Output> {
+pub fn run_python(script: &str, input: &str) -> std::io::Result<std::process::Output> {
     let mut child = Command::new("python3")
         .arg("-c")
         .arg(script)
