@@ -1305,3 +1305,52 @@ async fn only_307_and_308_within_the_origin_are_followed(backend: Backend) {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_every_source_are_forwarded_with_their_source() {
+    use crate::providers::{batch, post_twilio, post_whatsapp, twilio_form, with_providers};
+
+    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
+    let app = TestApp::spawn_with(Options {
+        forward: Some(fast_settings(&receiver.url())),
+        ..with_providers(Backend::SqliteFile)
+    })
+    .await;
+    app.store(&message("from-webhook", A, TS, Some("hi"))).await;
+    let response = post_whatsapp(&app, &batch(&["wamid.one", "wamid.two"])).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = post_twilio(&app, "", &twilio_form("SM0001", "+14155550100", "Hello from SMS")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    receiver
+        .wait_for(PATIENCE, "four messages", |received| received.len() >= 4)
+        .await;
+    let sources: BTreeMap<String, String> = receiver
+        .received()
+        .iter()
+        .map(|request| {
+            let source = request.json["source"].as_str().expect("source").to_owned();
+            (request.message_id().to_owned(), source)
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        BTreeMap::from([
+            ("from-webhook".to_owned(), "webhook".to_owned()),
+            ("wamid.one".to_owned(), "whatsapp".to_owned()),
+            ("wamid.two".to_owned(), "whatsapp".to_owned()),
+            ("SM0001".to_owned(), "twilio".to_owned()),
+        ])
+    );
+    for request in receiver.received() {
+        assert_signed(&request);
+        let keys: Vec<&str> = request
+            .json
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["message_id", "from", "to", "ts", "text", "source"]);
+    }
+    app.stop().await;
+}
