@@ -331,40 +331,64 @@ async fn source_rows(client: &impl GenericClient, source: Source) -> Result<i64,
         .get(0))
 }
 
-async fn source_counts(client: &impl GenericClient) -> Result<SourceCounts, StoreError> {
-    let rows = client
-        .query(
-            "SELECT source, SUM(message_count)::BIGINT FROM source_counts GROUP BY source",
-            &[],
-        )
-        .await
-        .map_err(read_failed)?;
-    let mut counts = SourceCounts::default();
-    for row in rows {
-        if let Some(source) = Source::parse(row.get(0)) {
-            counts.add(source, count_of(row.get(1)));
-        }
-    }
-    Ok(counts)
-}
 
 /// The figures of every message, or of one source's. The first come from the counts kept at
 /// insert time. So do a source's when every message came from it (the usual case); otherwise its
 /// senders are counted from its rows, at a cost that grows with them.
 pub async fn read_stats(client: &impl GenericClient, source: Option<Source>) -> Result<Stats, StoreError> {
-    let per_source = source_counts(client).await?;
-    let all = per_source.webhook + per_source.whatsapp + per_source.twilio;
+    let all = read_all_stats(client).await?;
     match source {
-        None => read_all_stats(client, per_source).await,
-        Some(source) if per_source.get(source) == all => {
-            let stats = read_all_stats(client, per_source).await?;
-            Ok(Stats {
-                messages_per_source: per_source.only(source),
-                ..stats
-            })
-        }
-        Some(source) => read_source_stats(client, source, per_source).await,
+        None => Ok(all),
+        Some(source) if all.messages_per_source.get(source) == all.total_messages => Ok(Stats {
+            messages_per_source: all.messages_per_source.only(source),
+            ..all
+        }),
+        Some(source) => read_source_stats(client, source, all.messages_per_source).await,
     }
+}
+
+/// Every figure of `/stats` in one statement: one round trip and one snapshot, from the counts
+/// kept at insert time and two ends of the `ts` index.
+const ALL_STATS: &str = r#"
+SELECT
+    (SELECT COALESCE(SUM(messages), 0)::BIGINT FROM message_totals),
+    (SELECT COALESCE(SUM(senders), 0)::BIGINT FROM message_totals),
+    (SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM source_counts WHERE source = 'webhook'),
+    (SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM source_counts WHERE source = 'whatsapp'),
+    (SELECT COALESCE(SUM(message_count), 0)::BIGINT FROM source_counts WHERE source = 'twilio'),
+    ARRAY(SELECT from_msisdn FROM sender_counts ORDER BY message_count DESC, from_msisdn ASC LIMIT $1),
+    ARRAY(SELECT message_count FROM sender_counts ORDER BY message_count DESC, from_msisdn ASC LIMIT $1),
+    (SELECT ts FROM messages ORDER BY ts_key ASC, message_id ASC LIMIT 1),
+    (SELECT ts FROM messages ORDER BY ts_key DESC, message_id DESC LIMIT 1)
+"#;
+
+async fn read_all_stats(client: &impl GenericClient) -> Result<Stats, StoreError> {
+    let statement = client.prepare_cached(ALL_STATS).await.map_err(read_failed)?;
+    let row = client
+        .query_one(&statement, &[&i64::from(TOP_SENDERS)])
+        .await
+        .map_err(read_failed)?;
+    let mut per_source = SourceCounts::default();
+    for (source, column) in [(Source::Webhook, 2), (Source::Whatsapp, 3), (Source::Twilio, 4)] {
+        per_source.add(source, count_of(row.get(column)));
+    }
+    let senders: Vec<String> = row.get(5);
+    let counts: Vec<i64> = row.get(6);
+    Ok(Stats {
+        total_messages: count_of(row.get(0)),
+        messages_per_source: per_source,
+        senders_count: count_of(row.get(1)),
+        messages_per_sender: senders
+            .into_iter()
+            .zip(counts)
+            .map(|(from, count)| SenderCount {
+                from,
+                count: count_of(count),
+            })
+            .collect(),
+        first_message_ts: row.get(7),
+        last_message_ts: row.get(8),
+    })
 }
 
 async fn read_source_stats(
@@ -388,25 +412,6 @@ async fn read_source_stats(
         .with_totals(per_source.get(source), per_source.only(source)))
 }
 
-async fn read_all_stats(client: &impl GenericClient, per_source: SourceCounts) -> Result<Stats, StoreError> {
-    let scope = StatsScope {
-        senders: "SELECT COALESCE(SUM(senders), 0)::BIGINT FROM message_totals".to_owned(),
-        top_senders: "SELECT from_msisdn, message_count FROM sender_counts \
-                      ORDER BY message_count DESC, from_msisdn ASC LIMIT $1"
-            .to_owned(),
-        rows: String::new(),
-        source: None,
-    };
-    let total: i64 = client
-        .query_one(
-            "SELECT COALESCE(SUM(messages), 0)::BIGINT FROM message_totals",
-            &[],
-        )
-        .await
-        .map_err(read_failed)?
-        .get(0);
-    Ok(scope.read(client).await?.with_totals(count_of(total), per_source))
-}
 
 /// Where the figures of `/stats` about senders and times are read: the counts kept at insert time
 /// (every message), or one source's rows. Each statement takes the source's name as `$1`, when
