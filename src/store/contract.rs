@@ -53,12 +53,44 @@ impl Order {
         }
     }
 
+    /// The other direction.
+    pub fn reversed(self) -> Order {
+        match self {
+            Order::Asc => Order::Desc,
+            Order::Desc => Order::Asc,
+        }
+    }
+
     /// The comparison that keeps the rows after a position in this order.
     pub fn after(self) -> &'static str {
         match self {
             Order::Asc => ">",
             Order::Desc => "<",
         }
+    }
+}
+
+/// Where to read a page from the far end of the order instead: `count` rows, `offset` rows
+/// before the end, in the reverse order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FromTheEnd {
+    pub offset: u64,
+    pub count: u32,
+}
+
+impl PageRequest {
+    /// A page deeper than half of the `total` matching rows is read from the end, which the
+    /// same index serves as well: an offset skips rows one by one, so this halves the longest
+    /// walk. Not with a cursor, whose page starts at the cursor.
+    pub fn from_the_end(&self, total: u64) -> Option<FromTheEnd> {
+        if self.after.is_some() || self.offset <= total / 2 || self.offset >= total {
+            return None;
+        }
+        let count = (total - self.offset).min(u64::from(self.limit));
+        Some(FromTheEnd {
+            offset: total - self.offset - count,
+            count: u32::try_from(count).unwrap_or(self.limit),
+        })
     }
 }
 
@@ -94,6 +126,27 @@ impl MessagePage {
             messages: Vec::new(),
             total,
             next: None,
+        }
+    }
+
+    /// Builds the page of `page` from its rows read from the end ([`PageRequest::from_the_end`]),
+    /// which come in the reverse order; the total tells whether a next page exists.
+    pub fn from_rows_read_from_the_end(
+        mut rows: Vec<Message>,
+        page: &PageRequest,
+        total: u64,
+    ) -> MessagePage {
+        rows.reverse();
+        let has_more = page.offset + (rows.len() as u64) < total;
+        let next = if has_more {
+            rows.last().map(Position::of)
+        } else {
+            None
+        };
+        MessagePage {
+            messages: rows,
+            total,
+            next,
         }
     }
 

@@ -231,6 +231,41 @@ async fn cursor_pages_walk_the_whole_set_in_order(app: TestApp) {
     assert_eq!(by_offset, newest_first);
 }
 
+/// Every page by offset, shallow or deep (a deep one is read from the far end of the order), in
+/// both orders, with and without a filter: exactly its slice, and a `next_cursor` that continues
+/// with the rows after it.
+async fn every_offset_gives_its_slice_and_a_cursor_that_goes_on_from_it(app: TestApp) {
+    for n in 0..17 {
+        let from = if n % 3 == 0 { BOB } else { ALICE };
+        let ts = format!("2025-01-15T10:00:{:02}Z", (n * 7) % 11);
+        app.store(&message(&format!("o{n:02}"), from, &ts, None)).await;
+    }
+    for filter in ["", "&from=%2B911234567890"] {
+        for order in ["asc", "desc"] {
+            let all = ids(&page(&app, &format!("?limit=100&order={order}{filter}")).await);
+            let total = all.len();
+            for limit in [1, 3, 5] {
+                for offset in 0..=total {
+                    let query = format!("limit={limit}&order={order}{filter}");
+                    let mut window = page(&app, &format!("?{query}&offset={offset}")).await;
+                    let expected: Vec<String> = all.iter().skip(offset).take(limit).cloned().collect();
+                    let context = format!("{query}&offset={offset}");
+                    assert_eq!(ids(&window), expected, "{context}");
+                    assert_eq!(window["total"], json!(total), "{context}");
+                    let cursor = take_cursor(&mut window);
+                    assert_eq!(cursor.is_some(), offset + limit < total, "{context}");
+                    if let Some(cursor) = cursor {
+                        let after = page(&app, &format!("?{query}&cursor={cursor}")).await;
+                        let expected: Vec<String> =
+                            all.iter().skip(offset + limit).take(limit).cloned().collect();
+                        assert_eq!(ids(&after), expected, "after {context}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `order=desc` lists newest first, filters and totals unchanged; anything but `asc` or `desc`
 /// is 422.
 async fn order_desc_lists_newest_first(app: TestApp) {
@@ -854,6 +889,7 @@ async fn unknown_query_params_are_ignored(app: TestApp) {
 
 conformance!(
     evaluator_data_is_ordered_by_ts_then_id,
+    every_offset_gives_its_slice_and_a_cursor_that_goes_on_from_it,
     order_desc_lists_newest_first,
     q_longer_than_256_characters_is_422,
     q_matching_most_rows_pages_in_order,

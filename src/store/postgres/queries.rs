@@ -96,12 +96,20 @@ pub async fn list_messages(
         return Ok(MessagePage::past_the_end(total));
     }
     let (clause, mut values) = filter_clause(filter);
-    let clause = after_position(clause, &mut values, page.after, page.order);
-    values.push(Box::new(i64::from(page.limit) + 1));
-    values.push(Box::new(i64::try_from(page.offset).unwrap_or(i64::MAX)));
+    let clause = after_position(clause, &mut values, page.after.clone(), page.order);
+    let from_the_end = page.from_the_end(total);
+    let (order, limit, offset) = match from_the_end {
+        Some(end) => (page.order.reversed(), i64::from(end.count), end.offset),
+        None => (page.order, i64::from(page.limit) + 1, page.offset),
+    };
+    values.push(Box::new(limit));
+    values.push(Box::new(i64::try_from(offset).unwrap_or(i64::MAX)));
     let window = format!("LIMIT ${} OFFSET ${}", values.len() - 1, values.len());
-    let rows = select_messages(client, &clause, page.order, &window, &values).await?;
-    Ok(MessagePage::from_rows(rows, page.limit, total))
+    let rows = select_messages(client, &clause, order, &window, &values).await?;
+    Ok(match from_the_end {
+        Some(_) => MessagePage::from_rows_read_from_the_end(rows, &page, total),
+        None => MessagePage::from_rows(rows, page.limit, total),
+    })
 }
 
 /// The messages `clause` selects, in the `/messages` order or its reverse, cut by `window` (a
@@ -331,7 +339,6 @@ async fn source_rows(client: &impl GenericClient, source: Source) -> Result<i64,
         .get(0))
 }
 
-
 /// The figures of every message, or of one source's. The first come from the counts kept at
 /// insert time. So do a source's when every message came from it (the usual case); otherwise its
 /// senders are counted from its rows, at a cost that grows with them.
@@ -411,7 +418,6 @@ async fn read_source_stats(
         .await?
         .with_totals(per_source.get(source), per_source.only(source)))
 }
-
 
 /// Where the figures of `/stats` about senders and times are read: the counts kept at insert time
 /// (every message), or one source's rows. Each statement takes the source's name as `$1`, when

@@ -266,25 +266,31 @@ fn list_messages_keeping(
     if page.offset >= total {
         return Ok(MessagePage::past_the_end(total));
     }
+    let from_the_end = page.from_the_end(total);
     let mut selection = Selection::new(filter, &search);
-    if let Some(after) = page.after {
+    if let Some(after) = page.after.clone() {
         selection.after(after, page.order);
     }
+    let (order, limit, offset) = match from_the_end {
+        Some(end) => (page.order.reversed(), i64::from(end.count), end.offset),
+        None => (page.order, i64::from(page.limit) + 1, page.offset),
+    };
+    selection.values.push(SqlValue::Integer(limit));
     selection
         .values
-        .push(SqlValue::Integer(i64::from(page.limit) + 1));
-    selection
-        .values
-        .push(SqlValue::Integer(i64::try_from(page.offset).unwrap_or(i64::MAX)));
-    let order = page.order.sql();
+        .push(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
+    let direction = order.sql();
     let rows = conn
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS}{} ORDER BY m.ts_key {order}, m.message_id {order} LIMIT ? OFFSET ?",
+            "SELECT {MESSAGE_COLUMNS}{} ORDER BY m.ts_key {direction}, m.message_id {direction} LIMIT ? OFFSET ?",
             selection.sql()
         ))?
         .query_map(params_from_iter(selection.values.iter()), message_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(MessagePage::from_rows(rows, page.limit, total))
+    Ok(match from_the_end {
+        Some(_) => MessagePage::from_rows_read_from_the_end(rows, &page, total),
+        None => MessagePage::from_rows(rows, page.limit, total),
+    })
 }
 
 /// Below this many hits of `q`, an export page fetches and sorts the hits; above it, it walks
