@@ -28,6 +28,20 @@ pub fn format_rfc3339(instant: OffsetDateTime) -> String {
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000000Z"))
 }
 
+/// `instant` as milliseconds since the Unix epoch, as the forwarding state keeps times.
+pub fn unix_ms(instant: OffsetDateTime) -> i64 {
+    i64::try_from(instant.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Milliseconds since the Unix epoch as [`format_rfc3339`] writes them (the epoch itself for a
+/// value no date can hold).
+pub fn format_unix_ms(unix_ms: i64) -> String {
+    format_rfc3339(
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
 /// Where the time comes from.
 #[derive(Debug, Clone, Default)]
 pub enum Clock {

@@ -19,7 +19,7 @@ const MAX_REDIRECTS: usize = 5;
 /// How much of a refusing answer's body is kept as the delivery's error.
 const ERROR_BODY_CHARS: usize = 200;
 
-pub const USER_AGENT_VALUE: &str = concat!("webhook-inbox/", env!("CARGO_PKG_VERSION"));
+const USER_AGENT_VALUE: &str = concat!("webhook-inbox/", env!("CARGO_PKG_VERSION"));
 
 /// How an attempt ended, as `forward_attempts_total{result}` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl Sender {
 }
 
 /// The forwarded JSON: the Part A fields and `source`.
-pub fn forwarded_body(message: &Message) -> Vec<u8> {
+fn forwarded_body(message: &Message) -> Vec<u8> {
     serde_json::to_vec(&message.with_source()).unwrap_or_default()
 }
 

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Level;
@@ -18,7 +17,7 @@ use tracing::Level;
 use super::attempt::{AttemptResult, Attempted, Sender};
 use super::retry::RetryPolicy;
 use super::signing::webhook_id;
-use crate::clock::{Clock, format_rfc3339};
+use crate::clock::{Clock, format_unix_ms, unix_ms};
 use crate::config::ForwardSettings;
 use crate::store::Store;
 use crate::store::deliveries::{AttemptRecord, ClaimRequest, HealthChange, LeasedDelivery, NextStep};
@@ -191,7 +190,6 @@ impl Dispatcher {
                 lease_until_ms: now_ms + millis(lease),
                 limit: u32::try_from(room).unwrap_or(u32::MAX),
                 enqueue_limit,
-                up_to: u64::MAX,
                 probe_every_ms: paused.then(|| millis(probe_every)),
                 expire_queued_before_ms: paused.then(|| now_ms - millis(self.settings.max_age)),
             })
@@ -274,9 +272,7 @@ impl Dispatcher {
             Level::WARN
         };
         let next_attempt_at = match record.next {
-            NextStep::RetryAt(at) => OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
-                .ok()
-                .map(format_rfc3339),
+            NextStep::RetryAt(at) => Some(format_unix_ms(at)),
             NextStep::Delivered | NextStep::Failed => None,
         };
         self.logger.attempt(&AttemptLine {
@@ -300,10 +296,6 @@ impl Dispatcher {
     fn now_ms(&self) -> i64 {
         unix_ms(self.clock.now())
     }
-}
-
-pub fn unix_ms(instant: OffsetDateTime) -> i64 {
-    i64::try_from(instant.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 pub fn millis(duration: Duration) -> i64 {

@@ -24,14 +24,15 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
+use crate::clock::unix_ms;
 use crate::config::{ForwardConfigError, ForwardSettings, destination_label};
 use crate::store::deliveries::{DeliveryQuery, DeliveryStatus, Destination};
 use crate::store::{MessageFilter, Store, StoreError};
 use crate::telemetry::{DestinationMetrics, ForwardMetrics, Logger};
-use dispatcher::{Dispatcher, unix_ms};
+use dispatcher::Dispatcher;
+use retry::RetryPolicy;
 
-pub use attempt::{AttemptResult, USER_AGENT_VALUE, forwarded_body};
-pub use retry::RetryPolicy;
+pub use attempt::AttemptResult;
 pub use signing::{Signer, webhook_id};
 
 /// How often the pending and failed gauges are read from the store.
@@ -61,7 +62,6 @@ pub struct Forwarder {
 #[derive(Debug, Clone)]
 pub struct ForwardDestination {
     pub id: i64,
-    pub url: Url,
     /// The URL without credentials, query or fragment: what metrics, logs and the API show.
     pub label: String,
 }
@@ -102,11 +102,7 @@ impl Forwarder {
                 clock: clock.clone(),
             };
             tasks.spawn(dispatcher.run(stopped.clone()));
-            destinations.push(ForwardDestination {
-                id,
-                url: url.clone(),
-                label,
-            });
+            destinations.push(ForwardDestination { id, label });
         }
         tasks.spawn(refresh_gauges(Arc::clone(&store), gauges, clock.clone(), stopped));
         Ok(Forwarder {
@@ -131,12 +127,9 @@ impl Forwarder {
 
     /// Queues `message_id` again for every destination; `None` when it is not stored.
     pub async fn redeliver(&self, message_id: &str) -> Result<Option<u64>, StoreError> {
-        let ids: Vec<i64> = self
-            .destinations
-            .iter()
-            .map(|destination| destination.id)
-            .collect();
-        self.store.requeue_message(message_id, &ids, self.now_ms()).await
+        self.store
+            .requeue_message(message_id, &self.chosen(None), self.now_ms())
+            .await
     }
 
     /// Queues again the failed deliveries (to `destination`, or to each configured one) whose

@@ -19,7 +19,7 @@ pub async fn requeue_failed(
     let mut after = 0;
     let mut requeued = 0;
     loop {
-        let page = store.failed_page(Some(destination), after, REPLAY_PAGE).await?;
+        let page = store.failed_page(destination, after, REPLAY_PAGE).await?;
         let Some(last) = page.last() else {
             return Ok(requeued);
         };

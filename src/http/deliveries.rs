@@ -12,7 +12,6 @@ use axum::{Json, Router};
 use reqwest::Url;
 use serde::Serialize;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
@@ -22,7 +21,7 @@ use super::error::{ErrorDetail, ValidationErrors};
 use super::messages::bounded_integer;
 use super::query::{FilterParams, RawParams, query_parameter};
 use crate::app::AppState;
-use crate::clock::format_rfc3339;
+use crate::clock::format_unix_ms;
 use crate::config::destination_label;
 use crate::forward::{Forwarder, webhook_id};
 use crate::message::FieldError;
@@ -95,21 +94,13 @@ impl From<DeliveryView> for DeliveryItem {
             message_id: view.message_id,
             status: view.status.as_str(),
             attempts: view.attempts,
-            queued_at: instant(view.enqueued_ms),
-            last_attempt_at: view.last_attempt_ms.map(instant),
+            queued_at: format_unix_ms(view.enqueued_ms),
+            last_attempt_at: view.last_attempt_ms.map(format_unix_ms),
             last_status_code: view.last_status_code,
             last_error: view.last_error,
-            next_attempt_at: view.next_attempt_ms.map(instant),
+            next_attempt_at: view.next_attempt_ms.map(format_unix_ms),
         }
     }
-}
-
-/// Unix milliseconds as RFC 3339 (UTC).
-fn instant(unix_ms: i64) -> String {
-    format_rfc3339(
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
-    )
 }
 
 /// The parameters of `GET /deliveries`, for the OpenAPI document.

@@ -138,16 +138,7 @@ impl MessagePage {
     ) -> MessagePage {
         rows.reverse();
         let has_more = page.offset + (rows.len() as u64) < total;
-        let next = if has_more {
-            rows.last().map(Position::of)
-        } else {
-            None
-        };
-        MessagePage {
-            messages: rows,
-            total,
-            next,
-        }
+        MessagePage::ending(rows, total, has_more)
     }
 
     /// Builds a page from up to `limit + 1` rows: a row past the limit only proves that a next
@@ -155,6 +146,11 @@ impl MessagePage {
     pub fn from_rows(mut rows: Vec<Message>, limit: u32, total: u64) -> MessagePage {
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
+        MessagePage::ending(rows, total, has_more)
+    }
+
+    /// The page of `rows`; when `has_more`, the next page starts after its last row.
+    fn ending(rows: Vec<Message>, total: u64, has_more: bool) -> MessagePage {
         let next = if has_more {
             rows.last().map(Position::of)
         } else {

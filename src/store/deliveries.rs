@@ -61,8 +61,6 @@ pub struct ClaimRequest {
     /// The most new messages (after the cursor) to turn into deliveries in this claim; 0 skips
     /// that step (nothing was committed since the last claim read everything new).
     pub enqueue_limit: u32,
-    /// The last position of the arrival order that may be forwarded (the durable end).
-    pub up_to: u64,
     /// A paused destination: hand out one delivery only if no one has probed it since this
     /// many milliseconds (then the probe slot is this owner's for as long).
     pub probe_every_ms: Option<i64>,
@@ -252,11 +250,11 @@ pub trait DeliveryStore: Send + Sync {
         now_ms: i64,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// Up to `limit` failed deliveries (of `destination`, or of all) with ids above `after`, in
-    /// id order, with their messages: one page of a replay.
+    /// Up to `limit` failed deliveries to `destination` with ids above `after`, in id order, with
+    /// their messages: one page of a replay.
     async fn failed_page(
         &self,
-        destination: Option<i64>,
+        destination: i64,
         after: i64,
         limit: u32,
     ) -> Result<Vec<FailedDelivery>, StoreError>;

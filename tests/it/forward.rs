@@ -788,7 +788,6 @@ async fn a_lease_left_by_a_dead_replica_is_taken_over_once_it_runs_out() {
             lease_until_ms: now_ms + i64::try_from(lease.as_millis()).expect("ms"),
             limit: 100,
             enqueue_limit: 100,
-            up_to: u64::MAX,
             probe_every_ms: None,
             expire_queued_before_ms: None,
         })

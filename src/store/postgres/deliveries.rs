@@ -391,7 +391,7 @@ pub async fn list(
 
 pub async fn failed_page(
     client: &impl GenericClient,
-    destination: Option<i64>,
+    destination: i64,
     after: i64,
     limit: u32,
 ) -> Result<Vec<FailedDelivery>, StoreError> {
@@ -400,7 +400,7 @@ pub async fn failed_page(
             &format!(
                 "SELECT {MESSAGE_COLUMNS}, d.id
                  FROM deliveries AS d JOIN messages USING (message_id)
-                 WHERE d.status = 'failed' AND d.id > $1 AND ($2::BIGINT IS NULL OR d.destination_id = $2)
+                 WHERE d.status = 'failed' AND d.id > $1 AND d.destination_id = $2
                  ORDER BY d.id LIMIT $3"
             ),
             &[&after, &destination, &i64::from(limit)],

@@ -132,7 +132,7 @@ impl DeliveryStore for PostgresStore {
         deliveries::register(&self.pools.writes, urls).await
     }
 
-    /// Every committed position is durable here, so `up_to` is not needed.
+    /// Every committed position is durable here: new messages are taken up to the last one.
     async fn claim_deliveries(&self, request: ClaimRequest) -> Result<Claimed, StoreError> {
         deliveries::claim(&self.pools.writes, &request).await
     }
@@ -163,7 +163,7 @@ impl DeliveryStore for PostgresStore {
 
     async fn failed_page(
         &self,
-        destination: Option<i64>,
+        destination: i64,
         after: i64,
         limit: u32,
     ) -> Result<Vec<FailedDelivery>, StoreError> {

@@ -43,8 +43,9 @@ struct DestinationRow {
     probe_until_ms: i64,
 }
 
-/// Queues the new messages, then leases the due deliveries, in one transaction.
-pub fn claim(conn: &mut Connection, request: &ClaimRequest) -> rusqlite::Result<Claimed> {
+/// Queues the new messages up to position `up_to` (the durable end), then leases the due
+/// deliveries, in one transaction.
+pub fn claim(conn: &mut Connection, request: &ClaimRequest, up_to: u64) -> rusqlite::Result<Claimed> {
     let tx = conn.transaction()?;
     let destination = tx
         .prepare_cached(
@@ -57,7 +58,7 @@ pub fn claim(conn: &mut Connection, request: &ClaimRequest) -> rusqlite::Result<
                 probe_until_ms: row.get(2)?,
             })
         })?;
-    let queued = enqueue_new(&tx, request, destination.cursor)?;
+    let queued = enqueue_new(&tx, request, destination.cursor, up_to)?;
     if let Some(cutoff) = request.expire_queued_before_ms {
         expire(&tx, request, cutoff)?;
     }
@@ -105,7 +106,12 @@ fn expire(tx: &Transaction<'_>, request: &ClaimRequest, cutoff: i64) -> rusqlite
 
 /// Turns the messages after the cursor (up to the durable end) into pending deliveries; returns
 /// how many it read.
-fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest, cursor: i64) -> rusqlite::Result<u32> {
+fn enqueue_new(
+    tx: &Transaction<'_>,
+    request: &ClaimRequest,
+    cursor: i64,
+    up_to: u64,
+) -> rusqlite::Result<u32> {
     if request.enqueue_limit == 0 {
         return Ok(0);
     }
@@ -113,7 +119,7 @@ fn enqueue_new(tx: &Transaction<'_>, request: &ClaimRequest, cursor: i64) -> rus
         .prepare_cached(
             "SELECT MAX(arrival), COUNT(*) FROM (SELECT arrival FROM messages WHERE arrival > ?1 AND arrival <= ?2 ORDER BY arrival LIMIT ?3)",
         )?
-        .query_row(params![cursor, position(request.up_to), request.enqueue_limit], |row| {
+        .query_row(params![cursor, position(up_to), request.enqueue_limit], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?;
     let Some(last) = last else {
@@ -326,17 +332,17 @@ fn view_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryView> {
     })
 }
 
-/// Failed deliveries with ids above `after`, in id order, with their messages.
+/// Failed deliveries to `destination` with ids above `after`, in id order, with their messages.
 pub fn failed_page(
     conn: &Connection,
-    destination: Option<i64>,
+    destination: i64,
     after: i64,
     limit: u32,
 ) -> rusqlite::Result<Vec<FailedDelivery>> {
     conn.prepare_cached(&format!(
         "SELECT d.id, {MESSAGE_COLUMNS}
          FROM deliveries AS d JOIN messages AS m ON m.message_id = d.message_id
-         WHERE d.status = 'failed' AND d.id > ?1 AND (?2 IS NULL OR d.destination_id = ?2)
+         WHERE d.status = 'failed' AND d.id > ?1 AND d.destination_id = ?2
          ORDER BY d.id LIMIT ?3"
     ))?
     .query_map(params![after, destination, limit], |row| {

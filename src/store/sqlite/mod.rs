@@ -165,11 +165,9 @@ impl DeliveryStore for SqliteStore {
 
     /// New messages are taken only up to the last durable position (see `arrivals_after`).
     async fn claim_deliveries(&self, request: ClaimRequest) -> Result<Claimed, StoreError> {
-        let request = ClaimRequest {
-            up_to: request.up_to.min(self.arrivals.last()),
-            ..request
-        };
-        self.write(move |conn| deliveries::claim(conn, &request)).await
+        let up_to = self.arrivals.last();
+        self.write(move |conn| deliveries::claim(conn, &request, up_to))
+            .await
     }
 
     async fn record_attempts(
@@ -201,7 +199,7 @@ impl DeliveryStore for SqliteStore {
 
     async fn failed_page(
         &self,
-        destination: Option<i64>,
+        destination: i64,
         after: i64,
         limit: u32,
     ) -> Result<Vec<FailedDelivery>, StoreError> {
