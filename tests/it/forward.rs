@@ -895,13 +895,6 @@ async fn after_a_sigkill_with_deliveries_pending_every_message_is_delivered_afte
 /// library is not installed.
 fn svix_verifies(requests: &[Received], tamper: bool) -> Result<Vec<bool>, String> {
     const SCRIPT: &str = r#"
-import json, sys
-try:
-    from svix.webhooks import Webhook, WebhookVerificationError
-except ImportError:
-    sys.exit(3)
-r = json.loads(sys.stdin.read())
-hook = Webhook(r["secret"])
 answers = []
 for request in r["requests"]:
     try:
@@ -921,14 +914,9 @@ print(json.dumps(answers))
             json!({"id": request.webhook_id, "timestamp": request.timestamp, "signature": request.signature, "body": body})
         })
         .collect();
-    let input = json!({"secret": FORWARD_SECRET, "requests": requests}).to_string();
-    let output = crate::signatures::run_python(SCRIPT, &input)
-        .map_err(|error| format!("python3 cannot run: {error}"))?;
-    match output.status.code() {
-        Some(0) => Ok(serde_json::from_slice(&output.stdout).expect("JSON from python3")),
-        Some(3) => Err("the svix Python library is not installed (pip install svix)".to_owned()),
-        _ => panic!("the svix library failed: {output:?}"),
-    }
+    let answers =
+        crate::signatures::run_svix(SCRIPT, &json!({"secret": FORWARD_SECRET, "requests": requests}))?;
+    Ok(serde_json::from_value(answers).expect("a list of answers"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,7 +77,7 @@ fn assert_refused(answer: (StatusCode, Value), what: &str) {
 }
 
 /// Runs a Python `script` with `input` on its standard input; its output once it has exited.
-pub fn run_python(script: &str, input: &str) -> std::io::Result<std::process::Output> {
+fn run_python(script: &str, input: &str) -> std::io::Result<std::process::Output> {
     let mut child = Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -86,6 +86,29 @@ pub fn run_python(script: &str, input: &str) -> std::io::Result<std::process::Ou
         .spawn()?;
     child.stdin.take().expect("stdin").write_all(input.as_bytes())?;
     child.wait_with_output()
+}
+
+/// Runs `script` after importing the official `svix` library (PyPI) and reading a JSON request
+/// from stdin as `r` (with `hook`, a `Webhook` of `r["secret"]`), and returns the JSON it
+/// printed; `Err` says why it cannot run.
+pub fn run_svix(script: &str, request: &Value) -> Result<Value, String> {
+    const PREAMBLE: &str = r#"
+import json, sys
+from datetime import datetime, timezone
+try:
+    from svix.webhooks import Webhook, WebhookVerificationError
+except ImportError:
+    sys.exit(3)
+r = json.loads(sys.stdin.read())
+hook = Webhook(r["secret"])
+"#;
+    let output = run_python(&format!("{PREAMBLE}{script}"), &request.to_string())
+        .map_err(|error| format!("python3 cannot run: {error}"))?;
+    match output.status.code() {
+        Some(0) => Ok(serde_json::from_slice(&output.stdout).expect("JSON from python3")),
+        Some(3) => Err("the svix Python library is not installed (pip install svix)".to_owned()),
+        _ => panic!("the svix library failed: {output:?}"),
+    }
 }
 
 /// What the official `svix` library (PyPI) makes of one request: its signature, and whether it
@@ -98,14 +121,6 @@ fn svix_library(
     ours: &str,
 ) -> Result<(String, bool), String> {
     const SCRIPT: &str = r#"
-import json, sys
-from datetime import datetime, timezone
-try:
-    from svix.webhooks import Webhook, WebhookVerificationError
-except ImportError:
-    sys.exit(3)
-r = json.loads(sys.stdin.read())
-hook = Webhook(r["secret"])
 signature = hook.sign(r["id"], datetime.fromtimestamp(r["timestamp"], tz=timezone.utc), r["body"])
 try:
     hook.verify(r["body"], {"svix-id": r["id"], "svix-timestamp": str(r["timestamp"]), "svix-signature": r["ours"]})
@@ -115,14 +130,7 @@ except WebhookVerificationError:
 print(json.dumps({"signature": signature, "accepts_ours": accepted}))
 "#;
     let request = json!({"secret": secret, "id": id, "timestamp": timestamp, "body": body, "ours": ours});
-    let output =
-        run_python(SCRIPT, &request.to_string()).map_err(|error| format!("python3 cannot run: {error}"))?;
-    match output.status.code() {
-        Some(0) => {}
-        Some(3) => return Err("the svix Python library is not installed (pip install svix)".to_owned()),
-        _ => panic!("the svix library failed: {output:?}"),
-    }
-    let answer: Value = serde_json::from_slice(&output.stdout).expect("JSON from python3");
+    let answer = run_svix(SCRIPT, &request)?;
     Ok((
         answer["signature"].as_str().expect("signature").to_owned(),
         answer["accepts_ours"].as_bool().expect("accepts_ours"),
