@@ -10,7 +10,7 @@ use reqwest::{Client, StatusCode, Url};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
-use super::signing::{Signer, webhook_id};
+use super::signing::Signer;
 use crate::message::Message;
 
 /// The most redirects followed for one attempt.
@@ -85,13 +85,18 @@ impl Sender {
         })
     }
 
-    /// POSTs `message` to `url`, signed as of `now_unix_secs`.
-    pub async fn attempt(&self, url: &Url, message: &Message, now_unix_secs: u64) -> Attempted {
+    /// POSTs `message` to `url` under `webhook_id` (see `signing::webhook_id`), signed as of
+    /// `now_unix_secs`.
+    pub async fn attempt(
+        &self,
+        url: &Url,
+        message: &Message,
+        webhook_id: &str,
+        now_unix_secs: u64,
+    ) -> Attempted {
         let started = Instant::now();
         let body = forwarded_body(message);
-        let signed = self
-            .signer
-            .sign(&webhook_id(&message.message_id), now_unix_secs, &body);
+        let signed = self.signer.sign(webhook_id, now_unix_secs, &body);
         let sent = self
             .client
             .post(url.clone())

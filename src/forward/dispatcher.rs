@@ -89,6 +89,7 @@ pub struct Dispatcher {
 /// An attempt that finished, with what is needed to record and log it.
 struct Finished {
     delivery: LeasedDelivery,
+    webhook_id: String,
     attempted_ms: i64,
     attempted: Attempted,
 }
@@ -206,9 +207,13 @@ impl Dispatcher {
         async move {
             let attempted_ms = unix_ms(now);
             let timestamp = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-            let attempted = sender.attempt(&url, &delivery.message, timestamp).await;
+            let webhook_id = webhook_id(&delivery.message.message_id);
+            let attempted = sender
+                .attempt(&url, &delivery.message, &webhook_id, timestamp)
+                .await;
             Finished {
                 delivery,
+                webhook_id,
                 attempted_ms,
                 attempted,
             }
@@ -282,7 +287,7 @@ impl Dispatcher {
             destination: &self.label,
             delivery_id: done.delivery.id,
             message_id: &done.delivery.message.message_id,
-            webhook_id: &webhook_id(&done.delivery.message.message_id),
+            webhook_id: &done.webhook_id,
             attempt: done.delivery.attempts + 1,
             result: attempted.result.as_str(),
             status_code: attempted.status_code,
