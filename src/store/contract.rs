@@ -70,27 +70,62 @@ impl Order {
     }
 }
 
-/// Where to read a page from the far end of the order instead: `count` rows, `offset` rows
-/// before the end, in the reverse order.
+/// How a backend reads the rows of a page: `limit` rows in `order` after skipping `offset`
+/// ([`PageRequest::read`]), then [`PageRead::page`] makes the page of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FromTheEnd {
+pub struct PageRead {
+    pub order: Order,
+    pub limit: u32,
     pub offset: u64,
-    pub count: u32,
+    from_the_end: bool,
 }
 
 impl PageRequest {
-    /// A page deeper than half of the `total` matching rows is read from the end, which the
-    /// same index serves as well: an offset skips rows one by one, so this halves the longest
-    /// walk. Not with a cursor, whose page starts at the cursor.
-    pub fn from_the_end(&self, total: u64) -> Option<FromTheEnd> {
-        if self.after.is_some() || self.offset <= total / 2 || self.offset >= total {
-            return None;
+    /// How to read this page of `total` matching rows. As asked, with one row past the limit,
+    /// which only proves that a next page exists; or, for a page deeper than half of the rows,
+    /// from the far end in the reverse order, which the same index serves as well: an offset
+    /// skips rows one by one, so this halves the longest walk. Not with a cursor, whose page
+    /// starts at the cursor.
+    pub fn read(&self, total: u64) -> PageRead {
+        if self.after.is_none() && self.offset > total / 2 && self.offset < total {
+            let count = (total - self.offset).min(u64::from(self.limit));
+            return PageRead {
+                order: self.order.reversed(),
+                limit: u32::try_from(count).unwrap_or(self.limit),
+                offset: total - self.offset - count,
+                from_the_end: true,
+            };
         }
-        let count = (total - self.offset).min(u64::from(self.limit));
-        Some(FromTheEnd {
-            offset: total - self.offset - count,
-            count: u32::try_from(count).unwrap_or(self.limit),
-        })
+        PageRead {
+            order: self.order,
+            limit: self.limit.saturating_add(1),
+            offset: self.offset,
+            from_the_end: false,
+        }
+    }
+}
+
+impl PageRead {
+    /// The page `request` asked for, from the rows this read returned; `total` match in all.
+    pub fn page(&self, mut rows: Vec<Message>, request: &PageRequest, total: u64) -> MessagePage {
+        let has_more = if self.from_the_end {
+            rows.reverse();
+            request.offset + (rows.len() as u64) < total
+        } else {
+            let more = rows.len() > request.limit as usize;
+            rows.truncate(request.limit as usize);
+            more
+        };
+        let next = if has_more {
+            rows.last().map(Position::of)
+        } else {
+            None
+        };
+        MessagePage {
+            messages: rows,
+            total,
+            next,
+        }
     }
 }
 
@@ -126,40 +161,6 @@ impl MessagePage {
             messages: Vec::new(),
             total,
             next: None,
-        }
-    }
-
-    /// Builds the page of `page` from its rows read from the end ([`PageRequest::from_the_end`]),
-    /// which come in the reverse order; the total tells whether a next page exists.
-    pub fn from_rows_read_from_the_end(
-        mut rows: Vec<Message>,
-        page: &PageRequest,
-        total: u64,
-    ) -> MessagePage {
-        rows.reverse();
-        let has_more = page.offset + (rows.len() as u64) < total;
-        MessagePage::ending(rows, total, has_more)
-    }
-
-    /// Builds a page from up to `limit + 1` rows: a row past the limit only proves that a next
-    /// page exists, and the last row kept is where it starts.
-    pub fn from_rows(mut rows: Vec<Message>, limit: u32, total: u64) -> MessagePage {
-        let has_more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        MessagePage::ending(rows, total, has_more)
-    }
-
-    /// The page of `rows`; when `has_more`, the next page starts after its last row.
-    fn ending(rows: Vec<Message>, total: u64, has_more: bool) -> MessagePage {
-        let next = if has_more {
-            rows.last().map(Position::of)
-        } else {
-            None
-        };
-        MessagePage {
-            messages: rows,
-            total,
-            next,
         }
     }
 }

@@ -22,9 +22,8 @@ use crate::config::{StorageArgs, StoreUrl};
 
 pub use batch::{ArrivalSignal, WriteObserver, unobserved};
 pub use contract::{
-    Arrival, FromTheEnd, HOUR_KEY_LEN, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage,
-    Order, PageRequest, Position, SenderCount, SenderFigures, SourceCounts, Stats, Store, StoreError,
-    TOP_SENDERS,
+    Arrival, HOUR_KEY_LEN, HourCount, InsertOutcome, MessageDetail, MessageFilter, MessagePage, Order,
+    PageRequest, Position, SenderCount, SenderFigures, SourceCounts, Stats, Store, StoreError, TOP_SENDERS,
 };
 pub use deliveries::DeliveryStore;
 pub use export::{EXPORT_PAGE_ROWS, ExportPages};

@@ -97,19 +97,12 @@ pub async fn list_messages(
     }
     let (clause, mut values) = filter_clause(filter);
     let clause = after_position(clause, &mut values, page.after.clone(), page.order);
-    let from_the_end = page.from_the_end(total);
-    let (order, limit, offset) = match from_the_end {
-        Some(end) => (page.order.reversed(), i64::from(end.count), end.offset),
-        None => (page.order, i64::from(page.limit) + 1, page.offset),
-    };
-    values.push(Box::new(limit));
-    values.push(Box::new(i64::try_from(offset).unwrap_or(i64::MAX)));
+    let read = page.read(total);
+    values.push(Box::new(i64::from(read.limit)));
+    values.push(Box::new(i64::try_from(read.offset).unwrap_or(i64::MAX)));
     let window = format!("LIMIT ${} OFFSET ${}", values.len() - 1, values.len());
-    let rows = select_messages(client, &clause, order, &window, &values).await?;
-    Ok(match from_the_end {
-        Some(_) => MessagePage::from_rows_read_from_the_end(rows, &page, total),
-        None => MessagePage::from_rows(rows, page.limit, total),
-    })
+    let rows = select_messages(client, &clause, read.order, &window, &values).await?;
+    Ok(read.page(rows, &page, total))
 }
 
 /// The messages `clause` selects, in the `/messages` order or its reverse, cut by `window` (a

@@ -266,20 +266,16 @@ fn list_messages_keeping(
     if page.offset >= total {
         return Ok(MessagePage::past_the_end(total));
     }
-    let from_the_end = page.from_the_end(total);
+    let read = page.read(total);
     let mut selection = Selection::new(filter, &search);
     if let Some(after) = page.after.clone() {
         selection.after(after, page.order);
     }
-    let (order, limit, offset) = match from_the_end {
-        Some(end) => (page.order.reversed(), i64::from(end.count), end.offset),
-        None => (page.order, i64::from(page.limit) + 1, page.offset),
-    };
-    selection.values.push(SqlValue::Integer(limit));
+    selection.values.push(SqlValue::Integer(i64::from(read.limit)));
     selection
         .values
-        .push(SqlValue::Integer(i64::try_from(offset).unwrap_or(i64::MAX)));
-    let direction = order.sql();
+        .push(SqlValue::Integer(i64::try_from(read.offset).unwrap_or(i64::MAX)));
+    let direction = read.order.sql();
     let rows = conn
         .prepare_cached(&format!(
             "SELECT {MESSAGE_COLUMNS}{} ORDER BY m.ts_key {direction}, m.message_id {direction} LIMIT ? OFFSET ?",
@@ -287,10 +283,7 @@ fn list_messages_keeping(
         ))?
         .query_map(params_from_iter(selection.values.iter()), message_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(match from_the_end {
-        Some(_) => MessagePage::from_rows_read_from_the_end(rows, &page, total),
-        None => MessagePage::from_rows(rows, page.limit, total),
-    })
+    Ok(read.page(rows, &page, total))
 }
 
 /// Below this many hits of `q`, an export page fetches and sorts the hits; above it, it walks
