@@ -25,11 +25,14 @@ cpu() { awk '{print $14, $15}' "/proc/$server/task/$1/stat"; }
 helpers_cpu() { for tid in $helpers; do cpu "$tid"; done | awk '{u += $1; s += $2} END {print u + 0, s + 0}'; }
 # Nanoseconds on a CPU and waiting in the run queue for one.
 schedstat() { awk '{print $1, $2}' "/proc/$server/task/$writer/schedstat"; }
-# Sums and counts of the writer's batch-size and commit-duration histograms.
+# Sums and counts of the writer's batch-size and commit-duration histograms, the commit time in
+# ms: from writer_commit_duration_seconds, or from writer_commit_duration_ms in the binaries
+# before its rename, so that an A/B may set an older binary against a newer one.
 batches() {
   curl -sf "http://127.0.0.1:$port/metrics" |
-    awk '/^writer_batch_size_(sum|count) |^writer_commit_duration_ms_(sum|count) / {v[$1] = $2}
-         END {print v["writer_batch_size_sum"] + 0, v["writer_batch_size_count"] + 0, v["writer_commit_duration_ms_sum"] + 0}'
+    awk '/^writer_batch_size_(sum|count) |^writer_commit_duration_(seconds|ms)_sum / {v[$1] = $2}
+         END {print v["writer_batch_size_sum"] + 0, v["writer_batch_size_count"] + 0,
+                    v["writer_commit_duration_seconds_sum"] * 1000 + v["writer_commit_duration_ms_sum"]}'
 }
 before=$(cpu "$writer") before_helpers=$(helpers_cpu) before_sched=$(schedstat) before_batches=$(batches)
 report=$("$binary" bench ingest --url "http://127.0.0.1:$port" --secret testsecret --duration "${seconds}s" \

@@ -89,7 +89,9 @@ pub(super) async fn live() -> Json<Live> {
     ),
 )]
 pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
-    match not_ready_reason(&state).await {
+    let reason = not_ready_reason(&state).await;
+    state.metrics.set_ready(reason.is_none());
+    match reason {
         None => Json(Ready {
             status: ReadyStatus::Ready,
         })

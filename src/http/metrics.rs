@@ -26,8 +26,6 @@ pub fn router() -> Router<Arc<AppState>> {
     responses((status = 200, description = "The metrics.", content_type = "text/plain; version=0.0.4", body = String)),
 )]
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    // From the count the store keeps in memory: a scrape never reads the database.
-    state.metrics.set_messages_stored(state.store.stored_messages());
-    state.metrics.refresh_process();
+    state.metrics.refresh_for_scrape(state.store.as_ref());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render())
 }

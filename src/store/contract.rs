@@ -337,6 +337,12 @@ pub trait Store: DeliveryStore + Send + Sync + 'static {
     /// own writes count at once and other replicas' within a few seconds.
     fn stored_messages(&self) -> u64;
 
+    /// The size of the write-ahead log file in bytes (0 while there is none), for a store that
+    /// keeps one beside its database file; `None` for the others. One `stat`, no database read.
+    fn wal_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// Ok when the database answers and its schema is current.
     async fn check_ready(&self) -> Result<(), StoreError>;
 

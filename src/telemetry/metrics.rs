@@ -1,32 +1,20 @@
 //! Prometheus metrics, held per application state so tests in one process stay apart.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use super::families::{
+    FORWARD_ATTEMPT_DURATION, FORWARD_ATTEMPTS, FORWARD_FAILED, FORWARD_OLDEST_PENDING, FORWARD_PAUSED,
+    FORWARD_PENDING, Family, HTTP_REQUESTS, LATENCY, MESSAGES_STORED, READY, RETENTION_DELETED, SQLITE_WAL,
+    STREAM_EVENTS, STREAM_SLOW_READERS, STREAMS_OPEN, STREAMS_REFUSED, WEBHOOK_REQUESTS, WRITER_BATCH_SIZE,
+    WRITER_COMMIT, describe_all,
+};
 use super::process::ProcessMetrics;
-use crate::store::WriteObserver;
-
-const HTTP_REQUESTS: &str = "http_requests_total";
-const WEBHOOK_REQUESTS: &str = "webhook_requests_total";
-const LATENCY: &str = "request_latency_ms";
-const WRITER_BATCH_SIZE: &str = "writer_batch_size";
-const WRITER_COMMIT: &str = "writer_commit_duration_ms";
-const MESSAGES_STORED: &str = "messages_stored";
-const RETENTION_DELETED: &str = "retention_deleted_total";
-const STREAMS_OPEN: &str = "streams_open";
-const STREAM_EVENTS: &str = "stream_events_total";
-const STREAMS_REFUSED: &str = "streams_refused_total";
-const STREAM_SLOW_READERS: &str = "stream_slow_readers_dropped_total";
-const FORWARD_ATTEMPTS: &str = "forward_attempts_total";
-const FORWARD_ATTEMPT_DURATION: &str = "forward_attempt_duration_seconds";
-const FORWARD_PENDING: &str = "forward_pending";
-const FORWARD_FAILED: &str = "forward_failed";
-const FORWARD_OLDEST_PENDING: &str = "forward_oldest_pending_age_seconds";
-const FORWARD_PAUSED: &str = "forward_paused";
+use crate::store::{Store, WriteObserver};
 
 /// Attempt duration bucket bounds in seconds: a local receiver answers in a millisecond, a
 /// remote one in tens or hundreds, and `FORWARD_TIMEOUT_MS` may be up to two minutes.
@@ -42,10 +30,10 @@ const LATENCY_BUCKETS_MS: &[f64] = &[
 /// Messages per committed batch; both writers commit at most 512 at once.
 const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
-/// Commit duration bucket bounds in milliseconds: an fsync takes from a tenth of a millisecond
-/// (a fast SSD) to tens of milliseconds (network storage).
-const COMMIT_BUCKETS_MS: &[f64] = &[
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+/// Commit duration bucket bounds in seconds: an fsync takes from a tenth of a millisecond (a
+/// fast SSD) to tens of milliseconds (network storage).
+const COMMIT_BUCKETS_SECS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 const METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
@@ -97,14 +85,14 @@ impl WebhookResult {
 /// lock and allocates nothing, and happens once per batch, not per message.
 struct WriterMetrics {
     batch_size: Histogram,
-    commit_ms: Histogram,
+    commit_seconds: Histogram,
 }
 
 impl WriteObserver for WriterMetrics {
     #[allow(clippy::cast_precision_loss)] // a batch holds at most 512 messages
     fn batch_committed(&self, messages: usize, took: Duration) {
         self.batch_size.record(messages as f64);
-        self.commit_ms.record(took.as_secs_f64() * 1000.0);
+        self.commit_seconds.record(took.as_secs_f64());
     }
 }
 
@@ -120,12 +108,12 @@ pub struct StreamMetrics {
 
 impl StreamMetrics {
     fn register(recorder: &PrometheusRecorder) -> StreamMetrics {
-        let counter = |name| {
-            let counter = recorder.register_counter(&Key::from_name(name), &METADATA);
+        let counter = |family: Family| {
+            let counter = recorder.register_counter(&Key::from_name(family.name), &METADATA);
             counter.increment(0);
             counter
         };
-        let open = recorder.register_gauge(&Key::from_name(STREAMS_OPEN), &METADATA);
+        let open = recorder.register_gauge(&Key::from_name(STREAMS_OPEN.name), &METADATA);
         open.set(0.0);
         StreamMetrics {
             open,
@@ -177,10 +165,10 @@ impl ForwardMetrics {
     /// Registers `destination`'s series, every attempt result at 0; `results` names them.
     pub fn destination(&self, destination: &str, results: &[&'static str]) -> DestinationMetrics {
         let label = || Label::new("destination", destination.to_owned());
-        let gauge = |name| {
+        let gauge = |family: Family| {
             let gauge = self
                 .recorder
-                .register_gauge(&Key::from_parts(name, vec![label()]), &METADATA);
+                .register_gauge(&Key::from_parts(family.name, vec![label()]), &METADATA);
             gauge.set(0.0);
             gauge
         };
@@ -188,7 +176,10 @@ impl ForwardMetrics {
             .iter()
             .map(|result| {
                 let counter = self.recorder.register_counter(
-                    &Key::from_parts(FORWARD_ATTEMPTS, vec![label(), Label::new("result", *result)]),
+                    &Key::from_parts(
+                        FORWARD_ATTEMPTS.name,
+                        vec![label(), Label::new("result", *result)],
+                    ),
                     &METADATA,
                 );
                 counter.increment(0);
@@ -198,7 +189,7 @@ impl ForwardMetrics {
         DestinationMetrics {
             attempts,
             duration: self.recorder.register_histogram(
-                &Key::from_parts(FORWARD_ATTEMPT_DURATION, vec![label()]),
+                &Key::from_parts(FORWARD_ATTEMPT_DURATION.name, vec![label()]),
                 &METADATA,
             ),
             pending: gauge(FORWARD_PENDING),
@@ -238,6 +229,10 @@ pub struct Metrics {
     http_counters: RwLock<HashMap<String, HashMap<u16, Counter>>>,
     writer: Arc<WriterMetrics>,
     messages_stored: Gauge,
+    /// Registered by the first readiness check, so that no verdict is shown before there is one.
+    ready: OnceLock<Gauge>,
+    /// Registered at the first scrape of a store that keeps a WAL file.
+    sqlite_wal: OnceLock<Gauge>,
     process: ProcessMetrics,
     streams: StreamMetrics,
 }
@@ -249,44 +244,49 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every family present from the start: the webhook outcomes at 0, the
-    /// latency histogram empty, and `retention_deleted_total` at 0 (whether retention is on or
-    /// not). The HTTP layer adds its routes with [`Metrics::register_routes`].
+    /// A registry with every family present from the start, each with its HELP text: the
+    /// webhook outcomes at 0, the latency histogram empty, and `retention_deleted_total` at 0
+    /// (whether retention is on or not). The HTTP layer adds its routes with
+    /// [`Metrics::register_routes`]. Only `health_ready` and `sqlite_wal_bytes` wait for a
+    /// first value: a readiness check, a scrape of a store with a WAL file.
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS_MS)
+            .set_buckets_for_metric(Matcher::Full(LATENCY.name.into()), LATENCY_BUCKETS_MS)
             .and_then(|builder| {
-                builder.set_buckets_for_metric(Matcher::Full(WRITER_BATCH_SIZE.into()), BATCH_SIZE_BUCKETS)
+                builder
+                    .set_buckets_for_metric(Matcher::Full(WRITER_BATCH_SIZE.name.into()), BATCH_SIZE_BUCKETS)
             })
             .and_then(|builder| {
-                builder.set_buckets_for_metric(Matcher::Full(WRITER_COMMIT.into()), COMMIT_BUCKETS_MS)
+                builder.set_buckets_for_metric(Matcher::Full(WRITER_COMMIT.name.into()), COMMIT_BUCKETS_SECS)
             })
             .and_then(|builder| {
                 builder.set_buckets_for_metric(
-                    Matcher::Full(FORWARD_ATTEMPT_DURATION.into()),
+                    Matcher::Full(FORWARD_ATTEMPT_DURATION.name.into()),
                     FORWARD_ATTEMPT_BUCKETS_SECS,
                 )
             })
             .unwrap_or_else(|_| unreachable!("the bucket lists are not empty"))
             .build_recorder();
+        describe_all(&recorder);
         let handle = recorder.handle();
-        let latency = recorder.register_histogram(&Key::from_name(LATENCY), &METADATA);
+        let latency = recorder.register_histogram(&Key::from_name(LATENCY.name), &METADATA);
         let writer = Arc::new(WriterMetrics {
-            batch_size: recorder.register_histogram(&Key::from_name(WRITER_BATCH_SIZE), &METADATA),
-            commit_ms: recorder.register_histogram(&Key::from_name(WRITER_COMMIT), &METADATA),
+            batch_size: recorder.register_histogram(&Key::from_name(WRITER_BATCH_SIZE.name), &METADATA),
+            commit_seconds: recorder.register_histogram(&Key::from_name(WRITER_COMMIT.name), &METADATA),
         });
-        let messages_stored = recorder.register_gauge(&Key::from_name(MESSAGES_STORED), &METADATA);
-        let process =
-            ProcessMetrics::register(|name| recorder.register_gauge(&Key::from_name(name), &METADATA));
+        let messages_stored = recorder.register_gauge(&Key::from_name(MESSAGES_STORED.name), &METADATA);
+        let process = ProcessMetrics::register(|family| {
+            recorder.register_gauge(&Key::from_name(family.name), &METADATA)
+        });
         let webhook_results = WebhookResult::ALL.map(|result| {
             let counter = recorder.register_counter(
-                &Key::from_parts(WEBHOOK_REQUESTS, vec![Label::new("result", result.as_str())]),
+                &Key::from_parts(WEBHOOK_REQUESTS.name, vec![Label::new("result", result.as_str())]),
                 &METADATA,
             );
             counter.increment(0);
             counter
         });
-        let retention_deleted = recorder.register_counter(&Key::from_name(RETENTION_DELETED), &METADATA);
+        let retention_deleted = recorder.register_counter(&Key::from_name(RETENTION_DELETED.name), &METADATA);
         retention_deleted.increment(0);
         let streams = StreamMetrics::register(&recorder);
         Metrics {
@@ -298,6 +298,8 @@ impl Metrics {
             http_counters: RwLock::default(),
             writer,
             messages_stored,
+            ready: OnceLock::new(),
+            sqlite_wal: OnceLock::new(),
             process,
             streams,
         }
@@ -339,13 +341,20 @@ impl Metrics {
         Arc::clone(&self.writer) as Arc<dyn WriteObserver>
     }
 
-    #[allow(clippy::cast_precision_loss)] // exact below 2^53 messages
-    pub fn set_messages_stored(&self, count: u64) {
-        self.messages_stored.set(count as f64);
+    /// Records the verdict of a readiness check (`GET /health/ready`).
+    pub fn set_ready(&self, ready: bool) {
+        self.gauge(&self.ready, READY).set(if ready { 1.0 } else { 0.0 });
     }
 
-    /// Reads the process figures (memory, file descriptors, CPU time) afresh.
-    pub fn refresh_process(&self) {
+    /// Reads afresh, for a scrape, the figures that are not kept as things happen: the stored
+    /// count and the WAL's size from `store`, the process's from the operating system. None of
+    /// them reads the database: the count is kept in memory, and the WAL's size is one `stat`.
+    #[allow(clippy::cast_precision_loss)] // exact below 2^53 messages and bytes
+    pub fn refresh_for_scrape(&self, store: &dyn Store) {
+        self.messages_stored.set(store.stored_messages() as f64);
+        if let Some(bytes) = store.wal_bytes() {
+            self.gauge(&self.sqlite_wal, SQLITE_WAL).set(bytes as f64);
+        }
         self.process.refresh();
     }
 
@@ -356,7 +365,17 @@ impl Metrics {
 
     /// The text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.process.render_cpu_seconds(&mut text);
+        text
+    }
+
+    /// The gauge of `family` held in `slot`, registered on first use.
+    fn gauge<'a>(&self, slot: &'a OnceLock<Gauge>, family: Family) -> &'a Gauge {
+        slot.get_or_init(|| {
+            self.recorder
+                .register_gauge(&Key::from_name(family.name), &METADATA)
+        })
     }
 
     /// The counter of one route and status, registered on first use and looked up after that
@@ -376,7 +395,7 @@ impl Metrics {
         ];
         let counter = self
             .recorder
-            .register_counter(&Key::from_parts(HTTP_REQUESTS, labels), &METADATA);
+            .register_counter(&Key::from_parts(HTTP_REQUESTS.name, labels), &METADATA);
         if let Ok(mut counters) = self.http_counters.write() {
             counters
                 .entry(route.to_owned())

@@ -1,5 +1,6 @@
 //! What the service tells its operators: one JSON line per request and per event, and metrics.
 
+mod families;
 mod logging;
 mod metrics;
 mod process;

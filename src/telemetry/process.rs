@@ -1,22 +1,19 @@
-//! The standard `process_*` gauges, read from the operating system when `/metrics` is scraped.
+//! The standard `process_*` families, read from the operating system when `/metrics` is scraped.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::Gauge;
 use metrics_process::collector;
 
-/// The names every Prometheus client library uses, so existing dashboards and alerts apply.
-pub const CPU_SECONDS: &str = "process_cpu_seconds_total";
-pub const OPEN_FDS: &str = "process_open_fds";
-pub const MAX_FDS: &str = "process_max_fds";
-pub const VIRTUAL_MEMORY: &str = "process_virtual_memory_bytes";
-pub const VIRTUAL_MEMORY_MAX: &str = "process_virtual_memory_max_bytes";
-pub const RESIDENT_MEMORY: &str = "process_resident_memory_bytes";
-pub const START_TIME: &str = "process_start_time_seconds";
-pub const THREADS: &str = "process_threads";
+use super::families::{
+    CPU_SECONDS, Family, MAX_FDS, OPEN_FDS, RESIDENT_MEMORY, START_TIME, THREADS, VIRTUAL_MEMORY,
+    VIRTUAL_MEMORY_MAX,
+};
 
 pub struct ProcessMetrics {
-    /// A gauge although it only grows: the `metrics` crate's counters hold whole numbers, and
-    /// CPU time needs its fractions. `rate()` treats it like a counter.
-    cpu_seconds: Gauge,
+    /// The bits of an `f64`, rendered by hand as a counter: CPU time needs its fractions of a
+    /// second, and the `metrics` crate's counters hold whole numbers.
+    cpu_seconds: AtomicU64,
     open_fds: Gauge,
     max_fds: Gauge,
     virtual_memory: Gauge,
@@ -27,17 +24,17 @@ pub struct ProcessMetrics {
 }
 
 impl ProcessMetrics {
-    /// The gauges, each registered by `gauge` under its name.
-    pub fn register(gauge: impl Fn(&'static str) -> Gauge) -> Self {
+    /// The gauges, each registered by `gauge` under its family's name.
+    pub fn register(gauge: impl Fn(&Family) -> Gauge) -> Self {
         ProcessMetrics {
-            cpu_seconds: gauge(CPU_SECONDS),
-            open_fds: gauge(OPEN_FDS),
-            max_fds: gauge(MAX_FDS),
-            virtual_memory: gauge(VIRTUAL_MEMORY),
-            virtual_memory_max: gauge(VIRTUAL_MEMORY_MAX),
-            resident_memory: gauge(RESIDENT_MEMORY),
-            start_time: gauge(START_TIME),
-            threads: gauge(THREADS),
+            cpu_seconds: AtomicU64::new(0.0_f64.to_bits()),
+            open_fds: gauge(&OPEN_FDS),
+            max_fds: gauge(&MAX_FDS),
+            virtual_memory: gauge(&VIRTUAL_MEMORY),
+            virtual_memory_max: gauge(&VIRTUAL_MEMORY_MAX),
+            resident_memory: gauge(&RESIDENT_MEMORY),
+            start_time: gauge(&START_TIME),
+            threads: gauge(&THREADS),
         }
     }
 
@@ -45,7 +42,9 @@ impl ProcessMetrics {
     /// does not give keeps its last value.
     pub fn refresh(&self) {
         let figures = collector::collect();
-        set(&self.cpu_seconds, figures.cpu_seconds_total);
+        if let Some(cpu_seconds) = figures.cpu_seconds_total {
+            self.cpu_seconds.store(cpu_seconds.to_bits(), Ordering::Relaxed);
+        }
         set(&self.open_fds, figures.open_fds.map(whole));
         set(&self.max_fds, figures.max_fds.map(whole));
         set(&self.virtual_memory, figures.virtual_memory_bytes.map(whole));
@@ -56,6 +55,12 @@ impl ProcessMetrics {
         set(&self.resident_memory, figures.resident_memory_bytes.map(whole));
         set(&self.start_time, figures.start_time_seconds.map(whole));
         set(&self.threads, figures.threads.map(whole));
+    }
+
+    /// Appends `process_cpu_seconds_total`, the one family the recorder cannot hold, to `out`.
+    pub fn render_cpu_seconds(&self, out: &mut String) {
+        let cpu_seconds = f64::from_bits(self.cpu_seconds.load(Ordering::Relaxed));
+        CPU_SECONDS.render_sample(cpu_seconds, out);
     }
 }
 

@@ -1,15 +1,14 @@
-//! The Grafana dashboard in deploy/grafana cannot drift from the service: every metric its
-//! queries name must be one the service really exports on `/metrics`.
+//! The Grafana dashboards and the alert rules in deploy/ cannot drift from the service: every
+//! metric their queries name must be one the service really exports on `/metrics`.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
-use crate::common::{Backend, TestApp, message, metrics_text};
+use crate::observability::exposition_of_every_family;
 use serde_json::Value;
 
-const DASHBOARD: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/deploy/grafana/dashboards/webhook-inbox.json"
-);
+const DASHBOARDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards");
+const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/alerts.yml");
 
 /// Words of PromQL that look like metric names but are not: operators, modifiers, and the
 /// aggregations, which may be followed by `by (…)` rather than straight by `(`.
@@ -95,25 +94,92 @@ fn skip_past(chars: &[char], open: usize, close: char) -> usize {
         .map_or(chars.len(), |offset| open + 1 + offset + 1)
 }
 
-fn dashboard() -> Value {
-    let text = std::fs::read_to_string(DASHBOARD).expect("the dashboard file");
-    serde_json::from_str(&text).expect("the dashboard is JSON")
-}
-
-/// Every `expr` of every panel's targets, with the panel's title.
-fn queries(dashboard: &Value) -> Vec<(String, String)> {
-    let panels = dashboard["panels"].as_array().expect("panels");
-    panels
-        .iter()
-        .flat_map(|panel| {
-            let title = panel["title"].as_str().expect("panel title").to_owned();
-            panel["targets"]
-                .as_array()
-                .expect("panel targets")
-                .iter()
-                .map(move |target| (title.clone(), target["expr"].as_str().expect("expr").to_owned()))
+/// Every dashboard of deploy/grafana/dashboards, by file.
+fn dashboards() -> Vec<(PathBuf, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(DASHBOARDS)
+        .expect("the dashboards folder")
+        .map(|entry| entry.expect("a folder entry").path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no dashboard in {DASHBOARDS}");
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).expect("a dashboard file");
+            let dashboard =
+                serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", file.display()));
+            (file, dashboard)
         })
         .collect()
+}
+
+/// Every PromQL query of a dashboard, wherever it is (a panel's targets, the panels of a row),
+/// with the title of the panel around it: the `expr` of every object.
+fn queries(value: &Value, title: &str, found: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(object) => {
+            let title = object.get("title").and_then(Value::as_str).unwrap_or(title);
+            for (key, inner) in object {
+                match (key.as_str(), inner) {
+                    ("expr", Value::String(expr)) => found.push((title.to_owned(), expr.clone())),
+                    _ => queries(inner, title, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| queries(item, title, found)),
+        _ => {}
+    }
+}
+
+/// Every dashboard's queries, each with the file and panel it is in.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for (file, dashboard) in dashboards() {
+        let mut found = Vec::new();
+        queries(&dashboard, "", &mut found);
+        assert!(!found.is_empty(), "{}: no query", file.display());
+        let file = file
+            .file_name()
+            .map(Path::new)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        all.extend(
+            found
+                .into_iter()
+                .map(|(title, expr)| (format!("{file}: {title}"), expr)),
+        );
+    }
+    all
+}
+
+/// Every rule's `expr` in deploy/alerts.yml, with the rule's name. Each is written on its
+/// `expr:` line, which the rules file keeps to (a folded or literal block would be missed, so
+/// it is refused).
+fn alert_queries() -> Vec<(String, String)> {
+    let rules = std::fs::read_to_string(ALERTS).expect("deploy/alerts.yml");
+    let mut alert = String::new();
+    let mut found = Vec::new();
+    for line in rules.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("- alert:") {
+            alert = name.trim().to_owned();
+        } else if let Some(expr) = line.strip_prefix("expr:") {
+            let expr = expr.trim();
+            assert!(
+                !expr.is_empty() && !expr.starts_with(['|', '>']),
+                "{alert}: write the expr on its own line"
+            );
+            found.push((alert.clone(), expr.to_owned()));
+        }
+    }
+    let alerts = rules
+        .lines()
+        .filter(|line| line.trim().starts_with("- alert:"))
+        .count();
+    assert_eq!(found.len(), alerts, "a rule without an expr: line");
+    assert!(alerts >= 8, "{found:?}");
+    found
 }
 
 /// The sample names in a Prometheus text exposition (`name_bucket`, `name_sum`, … included).
@@ -155,76 +221,69 @@ fn metric_names_are_read_out_of_promql() {
 
 #[test]
 fn the_dashboard_has_the_panels_the_operations_guide_lists() {
-    let dashboard = dashboard();
-    let titles: Vec<&str> = dashboard["panels"]
-        .as_array()
-        .expect("panels")
-        .iter()
-        .map(|panel| panel["title"].as_str().expect("title"))
-        .collect();
     let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
         .expect("docs/operations.md");
-    for title in &titles {
-        assert!(
-            guide.contains(&format!("**{title}**")),
-            "panel {title:?} is not listed in docs/operations.md"
-        );
-    }
-    assert!(titles.len() >= 10, "{titles:?}");
-    for panel in dashboard["panels"].as_array().expect("panels") {
-        assert_eq!(panel["datasource"]["uid"], "prometheus", "{panel}");
+    for (file, dashboard) in dashboards() {
+        let panels = dashboard["panels"].as_array().expect("panels");
+        let titles: Vec<&str> = panels
+            .iter()
+            .map(|panel| panel["title"].as_str().expect("title"))
+            .collect();
+        for title in &titles {
+            assert!(
+                guide.contains(&format!("**{title}**")),
+                "panel {title:?} of {} is not listed in docs/operations.md",
+                file.display()
+            );
+        }
+        assert!(titles.len() >= 10, "{titles:?}");
+        for panel in panels {
+            assert_eq!(panel["datasource"]["uid"], "prometheus", "{panel}");
+        }
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_metric_the_dashboard_queries_is_exported() {
-    use crate::common::receiver::{Receiver, Reply, behaviour};
-
-    // Forwarding on, so that its series exist, and one delivery made, so that its latency
-    // histogram has a sample to show.
-    let receiver = Receiver::start(behaviour(|_, _| Reply::ok())).await;
-    let app = TestApp::spawn_with(crate::common::Options {
-        forward: Some(crate::forward::fast_settings(&receiver.url())),
-        ..crate::common::Options::new(Backend::SqliteMemory)
-    })
-    .await;
-    app.store(&message(
-        "m1",
-        "+919876543210",
-        "2025-01-15T10:00:00Z",
-        Some("hi"),
-    ))
-    .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let destination = receiver.url();
-    while crate::common::metric(
-        &metrics_text(&app).await,
-        "forward_attempts_total",
-        &[("destination", &destination), ("result", "delivered")],
-    ) != Some(1.0)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the message was not forwarded"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let exported = exported_names(&metrics_text(&app).await);
-
-    let queries = queries(&dashboard());
-    assert!(!queries.is_empty());
+/// The names of `queries` that the service does not export, each with where it is used.
+fn missing_from(exported: &BTreeSet<String>, queries: &[(String, String)]) -> Vec<String> {
     let mut missing = Vec::new();
-    for (title, expr) in &queries {
+    for (place, expr) in queries {
         let names = metric_names(expr);
-        assert!(!names.is_empty(), "panel {title:?}: no metric in {expr:?}");
-        for name in names {
-            if !exported.contains(&name) {
-                missing.push(format!("{title}: {name}"));
-            }
-        }
+        assert!(!names.is_empty(), "{place}: no metric in {expr:?}");
+        missing.extend(
+            names
+                .into_iter()
+                .filter(|name| !exported.contains(name))
+                .map(|name| format!("{place}: {name}")),
+        );
     }
+    missing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboards_and_the_alerts_query_is_exported() {
+    let exported = exported_names(&exposition_of_every_family().await);
+    let dashboards = dashboard_queries();
+    let alerts = alert_queries();
+    let missing = missing_from(&exported, &[dashboards, alerts].concat());
     assert!(
         missing.is_empty(),
-        "not exported by the service: {missing:?}\nexported: {exported:?}"
+        "not exported by the service: {missing:#?}\nexported: {exported:?}"
     );
+}
+
+#[test]
+fn a_query_of_a_nested_panel_counts_and_a_missing_metric_is_reported() {
+    let dashboard: Value = serde_json::from_str(
+        r#"{"panels": [{"title": "Row", "type": "row", "panels": [
+            {"title": "Inner", "targets": [{"expr": "rate(renamed_total[5m])"}]}]}]}"#,
+    )
+    .expect("json");
+    let mut found = Vec::new();
+    queries(&dashboard, "", &mut found);
+    assert_eq!(
+        found,
+        [("Inner".to_owned(), "rate(renamed_total[5m])".to_owned())]
+    );
+    let exported = BTreeSet::from(["other_total".to_owned()]);
+    assert_eq!(missing_from(&exported, &found), ["Inner: renamed_total"]);
 }

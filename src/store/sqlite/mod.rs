@@ -21,6 +21,7 @@ mod tuning;
 mod wal_sync;
 mod writer;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -88,6 +89,8 @@ pub struct SqliteStore {
     readers: Arc<ReadPool>,
     stored: StoredCount,
     arrivals: ArrivalSignal,
+    /// The WAL file beside a database in a file.
+    wal: Option<PathBuf>,
 }
 
 impl SqliteStore {
@@ -110,6 +113,7 @@ impl SqliteStore {
             options.read_timeout,
         ));
         let stored = StoredCount::default();
+        let wal = target.path().map(wal_sync::wal_path);
         let writer = writer::Writer::new(
             target,
             conn,
@@ -129,6 +133,7 @@ impl SqliteStore {
             readers,
             stored,
             arrivals,
+            wal,
         })
     }
 }
@@ -286,6 +291,14 @@ impl Store for SqliteStore {
 
     fn stored_messages(&self) -> u64 {
         self.stored.get()
+    }
+
+    fn wal_bytes(&self) -> Option<u64> {
+        match std::fs::metadata(self.wal.as_ref()?) {
+            Ok(metadata) => Some(metadata.len()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Some(0),
+            Err(_) => None,
+        }
     }
 
     /// Ready when the writer can write to the file at the path and the schema is this
