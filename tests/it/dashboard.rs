@@ -271,6 +271,29 @@ async fn every_metric_the_dashboards_and_the_alerts_query_is_exported() {
     );
 }
 
+/// The other way round: every family the service exports is shown on a dashboard, so a new
+/// metric comes with its panel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exported_family_has_a_panel() {
+    let exposition = exposition_of_every_family().await;
+    let queried: BTreeSet<String> = dashboard_queries()
+        .iter()
+        .flat_map(|(_, expr)| metric_names(expr))
+        .collect();
+    let shown = |family: &str| {
+        queried.iter().any(|name| {
+            name.strip_prefix(family)
+                .is_some_and(|suffix| ["", "_bucket", "_sum", "_count"].contains(&suffix))
+        })
+    };
+    let without_panel: Vec<&str> = exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split_whitespace().next())
+        .filter(|family| !shown(family))
+        .collect();
+    assert!(without_panel.is_empty(), "no dashboard shows {without_panel:?}");
+}
+
 #[test]
 fn a_query_of_a_nested_panel_counts_and_a_missing_metric_is_reported() {
     let dashboard: Value = serde_json::from_str(
