@@ -202,9 +202,34 @@ fn days_in_month(year: u32, month: u32) -> u32 {
     }
 }
 
-/// Unicode full case folding, the form in which `q` and `text` are compared.
+/// Unicode full case folding, the form in which `q` and `text` are compared. An ASCII text folds
+/// to its ASCII lower case, which is cheaper to compute.
 pub fn fold_case(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
     caseless::default_case_fold_str(text)
+}
+
+/// Whether `fold_case(text)` contains `folded_needle` (a needle already case-folded).
+///
+/// An ASCII text folds to its ASCII lower case, so it is compared in place, without building
+/// the folded copy: the scan for a term too short for the search index calls this once per
+/// stored row. A folded needle with a byte outside ASCII cannot occur in an ASCII text.
+pub fn folded_contains(text: &str, folded_needle: &str) -> bool {
+    if !text.is_ascii() {
+        return fold_case(text).contains(folded_needle);
+    }
+    let needle = folded_needle.as_bytes();
+    if needle.is_empty() {
+        return true;
+    }
+    text.as_bytes().windows(needle.len()).any(|window| {
+        window
+            .iter()
+            .zip(needle)
+            .all(|(t, n)| t.to_ascii_lowercase() == *n)
+    })
 }
 
 /// `+` followed by one or more ASCII digits, nothing else.
@@ -655,5 +680,50 @@ mod tests {
         ) {
             proptest::prop_assert!(pattern_agrees(&text), "{}", text);
         }
+
+        #[test]
+        fn folded_contains_agrees_with_folding_the_text(
+            text in r"[a-zA-Z %_\u{212a}\u{17f}ßẞΣσς]{0,24}",
+            needle in r"[a-zA-Z %_\u{212a}\u{17f}ßẞΣσς]{0,3}",
+        ) {
+            let folded_needle = caseless::default_case_fold_str(&needle);
+            proptest::prop_assert_eq!(
+                folded_contains(&text, &folded_needle),
+                caseless::default_case_fold_str(&text).contains(&folded_needle),
+                "{:?} in {:?}", needle, text
+            );
+        }
+
+        #[test]
+        fn folded_contains_agrees_with_folding_an_ascii_text(
+            text in r"[a-zA-Z0-9 %_]{0,24}",
+            needle in r"[a-zA-Z %_\u{212a}\u{17f}ß]{0,3}",
+        ) {
+            let folded_needle = caseless::default_case_fold_str(&needle);
+            proptest::prop_assert_eq!(
+                folded_contains(&text, &folded_needle),
+                caseless::default_case_fold_str(&text).contains(&folded_needle),
+                "{:?} in {:?}", needle, text
+            );
+        }
+    }
+
+    #[test]
+    fn fold_case_of_every_ascii_character_is_the_full_unicode_folding() {
+        for byte in 0..=127u8 {
+            let text = char::from(byte).to_string();
+            assert_eq!(fold_case(&text), caseless::default_case_fold_str(&text), "{byte}");
+        }
+    }
+
+    #[test]
+    fn folded_contains_compares_ascii_texts_case_insensitively() {
+        assert!(folded_contains("Hello World", "o w"));
+        assert!(folded_contains("Hello", ""));
+        assert!(!folded_contains("Hello", "hellos"));
+        assert!(!folded_contains("Hello", "héllo"));
+        // A Kelvin sign folds to k: the text is not ASCII, so it takes the folding path.
+        assert!(folded_contains("\u{212a}ey", "ke"));
+        assert!(folded_contains("STRASSE", &fold_case("straße")));
     }
 }

@@ -1,6 +1,6 @@
 //! The `/messages` filters applied to one message at a time, as the stores apply them.
 
-use crate::message::{Message, Source, fold_case};
+use crate::message::{Message, Source, fold_case, folded_contains};
 use crate::store::MessageFilter;
 
 /// A [`MessageFilter`] made ready to test messages: `q` folded once.
@@ -34,7 +34,7 @@ impl StreamFilter {
                 message
                     .text
                     .as_deref()
-                    .is_some_and(|text| fold_case(text).contains(needle))
+                    .is_some_and(|text| folded_contains(text, needle))
             })
     }
 }

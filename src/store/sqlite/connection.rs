@@ -12,7 +12,7 @@ use rusqlite::{Connection, OpenFlags};
 use super::queries::HitSet;
 use super::tuning;
 use crate::config::Synchronous;
-use crate::message::fold_case;
+use crate::message::folded_contains;
 use crate::store::StoreError;
 
 /// Page cache sizes, negative as SQLite takes them: KiB rather than pages.
@@ -166,7 +166,7 @@ pub(super) fn register_contains_ci(conn: &Connection) -> rusqlite::Result<()> {
         |ctx| {
             let haystack = ctx.get_raw(0).as_str_or_null()?;
             let needle = ctx.get_raw(1).as_str()?;
-            Ok(haystack.is_some_and(|text| fold_case(text).contains(needle)))
+            Ok(haystack.is_some_and(|text| folded_contains(text, needle)))
         },
     )
 }
