@@ -308,12 +308,17 @@ async fn cursor_pages_keep_the_filters(app: TestApp) {
     let query = "limit=2&from=%2B919876543210&q=HELLO&since=2025-01-15T10:00:01Z";
     assert_eq!(walk_with_cursor(&app, query).await, ["f02", "f04", "f08", "f10"]);
     let mut first = page(&app, &format!("?{query}")).await;
-    assert!(take_cursor(&mut first).is_some());
+    let cursor = take_cursor(&mut first).expect("a second page");
     assert_eq!(
         first["total"],
         json!(4),
         "total counts every match, not what is left"
     );
+    let second = page(&app, &format!("?{query}&cursor={cursor}")).await;
+    assert_eq!(second["total"], json!(4), "after a cursor too");
+    let none = page(&app, "?q=no-such-text").await;
+    assert_eq!(none["total"], json!(0));
+    assert!(ids(&none).is_empty());
 }
 
 async fn a_cursor_does_not_shift_when_earlier_rows_arrive(app: TestApp) {

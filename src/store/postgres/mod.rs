@@ -216,6 +216,9 @@ impl Store for PostgresStore {
 
     async fn list(&self, filter: MessageFilter, page: PageRequest) -> Result<MessagePage, StoreError> {
         self.read(async |client| {
+            if page.offset == 0 {
+                return queries::list_from_its_start(client, &filter, page).await;
+            }
             let tx = queries::snapshot(client).await?;
             let page = queries::list_messages(&tx, &filter, page).await?;
             tx.commit().await.map_err(read_failed)?;
@@ -236,6 +239,10 @@ impl Store for PostgresStore {
 
     async fn stats(&self, source: Option<Source>) -> Result<Stats, StoreError> {
         self.read(async |client| {
+            if source.is_none() {
+                // One statement, one snapshot: no transaction to open and close.
+                return queries::read_stats(client, None).await;
+            }
             let tx = queries::snapshot(client).await?;
             let stats = queries::read_stats(&tx, source).await?;
             tx.commit().await.map_err(read_failed)?;
