@@ -11,6 +11,12 @@ usage: bench/streams.py BASE_URL SERVER_PID [STREAMS] [MESSAGES]
    time from the POST's answer to the event's arrival (the fan-out lag);
 5. reads the resident memory once more, and prints one JSON line with all figures.
 Every stream must receive every message once; the script fails otherwise.
+
+With HOLD_SECONDS set (bench/run.sh's streams-while-ingesting figure), steps 4 and 5 change:
+after opening the streams it creates READY_FILE (so that the caller starts its full-speed
+ingest), reads every stream as fast as it can for HOLD_SECONDS while posting a marker message
+every 100 ms, then prints: the events received, the streams the service closed for reading too
+slowly, and the lag from each marker's answer to its event on the streams that received it.
 """
 import asyncio
 import hashlib
@@ -76,6 +82,69 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+async def read_until_closed(reader, arrivals):
+    """Reads chunked SSE until the service ends the stream; counts every message event and
+    notes when each marker came. Returns the number of events."""
+    buffer = b""
+    events = 0
+    try:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            if size == 0:
+                return events
+            buffer += (await reader.readexactly(size + 2))[:-2]
+            while b"\n\n" in buffer:
+                frame, buffer = buffer.split(b"\n\n", 1)
+                if b"event: message" not in frame:
+                    continue
+                events += 1
+                if b"stream-marker-" in frame:
+                    data = next(line for line in frame.split(b"\n") if line.startswith(b"data: "))
+                    arrivals.append((json.loads(data[6:])["message_id"], time.monotonic()))
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return events
+
+
+async def while_ingesting(host, port, secret, pid, streams, hold_seconds, ready_file):
+    connections = [await open_stream(host, port) for _ in range(streams)]
+    idle = rss_kib(pid)
+    arrivals = [[] for _ in connections]
+    readers = [asyncio.create_task(read_until_closed(reader, arrivals[n]))
+               for n, (reader, _) in enumerate(connections)]
+    open(ready_file, "w").close()
+    acknowledged = {}
+    run = f"{time.time_ns()}"
+    deadline = time.monotonic() + hold_seconds
+    n = 0
+    while time.monotonic() < deadline:
+        message_id = f"stream-marker-{run}-{n}"
+        body = json.dumps({"message_id": message_id, "from": "+919876543210", "to": "+14155550100",
+                           "ts": "2025-01-15T10:00:00Z", "text": f"marker {n}"}).encode()
+        await post(host, port, secret, body)
+        acknowledged[message_id] = time.monotonic()
+        n += 1
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(2)
+    closed_by_service = sum(reader.done() for reader in readers)
+    peak = rss_kib(pid)
+    for _, writer in connections:
+        writer.close()
+    events = sum(await asyncio.gather(*readers))
+    lags_ms = [max(0.0, (at - acknowledged[message_id]) * 1000)
+               for stream in arrivals for message_id, at in stream if message_id in acknowledged]
+    print(json.dumps({
+        "streams": streams,
+        "markers": len(acknowledged),
+        "events_received": events,
+        "streams_closed_as_too_slow": closed_by_service,
+        "marker_events": len(lags_ms),
+        "lag_ms_p50": round(percentile(lags_ms, 0.50), 2) if lags_ms else None,
+        "lag_ms_p99": round(percentile(lags_ms, 0.99), 2) if lags_ms else None,
+        "rss_kib_idle_streams": idle,
+        "rss_kib_end": peak,
+    }))
+
+
 async def main():
     base, pid = sys.argv[1], int(sys.argv[2])
     streams = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
@@ -83,6 +152,10 @@ async def main():
     secret = os.environ.get("WEBHOOK_SECRET", "testsecret").encode()
     url = urlparse(base)
     host, port = url.hostname, url.port or 80
+    if os.environ.get("HOLD_SECONDS"):
+        await while_ingesting(host, port, secret, pid, streams, float(os.environ["HOLD_SECONDS"]),
+                              os.environ["READY_FILE"])
+        return
     before = rss_kib(pid)
     connections = []
     for _ in range(streams):
