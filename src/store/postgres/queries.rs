@@ -96,26 +96,19 @@ pub async fn list_from_its_start(
 ) -> Result<MessagePage, StoreError> {
     debug_assert_eq!(page.offset, 0);
     let (clause, mut values) = filter_clause(filter);
-    let total_apart = count_statement(filter, &clause);
+    let count = count_statement(filter, &clause);
     let clause = after_position(clause, &mut values, page.after.clone(), page.order);
     let read = page.read(0);
     values.push(Box::new(i64::from(read.limit)));
     let direction = read.order.sql();
-    let rows_in_order = format!(
-        "FROM messages{clause} ORDER BY ts_key {direction}, message_id {direction} LIMIT ${}",
+    // With no row in the page, the one row of the join still carries the total.
+    let sql = format!(
+        "SELECT counted.total, page.* FROM ({count}) AS counted (total) \
+         LEFT JOIN LATERAL (SELECT {MESSAGE_COLUMNS} FROM messages{clause} \
+         ORDER BY ts_key {direction}, message_id {direction} LIMIT ${}) AS page ON true \
+         ORDER BY page.ts_key {direction}, page.message_id {direction}",
         values.len()
     );
-    let sql = if counted_at_insert(filter).is_none() && page.after.is_none() {
-        // The matches are counted in the same pass that finds the page; no row means none match.
-        format!("SELECT count(*) OVER (), {MESSAGE_COLUMNS} {rows_in_order}")
-    } else {
-        // With no row in the page, the one row of the join still carries the total.
-        format!(
-            "SELECT counted.total, page.* FROM ({total_apart}) AS counted (total) \
-             LEFT JOIN LATERAL (SELECT {MESSAGE_COLUMNS} {rows_in_order}) AS page ON true \
-             ORDER BY page.ts_key {direction}, page.message_id {direction}"
-        )
-    };
     let statement = client.prepare_cached(&sql).await.map_err(read_failed)?;
     let rows = client
         .query(&statement, &params(&values))
