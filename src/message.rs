@@ -220,16 +220,16 @@ pub fn folded_contains(text: &str, folded_needle: &str) -> bool {
     if !text.is_ascii() {
         return fold_case(text).contains(folded_needle);
     }
-    let needle = folded_needle.as_bytes();
-    if needle.is_empty() {
+    let (haystack, needle) = (text.as_bytes(), folded_needle.as_bytes());
+    let Some((&first, rest)) = needle.split_first() else {
         return true;
-    }
-    text.as_bytes().windows(needle.len()).any(|window| {
-        window
-            .iter()
-            .zip(needle)
-            .all(|(t, n)| t.to_ascii_lowercase() == *n)
-    })
+    };
+    let Some(last_start) = haystack.len().checked_sub(needle.len()) else {
+        return false;
+    };
+    // Jump between the places where the needle's first byte occurs, in either case.
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), &haystack[..=last_start])
+        .any(|at| haystack[at + 1..at + needle.len()].eq_ignore_ascii_case(rest))
 }
 
 /// `+` followed by one or more ASCII digits, nothing else.
