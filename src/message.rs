@@ -683,21 +683,9 @@ mod tests {
 
         #[test]
         fn folded_contains_agrees_with_folding_the_text(
-            text in r"[a-zA-Z %_\u{212a}\u{17f}ßẞΣσς]{0,24}",
+            // ASCII texts take the fast path, the others the folding one.
+            text in proptest::prop_oneof![r"[a-zA-Z0-9 %_]{0,24}", r"[a-zA-Z %_\u{212a}\u{17f}ßẞΣσς]{0,24}"],
             needle in r"[a-zA-Z %_\u{212a}\u{17f}ßẞΣσς]{0,3}",
-        ) {
-            let folded_needle = caseless::default_case_fold_str(&needle);
-            proptest::prop_assert_eq!(
-                folded_contains(&text, &folded_needle),
-                caseless::default_case_fold_str(&text).contains(&folded_needle),
-                "{:?} in {:?}", needle, text
-            );
-        }
-
-        #[test]
-        fn folded_contains_agrees_with_folding_an_ascii_text(
-            text in r"[a-zA-Z0-9 %_]{0,24}",
-            needle in r"[a-zA-Z %_\u{212a}\u{17f}ß]{0,3}",
         ) {
             let folded_needle = caseless::default_case_fold_str(&needle);
             proptest::prop_assert_eq!(
