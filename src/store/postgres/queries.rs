@@ -87,8 +87,9 @@ fn like_contains_pattern(needle: &str) -> String {
 }
 
 /// A page at offset 0 (the first one, or the one after a cursor) and its total in one statement,
-/// which sees one snapshot without a transaction: one round trip instead of four. Such a page
-/// reads the same rows whatever the total.
+/// which sees one snapshot without a transaction: one round trip where a snapshot, the count and
+/// the page took four or five. Such a page reads the same rows whatever the total, so the read is
+/// planned without it.
 pub async fn list_from_its_start(
     client: &impl GenericClient,
     filter: &MessageFilter,
